@@ -1,0 +1,183 @@
+//! Identities and the service tokens that prove them.
+//!
+//! A token is a random secret shown once to its owner; ward keeps only its SHA-256 (the
+//! token has 192 bits of entropy, so a fast hash is enough and a slow KDF would only cost
+//! latency on every connection). Presented tokens are hashed and compared in constant time.
+//! Every refusal reason maps to the same client-facing message, so a client cannot learn
+//! which identities or targets exist; the reason is kept for logs and the audit.
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// An authenticated principal: who is behind a session.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub name: Arc<str>,
+    /// Where the identity came from (`token` today; `oidc`, `workload`, `ssh-key` later).
+    pub source: &'static str,
+    pub groups: Vec<String>,
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// Why authentication failed. Clients only ever see "authentication failed".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token matches identity {0:?}")]
+    BadToken(String),
+    #[error("token for identity {0:?} expired at {1}")]
+    Expired(String, DateTime<Utc>),
+    #[error("identity {0:?} may not use target {1:?}")]
+    TargetNotAllowed(String, String),
+    #[error("unknown target {0:?}")]
+    UnknownTarget(String),
+}
+
+/// One configured token: its owner, hash and limits.
+#[derive(Clone, Debug)]
+pub struct TokenEntry {
+    pub identity: Arc<str>,
+    pub hash: [u8; 32],
+    pub expires: Option<DateTime<Utc>>,
+    /// Targets this token may reach; `None` means every target.
+    pub targets: Option<Vec<String>>,
+    pub groups: Vec<String>,
+}
+
+/// The set of configured tokens, checked on every connection.
+#[derive(Clone, Debug, Default)]
+pub struct TokenBook {
+    entries: Vec<TokenEntry>,
+}
+
+impl TokenBook {
+    pub fn new(entries: Vec<TokenEntry>) -> Self {
+        TokenBook { entries }
+    }
+
+    pub fn entries(&self) -> &[TokenEntry] {
+        &self.entries
+    }
+
+    /// Checks that `presented` is a valid token for identity `user` allowed on `target`.
+    ///
+    /// Every entry is compared (not just the first of that name) so that the time taken does
+    /// not depend on which entry matched; several tokens per identity allow rotation.
+    pub fn authenticate(
+        &self,
+        user: &str,
+        presented: &str,
+        target: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Identity, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found: Option<&TokenEntry> = None;
+        for entry in &self.entries {
+            let same_hash: bool = entry.hash.ct_eq(&digest).into();
+            if same_hash && entry.identity.as_ref() == user && found.is_none() {
+                found = Some(entry);
+            }
+        }
+        let entry = found.ok_or_else(|| AuthError::BadToken(user.to_string()))?;
+        if let Some(expires) = entry.expires
+            && expires <= now
+        {
+            return Err(AuthError::Expired(user.to_string(), expires));
+        }
+        if let Some(allowed) = &entry.targets
+            && !allowed.iter().any(|t| t == target)
+        {
+            return Err(AuthError::TargetNotAllowed(user.to_string(), target.to_string()));
+        }
+        Ok(Identity {
+            name: entry.identity.clone(),
+            source: "token",
+            groups: entry.groups.clone(),
+            expires: entry.expires,
+        })
+    }
+}
+
+/// A newly minted token: the secret (shown once) and the line to store.
+pub struct NewToken {
+    pub token: String,
+    pub hash: String,
+}
+
+/// Mints a token: `ward_` followed by 48 hex digits (192 random bits).
+pub fn generate_token() -> NewToken {
+    let mut raw = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = format!("ward_{}", hex::encode(raw));
+    let hash = hash_token(&token);
+    NewToken { token, hash }
+}
+
+/// `sha256:<hex>` of a token, the form stored in ward.yaml.
+pub fn hash_token(token: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+/// Parses `sha256:<64 hex digits>`.
+pub fn parse_token_hash(text: &str) -> Result<[u8; 32], String> {
+    let hex_part = text.strip_prefix("sha256:").ok_or_else(|| {
+        format!("token hash {text:?} must look like sha256:<64 hex digits> (from `ward token create`)")
+    })?;
+    let bytes = hex::decode(hex_part)
+        .map_err(|_| format!("token hash {text:?} is not valid hex"))?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("token hash {text:?} must have exactly 64 hex digits"))
+}
+
+/// Constant-time equality of two secrets of any length (length itself is not hidden).
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(token: &str, expires: Option<DateTime<Utc>>, targets: Option<Vec<String>>) -> TokenBook {
+        TokenBook::new(vec![TokenEntry {
+            identity: "ci-nightly".into(),
+            hash: parse_token_hash(&hash_token(token)).unwrap(),
+            expires,
+            targets,
+            groups: vec![],
+        }])
+    }
+
+    #[test]
+    fn accepts_the_right_token_only_for_its_identity() {
+        let t = generate_token();
+        let b = book(&t.token, None, None);
+        let now = Utc::now();
+        assert_eq!(&*b.authenticate("ci-nightly", &t.token, "db", now).unwrap().name, "ci-nightly");
+        assert!(matches!(b.authenticate("someone-else", &t.token, "db", now), Err(AuthError::BadToken(_))));
+        assert!(matches!(b.authenticate("ci-nightly", "ward_wrong", "db", now), Err(AuthError::BadToken(_))));
+    }
+
+    #[test]
+    fn refuses_expired_tokens_and_other_targets() {
+        let t = generate_token();
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        let b = book(&t.token, Some(past), None);
+        assert!(matches!(b.authenticate("ci-nightly", &t.token, "db", Utc::now()), Err(AuthError::Expired(..))));
+        let b = book(&t.token, None, Some(vec!["orders-db".into()]));
+        assert!(b.authenticate("ci-nightly", &t.token, "orders-db", Utc::now()).is_ok());
+        assert!(matches!(b.authenticate("ci-nightly", &t.token, "hr-db", Utc::now()), Err(AuthError::TargetNotAllowed(..))));
+    }
+
+    #[test]
+    fn hash_lines_round_trip_and_bad_ones_explain() {
+        let t = generate_token();
+        assert!(t.token.starts_with("ward_") && t.token.len() == 53);
+        assert!(parse_token_hash(&t.hash).is_ok());
+        assert!(parse_token_hash("md5:abc").unwrap_err().contains("sha256:"));
+        assert!(parse_token_hash("sha256:abcd").unwrap_err().contains("64"));
+    }
+}

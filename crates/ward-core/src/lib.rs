@@ -1,0 +1,21 @@
+//! The protocol-agnostic core of ward.
+//!
+//! Adapters (PostgreSQL today; SSH, MySQL and Kubernetes later) turn wire traffic into
+//! sessions and statements; this crate owns everything they share so that no adapter keeps a
+//! second copy of it: the configuration model, identities and token checks, target
+//! definitions with their stored credentials, the registry of live sessions, and the audit
+//! events with the bounded sink that carries them to the store.
+
+pub mod audit;
+pub mod config;
+pub mod event;
+pub mod identity;
+pub mod registry;
+pub mod secret;
+pub mod time;
+
+pub use audit::{AuditClosed, AuditSink};
+pub use config::{Config, ConfigError};
+pub use event::{AuditEvent, SessionEnd, SessionId, SessionStart, StatementEvent};
+pub use identity::{AuthError, Identity, TokenBook};
+pub use registry::{LiveSession, SessionRegistry};
