@@ -1,1 +1,62 @@
+//! ward's PostgreSQL adapter.
+//!
+//! Same shape as every adapter: [`listener`] accepts, negotiates TLS and authenticates the
+//! client; [`upstream`] logs in to the target with the stored credential; [`session`] relays
+//! bytes in both directions while [`tracker`] attributes results to statements for the
+//! audit; [`codec`] finds message boundaries without decoding what it does not inspect.
+//! Identity, the session registry and the audit sink come from `ward-core`.
 
+pub mod cancel;
+pub mod codec;
+pub mod listener;
+pub mod messages;
+pub mod session;
+pub mod stream;
+pub mod tracker;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use ward_core::config::{Config, Limits};
+use ward_core::{AuditSink, SessionRegistry, TokenBook};
+
+pub use listener::serve;
+
+/// Everything the PostgreSQL listener needs, shared by all its connections.
+pub struct PgGateway {
+    pub tokens: TokenBook,
+    pub targets: BTreeMap<String, upstream::UpstreamConnector>,
+    /// TLS towards clients; `None` only when no certificate could be loaded, in which case
+    /// every client is refused unless plaintext is explicitly allowed.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub allow_plaintext: bool,
+    pub limits: Limits,
+    pub registry: Arc<SessionRegistry>,
+    pub audit: AuditSink,
+    pub cancels: cancel::CancelMap,
+}
+
+impl PgGateway {
+    /// Builds the gateway from a loaded config, resolving target secrets and TLS settings.
+    pub fn from_config(
+        config: &Config,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        registry: Arc<SessionRegistry>,
+        audit: AuditSink,
+    ) -> Result<Self, String> {
+        let mut targets = BTreeMap::new();
+        for (name, target) in config.postgres_targets()? {
+            targets.insert(name, upstream::UpstreamConnector::new(Arc::new(target))?);
+        }
+        Ok(PgGateway {
+            tokens: config.token_book(),
+            targets,
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            allow_plaintext: config.tls.allow_plaintext,
+            limits: config.limits.clone(),
+            registry,
+            audit,
+            cancels: cancel::CancelMap::default(),
+        })
+    }
+}

@@ -1,0 +1,350 @@
+//! The few PostgreSQL messages ward reads or writes itself, as borrowed views and builders.
+//!
+//! Everything else crosses the relay as opaque bytes (see `codec`).
+
+use crate::codec::{put_cstr, put_message, read_cstr, read_i16, read_i32};
+
+/// Severity of a message ward generates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// SQLSTATE codes ward uses in its own errors.
+pub mod sqlstate {
+    /// The client broke the protocol (and plaintext refusal).
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    /// Authentication failed.
+    pub const INVALID_PASSWORD: &str = "28P01";
+    /// The target could not be reached or refused ward.
+    pub const CONNECTION_FAILURE: &str = "08006";
+    /// ward could not connect at all.
+    pub const CANNOT_CONNECT: &str = "08001";
+    /// The session was terminated by an administrator.
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    /// ward cannot record the session and will not continue unaudited.
+    pub const SYSTEM_ERROR: &str = "58000";
+    /// A protocol feature ward does not support.
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+}
+
+/// Appends an ErrorResponse. Every message ward writes names ward, so a user can tell the
+/// gateway's errors from the database's.
+pub fn error_response(out: &mut Vec<u8>, severity: Severity, code: &str, message: &str, hint: Option<&str>) {
+    put_message(out, b'E', |b| {
+        b.push(b'S');
+        put_cstr(b, severity.as_str());
+        b.push(b'V');
+        put_cstr(b, severity.as_str());
+        b.push(b'C');
+        put_cstr(b, code);
+        b.push(b'M');
+        put_cstr(b, message);
+        if let Some(hint) = hint {
+            b.push(b'H');
+            put_cstr(b, hint);
+        }
+        b.push(0);
+    });
+}
+
+/// An ErrorResponse as a fresh buffer.
+pub fn error_bytes(severity: Severity, code: &str, message: &str, hint: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + message.len());
+    error_response(&mut out, severity, code, message, hint);
+    out
+}
+
+pub fn authentication_ok(out: &mut Vec<u8>) {
+    put_message(out, b'R', |b| b.extend_from_slice(&0i32.to_be_bytes()));
+}
+
+pub fn authentication_cleartext(out: &mut Vec<u8>) {
+    put_message(out, b'R', |b| b.extend_from_slice(&3i32.to_be_bytes()));
+}
+
+pub fn backend_key_data(out: &mut Vec<u8>, pid: i32, secret: i32) {
+    put_message(out, b'K', |b| {
+        b.extend_from_slice(&pid.to_be_bytes());
+        b.extend_from_slice(&secret.to_be_bytes());
+    });
+}
+
+pub fn ready_for_query(out: &mut Vec<u8>, status: u8) {
+    put_message(out, b'Z', |b| b.push(status));
+}
+
+/// NegotiateProtocolVersion: tells a client asking for 3.x (x > 0) that ward speaks 3.0.
+pub fn negotiate_protocol_version(out: &mut Vec<u8>, newest_minor: i32, unsupported: &[String]) {
+    put_message(out, b'v', |b| {
+        b.extend_from_slice(&newest_minor.to_be_bytes());
+        b.extend_from_slice(&(unsupported.len() as i32).to_be_bytes());
+        for option in unsupported {
+            put_cstr(b, option);
+        }
+    });
+}
+
+/// Fields of an ErrorResponse or NoticeResponse that the audit keeps.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ErrorFields<'a> {
+    pub severity: Option<&'a [u8]>,
+    pub code: Option<&'a [u8]>,
+    pub message: Option<&'a [u8]>,
+}
+
+/// Reads an ErrorResponse/NoticeResponse body.
+pub fn parse_error_fields(mut body: &[u8]) -> ErrorFields<'_> {
+    let mut fields = ErrorFields::default();
+    while let Some((&kind, rest)) = body.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let Some((value, rest)) = read_cstr(rest) else { break };
+        match kind {
+            b'V' => fields.severity = Some(value),
+            b'S' if fields.severity.is_none() => fields.severity = Some(value),
+            b'C' => fields.code = Some(value),
+            b'M' => fields.message = Some(value),
+            _ => {}
+        }
+        body = rest;
+    }
+    fields
+}
+
+/// The row count at the end of a CommandComplete tag (`SELECT 5`, `INSERT 0 3`, `COPY 10`),
+/// and the tag's verb.
+pub fn parse_command_tag(body: &[u8]) -> (String, Option<u64>) {
+    let tag = read_cstr(body).map(|(t, _)| t).unwrap_or(body);
+    let tag = String::from_utf8_lossy(tag);
+    let mut words = tag.split(' ');
+    let verb = words.next().unwrap_or_default();
+    let verb = match verb {
+        // Two-word tags such as `CREATE TABLE`, `ALTER TABLE`: keep both words.
+        "CREATE" | "ALTER" | "DROP" | "DECLARE" | "CLOSE" if tag.contains(' ') => {
+            let mut two = tag.splitn(3, ' ');
+            format!("{} {}", two.next().unwrap_or_default(), two.next().unwrap_or_default())
+        }
+        other => other.to_string(),
+    };
+    let rows = tag
+        .rsplit(' ')
+        .next()
+        .filter(|_| tag.contains(' '))
+        .and_then(|n| n.parse().ok());
+    (verb, rows)
+}
+
+/// A Parse message: statement name and SQL text.
+pub struct Parse<'a> {
+    pub name: &'a [u8],
+    pub query: &'a [u8],
+}
+
+pub fn parse_parse(body: &[u8]) -> Option<Parse<'_>> {
+    let (name, rest) = read_cstr(body)?;
+    let (query, _) = read_cstr(rest)?;
+    Some(Parse { name, query })
+}
+
+/// A Bind message: portal, statement, and the parameter values rendered for the audit.
+pub struct Bind<'a> {
+    pub portal: &'a [u8],
+    pub statement: &'a [u8],
+    /// Parameters rendered as `$1='…', $2=NULL`, capped; `None` when there are none.
+    pub params: Option<String>,
+}
+
+/// Reads a Bind and renders its parameters within `cap` bytes. Text values are quoted;
+/// binary values are shown as hex; values past the cap are cut with a marker.
+pub fn parse_bind(body: &[u8], cap: usize) -> Option<Bind<'_>> {
+    let (portal, rest) = read_cstr(body)?;
+    let (statement, rest) = read_cstr(rest)?;
+    let (n_formats, mut rest) = read_i16(rest)?;
+    let n_formats = usize::try_from(n_formats).ok()?;
+    let formats = rest.get(..n_formats * 2)?;
+    rest = &rest[n_formats * 2..];
+    let format_of = |i: usize| -> i16 {
+        match n_formats {
+            0 => 0,
+            1 => i16::from_be_bytes([formats[0], formats[1]]),
+            _ => formats
+                .get(i * 2..i * 2 + 2)
+                .map(|f| i16::from_be_bytes([f[0], f[1]]))
+                .unwrap_or(0),
+        }
+    };
+    let (n_params, mut rest) = read_i16(rest)?;
+    let n_params = usize::try_from(n_params).ok()?;
+    if n_params == 0 {
+        return Some(Bind { portal, statement, params: None });
+    }
+    let mut out = String::new();
+    for i in 0..n_params {
+        let (len, after) = read_i32(rest)?;
+        if i > 0 {
+            out.push_str(", ");
+        }
+        if out.len() >= cap {
+            out.push_str("…");
+            // Still walk the message so a malformed Bind is noticed, but render nothing more.
+            rest = skip_value(after, len)?;
+            continue;
+        }
+        out.push('$');
+        out.push_str(&(i + 1).to_string());
+        out.push('=');
+        if len < 0 {
+            out.push_str("NULL");
+            rest = after;
+            continue;
+        }
+        let value = after.get(..len as usize)?;
+        rest = &after[len as usize..];
+        let room = cap.saturating_sub(out.len());
+        if format_of(i) == 0 {
+            render_text(&mut out, value, room);
+        } else {
+            render_binary(&mut out, value, room);
+        }
+    }
+    Some(Bind { portal, statement, params: Some(out) })
+}
+
+fn skip_value(after: &[u8], len: i32) -> Option<&[u8]> {
+    if len < 0 {
+        Some(after)
+    } else {
+        after.get(len as usize..)
+    }
+}
+
+fn render_text(out: &mut String, value: &[u8], room: usize) {
+    let text = String::from_utf8_lossy(value);
+    out.push('\'');
+    let mut cut = text.len().min(room.max(8));
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    out.push_str(&text[..cut].replace('\'', "''"));
+    out.push('\'');
+    if cut < text.len() {
+        out.push_str(&format!("…(+{} bytes)", text.len() - cut));
+    }
+}
+
+fn render_binary(out: &mut String, value: &[u8], room: usize) {
+    let shown = value.len().min(room.max(8) / 2);
+    out.push_str("\\x");
+    out.push_str(&hex::encode(&value[..shown]));
+    if shown < value.len() {
+        out.push_str(&format!("…(+{} bytes)", value.len() - shown));
+    }
+}
+
+/// An Execute: portal name and row limit (0 = all).
+pub fn parse_execute(body: &[u8]) -> Option<(&[u8], i32)> {
+    let (portal, rest) = read_cstr(body)?;
+    let (max_rows, _) = read_i32(rest)?;
+    Some((portal, max_rows))
+}
+
+/// A Close or Describe: `S` (statement) or `P` (portal) and the name.
+pub fn parse_target_kind(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, _) = read_cstr(rest)?;
+    Some((kind, name))
+}
+
+/// The SQL text of a Query message.
+pub fn parse_query(body: &[u8]) -> Option<&[u8]> {
+    read_cstr(body).map(|(q, _)| q)
+}
+
+/// The function OID of a FunctionCall message.
+pub fn parse_function_call(body: &[u8]) -> Option<i32> {
+    read_i32(body).map(|(oid, _)| oid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_tags_give_verb_and_rows() {
+        assert_eq!(parse_command_tag(b"SELECT 5\0"), ("SELECT".into(), Some(5)));
+        assert_eq!(parse_command_tag(b"INSERT 0 3\0"), ("INSERT".into(), Some(3)));
+        assert_eq!(parse_command_tag(b"CREATE TABLE\0"), ("CREATE TABLE".into(), None));
+        assert_eq!(parse_command_tag(b"BEGIN\0"), ("BEGIN".into(), None));
+        assert_eq!(parse_command_tag(b"COPY 10\0"), ("COPY".into(), Some(10)));
+    }
+
+    fn bind_body(formats: &[i16], params: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        put_cstr(&mut b, "p1");
+        put_cstr(&mut b, "s1");
+        b.extend((formats.len() as i16).to_be_bytes());
+        for f in formats {
+            b.extend(f.to_be_bytes());
+        }
+        b.extend((params.len() as i16).to_be_bytes());
+        for p in params {
+            match p {
+                None => b.extend((-1i32).to_be_bytes()),
+                Some(v) => {
+                    b.extend((v.len() as i32).to_be_bytes());
+                    b.extend(*v);
+                }
+            }
+        }
+        b.extend(0i16.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn bind_params_render_text_binary_and_null() {
+        let body = bind_body(&[0, 1, 0], &[Some(b"o'k"), Some(&[0, 0, 0, 42]), None]);
+        let bind = parse_bind(&body, 1024).unwrap();
+        assert_eq!(bind.portal, b"p1");
+        assert_eq!(bind.statement, b"s1");
+        assert_eq!(bind.params.as_deref(), Some("$1='o''k', $2=\\x0000002a, $3=NULL"));
+    }
+
+    #[test]
+    fn bind_params_are_capped() {
+        let long = vec![b'a'; 5000];
+        let body = bind_body(&[], &[Some(&long), Some(b"x")]);
+        let params = parse_bind(&body, 100).unwrap().params.unwrap();
+        assert!(params.len() < 200, "{params}");
+        assert!(params.contains("(+"), "{params}");
+    }
+
+    #[test]
+    fn truncated_bind_is_rejected_not_panicking() {
+        let body = bind_body(&[0], &[Some(b"hello")]);
+        for cut in 0..body.len() - 2 {
+            let _ = parse_bind(&body[..cut], 64);
+        }
+        assert!(parse_bind(&body[..body.len() - 6], 64).is_none());
+    }
+
+    #[test]
+    fn error_fields_round_trip() {
+        let bytes = error_bytes(Severity::Fatal, "28P01", "nope", Some("hint"));
+        let f = parse_error_fields(&bytes[5..]);
+        assert_eq!(f.code, Some(&b"28P01"[..]));
+        assert_eq!(f.message, Some(&b"nope"[..]));
+        assert_eq!(f.severity, Some(&b"FATAL"[..]));
+    }
+}

@@ -1,0 +1,322 @@
+//! The relay loop of one PostgreSQL session.
+//!
+//! Two directions run concurrently inside one task (a `select!` over both, so neither can
+//! block the other and no extra task is spawned per session). Each reads whatever bytes are
+//! available, walks the message boundaries, lets the [`Tracker`] note the messages it needs
+//! and forwards the whole chunk with one write: bytes are never decoded and re-encoded, and
+//! socket writes are batched per read rather than per message.
+
+use crate::PgGateway;
+use crate::codec::{Framer, Scan};
+use crate::listener::{login_complete, refuse};
+use crate::messages::sqlstate;
+use crate::stream::MaybeTls;
+use crate::tracker::{Frontend, Tracker};
+use crate::upstream::UpstreamConnector;
+use bytes::{Buf, BytesMut};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use ward_core::event::{AuditEvent, SessionEnd, SessionId, SessionStart, StatementEvent};
+use ward_core::identity::Identity;
+use ward_core::time::now_micros;
+
+/// Initial read buffer per direction. Small, because most sessions are idle most of the
+/// time and memory per idle session matters; buffers grow for large messages and shrink
+/// back once drained.
+const INITIAL_BUFFER: usize = 8 * 1024;
+/// A drained buffer larger than this is released, so one big result does not pin memory
+/// for the rest of a long session.
+const RETAINED_BUFFER: usize = 64 * 1024;
+/// Read at least this much at a time when the buffer has less room left.
+const MIN_READ_ROOM: usize = 4 * 1024;
+
+/// A client that passed authentication, waiting for its target connection.
+pub struct Admitted {
+    pub client: MaybeTls,
+    pub peer: SocketAddr,
+    pub tls_version: String,
+    pub identity: Identity,
+    pub connector: UpstreamConnector,
+    pub client_params: Vec<(String, String)>,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    ClientTerminated,
+    ClientGone(String),
+    ClientProtocol(String),
+    TargetGone(String),
+    TargetProtocol(String),
+    Killed(String),
+    AuditUnavailable,
+}
+
+impl End {
+    fn reason(&self) -> String {
+        match self {
+            End::ClientTerminated => "client closed the session".into(),
+            End::ClientGone(why) => format!("client disconnected: {why}"),
+            End::ClientProtocol(why) => format!("client protocol error: {why}"),
+            End::TargetGone(why) => format!("target closed the connection: {why}"),
+            End::TargetProtocol(why) => format!("target protocol error: {why}"),
+            End::Killed(why) => format!("killed: {why}"),
+            End::AuditUnavailable => "audit writer unavailable".into(),
+        }
+    }
+}
+
+/// Connects the admitted client to its target and relays until either side ends.
+pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
+    let Admitted { mut client, peer, tls_version, identity, connector, client_params } = admitted;
+    let target_name = connector.target.name.clone();
+    let upstream = match connector.connect(&client_params, gateway.limits.connect_timeout).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::warn!(identity = %identity.name, target = %target_name, error = %e, "cannot open target session");
+            let message = if e.is_rejection() {
+                format!(
+                    "ward: target \"{target_name}\" refused ward's login; an operator should check the target's credential and database in ward.yaml"
+                )
+            } else {
+                format!("ward: target \"{target_name}\" is unavailable: {}", client_safe(&e))
+            };
+            refuse(&mut client, sqlstate::CONNECTION_FAILURE, &message, None).await;
+            return;
+        }
+    };
+
+    let session_id = SessionId::generate();
+    let registration = gateway.registry.register(
+        session_id.clone(),
+        identity.name.clone(),
+        target_name.as_str().into(),
+        "postgres",
+        peer.to_string(),
+    );
+    let live = registration.session.clone();
+    let (pid, secret) = gateway
+        .cancels
+        .register(connector.clone(), upstream.backend_key.unwrap_or((0, 0)));
+    let _cancel_guard = CancelGuard { gateway: &gateway, pid };
+
+    let start = SessionStart {
+        session_id: session_id.clone(),
+        identity: identity.name.to_string(),
+        target: target_name.clone(),
+        protocol: "postgres".into(),
+        client_addr: peer.to_string(),
+        tls_version,
+        client_program: client_params
+            .iter()
+            .find(|(k, _)| k == "application_name")
+            .map(|(_, v)| v.clone()),
+        started_at: live.started_at,
+    };
+    if gateway.audit.record(AuditEvent::SessionStart(start)).await.is_err() {
+        refuse(&mut client, sqlstate::SYSTEM_ERROR, "ward: the audit log is unavailable; refusing to open an unaudited session", None).await;
+        return;
+    }
+    tracing::info!(session = %session_id, identity = %identity.name, target = %target_name, %peer, "session started");
+
+    let hello = login_complete(&upstream.parameter_status, pid, secret);
+    let end = if let Err(e) = write_batch(&mut client, &hello).await {
+        End::ClientGone(e.to_string())
+    } else {
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let (mut target_read, mut target_write) = tokio::io::split(upstream.stream);
+        let tracker = Mutex::new(Tracker::new(
+            session_id.clone(),
+            gateway.limits.param_capture_bytes,
+            gateway.limits.statement_capture_bytes,
+        ));
+        let max = gateway.limits.max_message_bytes;
+        let end = tokio::select! {
+            end = client_to_target(&mut client_read, &mut target_write, &tracker, max) => end,
+            end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max) => end,
+            _ = live.stop.cancelled() => End::Killed(live.end_reason().unwrap_or_else(|| "by an administrator".into())),
+        };
+        tell_client(&mut client_write, &end, &session_id).await;
+        let pending = tracker.lock().unwrap_or_else(|p| p.into_inner()).pending_len();
+        if pending > 0 && !matches!(end, End::TargetGone(_) | End::TargetProtocol(_)) {
+            // A query may still be running for a client that is gone: stop it.
+            if let Some((target_pid, target_secret)) = upstream.backend_key {
+                let connector = connector.clone();
+                tokio::spawn(async move {
+                    let _ = connector.cancel(target_pid, target_secret).await;
+                });
+            }
+        }
+        let _ = target_write.shutdown().await;
+        end
+    };
+
+    let reason = end.reason();
+    tracing::info!(session = %session_id, identity = %identity.name, reason, "session ended");
+    let _ = gateway
+        .audit
+        .record(AuditEvent::SessionEnd(SessionEnd {
+            session_id,
+            ended_at: now_micros(),
+            reason,
+        }))
+        .await;
+    drop(registration);
+}
+
+/// Removes the session's cancel key however the session ends.
+struct CancelGuard<'a> {
+    gateway: &'a PgGateway,
+    pid: i32,
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        self.gateway.cancels.unregister(self.pid);
+    }
+}
+
+/// Upstream errors without addresses or credentials, for the client.
+fn client_safe(e: &crate::upstream::UpstreamError) -> String {
+    use crate::upstream::UpstreamError as U;
+    match e {
+        U::Connect { source, .. } => format!("cannot connect ({source})"),
+        U::Timeout(t) => format!("no answer within {t:?}"),
+        U::TlsRefused => "the target does not accept TLS".into(),
+        U::Tls(_) => "TLS handshake with the target failed".into(),
+        U::Io(_) => "the connection to the target failed during login".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Sends the client a final error when ward, not the client, ends the session.
+async fn tell_client<W: AsyncWrite + Unpin>(client: &mut W, end: &End, session_id: &SessionId) {
+    let (code, message) = match end {
+        End::ClientTerminated | End::ClientGone(_) => return,
+        End::Killed(why) => (
+            sqlstate::ADMIN_SHUTDOWN,
+            format!("terminating connection: session {session_id} was ended by ward ({why})"),
+        ),
+        End::ClientProtocol(why) => (sqlstate::PROTOCOL_VIOLATION, format!("ward: protocol violation: {why}")),
+        End::TargetGone(_) | End::TargetProtocol(_) => (
+            sqlstate::CONNECTION_FAILURE,
+            "ward: the connection to the target was lost".to_string(),
+        ),
+        End::AuditUnavailable => (
+            sqlstate::SYSTEM_ERROR,
+            "ward: the audit log is unavailable; the session was ended rather than continue unaudited".to_string(),
+        ),
+    };
+    refuse(client, code, &message, None).await;
+}
+
+async fn write_batch<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+/// Reads more bytes into `buf`, making room for the message it holds the start of.
+async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.is_empty() && buf.capacity() > RETAINED_BUFFER {
+        *buf = BytesMut::with_capacity(INITIAL_BUFFER);
+    }
+    let wanted = Framer::needed(buf).unwrap_or(0).max(buf.len() + MIN_READ_ROOM);
+    if buf.capacity() < wanted {
+        buf.reserve(wanted - buf.len());
+    }
+    r.read_buf(buf).await
+}
+
+async fn client_to_target(
+    client: &mut ReadHalf<MaybeTls>,
+    target: &mut WriteHalf<MaybeTls>,
+    tracker: &Mutex<Tracker>,
+    max: u32,
+) -> End {
+    let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
+    let mut framer = Framer::new(max);
+    loop {
+        match fill(client, &mut buf).await {
+            Ok(0) => return End::ClientGone("connection closed without Terminate".into()),
+            Ok(_) => {}
+            Err(e) => return End::ClientGone(e.to_string()),
+        }
+        let mut terminate = false;
+        let scanned = {
+            let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+            framer.scan(&buf, |tag| tag == b'd', |scan| {
+                if let Scan::Whole { tag, body } = scan {
+                    match t.frontend(tag, body) {
+                        Frontend::Forward => {}
+                        Frontend::Terminate => terminate = true,
+                        Frontend::Invalid(why) => return Err(why),
+                    }
+                }
+                Ok(())
+            })
+        };
+        let ready = match scanned {
+            Ok(Ok(n)) => n,
+            Ok(Err(frame)) => return End::ClientProtocol(frame.to_string()),
+            Err(why) => return End::ClientProtocol(why),
+        };
+        if ready > 0 {
+            if let Err(e) = write_batch(target, &buf[..ready]).await {
+                return End::TargetGone(e.to_string());
+            }
+            buf.advance(ready);
+        }
+        if terminate {
+            return End::ClientTerminated;
+        }
+    }
+}
+
+async fn target_to_client(
+    target: &mut ReadHalf<MaybeTls>,
+    client: &mut WriteHalf<MaybeTls>,
+    tracker: &Mutex<Tracker>,
+    gateway: &PgGateway,
+    max: u32,
+) -> End {
+    let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
+    let mut framer = Framer::new(max);
+    let mut events: Vec<StatementEvent> = Vec::new();
+    loop {
+        match fill(target, &mut buf).await {
+            Ok(0) => return End::TargetGone("connection closed".into()),
+            Ok(_) => {}
+            Err(e) => return End::TargetGone(e.to_string()),
+        }
+        let scanned = {
+            let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+            framer.scan::<()>(&buf, |tag| matches!(tag, b'D' | b'd'), |scan| {
+                match scan {
+                    Scan::Whole { tag, body } => t.backend(tag, body, &mut events),
+                    Scan::Streamed { tag: b'D' } => t.data_row(),
+                    Scan::Streamed { .. } => {}
+                }
+                Ok(())
+            })
+        };
+        let ready = match scanned {
+            Ok(Ok(n)) => n,
+            Ok(Err(frame)) => return End::TargetProtocol(frame.to_string()),
+            Err(()) => unreachable!("the backend scan callback never fails"),
+        };
+        // Events are queued before the results are released to the client, so whatever a
+        // client has seen is already on its way to the audit log.
+        for event in events.drain(..) {
+            if gateway.audit.record(AuditEvent::Statement(event)).await.is_err() {
+                return End::AuditUnavailable;
+            }
+        }
+        if ready > 0 {
+            if let Err(e) = write_batch(client, &buf[..ready]).await {
+                return End::ClientGone(e.to_string());
+            }
+            buf.advance(ready);
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! Statement attribution: which SQL text each result belongs to.
+//!
+//! The client side of the relay notes every request as it passes (Query, Parse, Bind,
+//! Execute, Describe, Close, Sync, FunctionCall) and the server side consumes those notes as
+//! responses arrive, in order. PostgreSQL answers requests strictly in order, so a queue is
+//! enough to pair them even when clients pipeline. The server side turns completions into
+//! [`StatementEvent`]s; named statements and portals are followed from Parse to Bind to
+//! Execute so an Execute is attributed to its SQL text and bound parameters.
+
+use crate::messages::{self, parse_command_tag, parse_error_fields};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use ward_core::event::{SessionId, StatementEvent, StatementOrigin};
+use ward_core::time::now_micros;
+
+/// Named portals kept before the oldest are forgotten. PostgreSQL drops portals at the end
+/// of each transaction; ward does not track transactions on the client side, so it bounds
+/// the map instead of trusting clients to Close.
+const MAX_TRACKED_PORTALS: usize = 4096;
+/// Named prepared statements kept per session (a runaway client cannot grow ward's memory
+/// without bound; an Execute of a forgotten statement is recorded with a placeholder text).
+const MAX_TRACKED_STATEMENTS: usize = 16384;
+
+/// A request whose response has not finished yet.
+#[derive(Debug)]
+enum Pending {
+    /// A simple Query: its statements, completed one CommandComplete at a time.
+    Simple {
+        statements: Vec<Arc<str>>,
+        next: usize,
+        step_started: i64,
+        rows: u64,
+        failed: bool,
+    },
+    Parse {
+        text: Arc<str>,
+    },
+    Bind,
+    Describe,
+    Close,
+    Execute {
+        text: Arc<str>,
+        params: Option<String>,
+        started: i64,
+        rows: u64,
+    },
+    FunctionCall {
+        oid: i32,
+        started: i64,
+    },
+    Sync,
+}
+
+#[derive(Debug)]
+struct Portal {
+    text: Arc<str>,
+    params: Option<String>,
+}
+
+/// Per-session attribution state, shared by the two directions of the relay.
+#[derive(Debug)]
+pub struct Tracker {
+    session_id: SessionId,
+    statements: HashMap<Box<[u8]>, Arc<str>>,
+    portals: HashMap<Box<[u8]>, Portal>,
+    pending: VecDeque<Pending>,
+    seq: u64,
+    param_cap: usize,
+    text_cap: usize,
+}
+
+/// What a frontend message means for the relay.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frontend {
+    /// Forward it.
+    Forward,
+    /// The client said goodbye (Terminate); forward it and end the session.
+    Terminate,
+    /// Not a message a client may send; end the session with a protocol error.
+    Invalid(String),
+}
+
+impl Tracker {
+    pub fn new(session_id: SessionId, param_cap: usize, text_cap: usize) -> Self {
+        Tracker {
+            session_id,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            pending: VecDeque::new(),
+            seq: 0,
+            param_cap,
+            text_cap,
+        }
+    }
+
+    /// Notes one complete client message.
+    pub fn frontend(&mut self, tag: u8, body: &[u8]) -> Frontend {
+        match tag {
+            b'Q' => {
+                let Some(query) = messages::parse_query(body) else {
+                    return Frontend::Invalid("malformed Query message".into());
+                };
+                let statements = split_statements(query, self.text_cap);
+                self.pending.push_back(Pending::Simple {
+                    statements,
+                    next: 0,
+                    step_started: now_micros(),
+                    rows: 0,
+                    failed: false,
+                });
+            }
+            b'P' => {
+                let Some(parse) = messages::parse_parse(body) else {
+                    return Frontend::Invalid("malformed Parse message".into());
+                };
+                let text = capped_text(parse.query, self.text_cap);
+                if self.statements.len() >= MAX_TRACKED_STATEMENTS && !parse.name.is_empty() {
+                    self.statements.clear();
+                }
+                self.statements.insert(parse.name.into(), text.clone());
+                self.pending.push_back(Pending::Parse { text });
+            }
+            b'B' => {
+                let Some(bind) = messages::parse_bind(body, self.param_cap) else {
+                    return Frontend::Invalid("malformed Bind message".into());
+                };
+                let text = self
+                    .statements
+                    .get(bind.statement)
+                    .cloned()
+                    .unwrap_or_else(|| unknown_statement(bind.statement));
+                if self.portals.len() >= MAX_TRACKED_PORTALS && !bind.portal.is_empty() {
+                    self.portals.retain(|name, _| name.is_empty());
+                }
+                self.portals.insert(bind.portal.into(), Portal { text, params: bind.params });
+                self.pending.push_back(Pending::Bind);
+            }
+            b'E' => {
+                let Some((portal, _max_rows)) = messages::parse_execute(body) else {
+                    return Frontend::Invalid("malformed Execute message".into());
+                };
+                let (text, params) = match self.portals.get(portal) {
+                    Some(p) => (p.text.clone(), p.params.clone()),
+                    None => (unknown_portal(portal), None),
+                };
+                self.pending.push_back(Pending::Execute {
+                    text,
+                    params,
+                    started: now_micros(),
+                    rows: 0,
+                });
+            }
+            b'D' => {
+                if messages::parse_target_kind(body).is_none() {
+                    return Frontend::Invalid("malformed Describe message".into());
+                }
+                self.pending.push_back(Pending::Describe);
+            }
+            b'C' => {
+                let Some((kind, name)) = messages::parse_target_kind(body) else {
+                    return Frontend::Invalid("malformed Close message".into());
+                };
+                match kind {
+                    b'S' => {
+                        self.statements.remove(name);
+                    }
+                    b'P' => {
+                        self.portals.remove(name);
+                    }
+                    _ => return Frontend::Invalid("Close must name S or P".into()),
+                }
+                self.pending.push_back(Pending::Close);
+            }
+            b'S' => self.pending.push_back(Pending::Sync),
+            b'F' => {
+                let Some(oid) = messages::parse_function_call(body) else {
+                    return Frontend::Invalid("malformed FunctionCall message".into());
+                };
+                self.pending.push_back(Pending::FunctionCall { oid, started: now_micros() });
+            }
+            b'X' => return Frontend::Terminate,
+            // Flush, and COPY data from the client, need no note.
+            b'H' | b'd' | b'c' | b'f' => {}
+            other => {
+                return Frontend::Invalid(format!(
+                    "unexpected message type {:?} (0x{other:02x}) from the client",
+                    other as char
+                ));
+            }
+        }
+        Frontend::Forward
+    }
+
+    /// Notes a DataRow (only counted; its content is never looked at here).
+    #[inline]
+    pub fn data_row(&mut self) {
+        match self.pending.front_mut() {
+            Some(Pending::Execute { rows, .. }) | Some(Pending::Simple { rows, .. }) => *rows += 1,
+            _ => {}
+        }
+    }
+
+    /// Notes one complete server message, pushing finished statements to `events`.
+    pub fn backend(&mut self, tag: u8, body: &[u8], events: &mut Vec<StatementEvent>) {
+        match tag {
+            b'D' => self.data_row(),
+            b'1' => self.pop_if(|p| matches!(p, Pending::Parse { .. })),
+            b'2' => self.pop_if(|p| matches!(p, Pending::Bind)),
+            b'3' => self.pop_if(|p| matches!(p, Pending::Close)),
+            b'n' => self.pop_if(|p| matches!(p, Pending::Describe)),
+            b'T' => self.pop_if(|p| matches!(p, Pending::Describe)),
+            b'C' => self.command_complete(Some(body), false, events),
+            b's' => self.command_complete(None, true, events),
+            b'I' => self.empty_query(),
+            b'E' => self.error(body, events),
+            b'V' => {
+                if let Some(Pending::FunctionCall { oid, started }) = self.pending.front() {
+                    let (oid, started) = (*oid, *started);
+                    self.pending.pop_front();
+                    events.push(self.event(
+                        StatementOrigin::FunctionCall,
+                        function_text(oid),
+                        None,
+                        started,
+                        None,
+                        None,
+                        None,
+                    ));
+                }
+            }
+            b'Z' => self.ready_for_query(),
+            _ => {}
+        }
+    }
+
+    fn pop_if(&mut self, is: impl Fn(&Pending) -> bool) {
+        if self.pending.front().is_some_and(is) {
+            self.pending.pop_front();
+        }
+    }
+
+    fn command_complete(&mut self, tag: Option<&[u8]>, suspended: bool, events: &mut Vec<StatementEvent>) {
+        let (command, tag_rows) = match tag {
+            Some(body) => {
+                let (verb, rows) = parse_command_tag(body);
+                (Some(verb), rows)
+            }
+            None => (None, None),
+        };
+        match self.pending.front_mut() {
+            Some(Pending::Execute { .. }) => {
+                let Some(Pending::Execute { text, params, started, rows }) = self.pending.pop_front() else {
+                    unreachable!("front was an Execute")
+                };
+                let rows = tag_rows.or(if suspended || rows > 0 { Some(rows) } else { None });
+                let command = if suspended { Some("SUSPENDED".to_string()) } else { command };
+                events.push(self.event(StatementOrigin::Execute, text, params, started, rows, command, None));
+            }
+            Some(Pending::Simple { statements, next, step_started, rows, .. }) => {
+                let text = statements
+                    .get(*next)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from("<statement not attributed>"));
+                let started = *step_started;
+                let counted = *rows;
+                *next += 1;
+                *rows = 0;
+                *step_started = now_micros();
+                let rows = tag_rows.or(if counted > 0 { Some(counted) } else { None });
+                events.push(self.event(StatementOrigin::Simple, text, None, started, rows, command, None));
+            }
+            _ => {}
+        }
+    }
+
+    fn empty_query(&mut self) {
+        match self.pending.front_mut() {
+            Some(Pending::Execute { .. }) => {
+                self.pending.pop_front();
+            }
+            Some(Pending::Simple { next, .. }) => *next += 1,
+            _ => {}
+        }
+    }
+
+    fn error(&mut self, body: &[u8], events: &mut Vec<StatementEvent>) {
+        let fields = parse_error_fields(body);
+        let sqlstate = fields.code.map(|c| String::from_utf8_lossy(c).into_owned());
+        let message = fields.message.map(|m| String::from_utf8_lossy(m).into_owned());
+        let failure = Some((sqlstate, message));
+        match self.pending.front_mut() {
+            Some(Pending::Simple { statements, next, step_started, failed, .. }) => {
+                // The rest of the query string is not executed after an error.
+                let text = statements
+                    .get(*next)
+                    .cloned()
+                    .or_else(|| statements.last().cloned())
+                    .unwrap_or_else(|| Arc::from(""));
+                let started = *step_started;
+                *next = statements.len();
+                *failed = true;
+                events.push(self.event(StatementOrigin::Simple, text, None, started, None, None, failure));
+            }
+            Some(Pending::FunctionCall { .. }) => {
+                let Some(Pending::FunctionCall { oid, started }) = self.pending.pop_front() else {
+                    unreachable!("front was a FunctionCall")
+                };
+                events.push(self.event(StatementOrigin::FunctionCall, function_text(oid), None, started, None, None, failure));
+            }
+            Some(Pending::Sync) | None => {
+                // An error outside any request (e.g. FATAL on shutdown): nothing to attribute.
+            }
+            Some(_) => {
+                // Extended protocol: the server now skips everything up to the next Sync.
+                let mut recorded = false;
+                let failed_parse = matches!(self.pending.front(), Some(Pending::Parse { .. }));
+                while let Some(front) = self.pending.front() {
+                    if matches!(front, Pending::Sync) {
+                        break;
+                    }
+                    let item = self.pending.pop_front().expect("front exists");
+                    if recorded {
+                        continue;
+                    }
+                    match item {
+                        Pending::Execute { text, params, started, .. } => {
+                            events.push(self.event(StatementOrigin::Execute, text, params, started, None, None, failure.clone()));
+                            recorded = true;
+                        }
+                        Pending::Parse { text } if failed_parse => {
+                            events.push(self.event(StatementOrigin::Prepare, text, None, now_micros(), None, None, failure.clone()));
+                            recorded = true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn ready_for_query(&mut self) {
+        // Ends the oldest Sync or simple Query; anything older was skipped by the server.
+        while let Some(front) = self.pending.pop_front() {
+            if matches!(front, Pending::Sync | Pending::Simple { .. } | Pending::FunctionCall { .. }) {
+                break;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        origin: StatementOrigin,
+        text: Arc<str>,
+        params: Option<String>,
+        started: i64,
+        rows: Option<u64>,
+        command: Option<String>,
+        failure: Option<(Option<String>, Option<String>)>,
+    ) -> StatementEvent {
+        self.seq += 1;
+        let (sqlstate, error) = failure.unwrap_or((None, None));
+        StatementEvent {
+            session_id: self.session_id.clone(),
+            seq: self.seq,
+            origin,
+            text,
+            params,
+            started_at: started,
+            duration_us: (now_micros() - started).max(0),
+            rows,
+            command,
+            sqlstate,
+            error,
+        }
+    }
+
+    /// Requests still waiting for their response (for tests and diagnostics).
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+fn function_text(oid: i32) -> Arc<str> {
+    Arc::from(format!("<function call oid={oid}>"))
+}
+
+fn unknown_statement(name: &[u8]) -> Arc<str> {
+    Arc::from(format!("<unknown prepared statement {:?}>", String::from_utf8_lossy(name)))
+}
+
+fn unknown_portal(name: &[u8]) -> Arc<str> {
+    Arc::from(format!("<unknown portal {:?}>", String::from_utf8_lossy(name)))
+}
+
+/// SQL text for the audit, cut at `cap` bytes on a character boundary.
+fn capped_text(raw: &[u8], cap: usize) -> Arc<str> {
+    let text = String::from_utf8_lossy(raw);
+    if text.len() <= cap {
+        return Arc::from(text.as_ref());
+    }
+    let mut cut = cap;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Arc::from(format!("{}…[+{} bytes]", &text[..cut], text.len() - cut))
+}
+
+/// Splits a simple Query into its statements with PostgreSQL's own parser, so each
+/// CommandComplete is paired with the statement that produced it.
+///
+/// Most queries hold one statement; the cheap check for a `;` before anything but trailing
+/// whitespace keeps them off the parser. A string the parser rejects is kept whole: the
+/// server rejects it too, as one error.
+fn split_statements(query: &[u8], cap: usize) -> Vec<Arc<str>> {
+    let trimmed_len = query
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b';'))
+        .map_or(0, |i| i + 1);
+    if trimmed_len == 0 {
+        return Vec::new();
+    }
+    if memchr::memchr(b';', &query[..trimmed_len]).is_none() {
+        return vec![capped_text(query, cap)];
+    }
+    let Ok(text) = std::str::from_utf8(query) else {
+        return vec![capped_text(query, cap)];
+    };
+    match pg_query::split_with_parser(text) {
+        Ok(parts) if !parts.is_empty() => parts
+            .into_iter()
+            .map(|s| capped_text(s.trim().as_bytes(), cap))
+            .collect(),
+        _ => vec![capped_text(query, cap)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{put_cstr, put_message};
+
+    fn body(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut v = Vec::new();
+        put_message(&mut v, b'?', build);
+        v[5..].to_vec()
+    }
+
+    fn tracker() -> Tracker {
+        Tracker::new(SessionId::generate(), 1024, 65536)
+    }
+
+    fn complete(t: &mut Tracker, tag: &str, ev: &mut Vec<StatementEvent>) {
+        t.backend(b'C', &body(|b| put_cstr(b, tag)), ev);
+    }
+
+    #[test]
+    fn multi_statement_query_gives_one_event_per_statement() {
+        let mut t = tracker();
+        let q = body(|b| put_cstr(b, "select 1; insert into t values (1); select 'a;b'"));
+        assert_eq!(t.frontend(b'Q', &q), Frontend::Forward);
+        let mut ev = Vec::new();
+        complete(&mut t, "SELECT 1", &mut ev);
+        complete(&mut t, "INSERT 0 1", &mut ev);
+        complete(&mut t, "SELECT 1", &mut ev);
+        t.backend(b'Z', b"I", &mut ev);
+        let texts: Vec<_> = ev.iter().map(|e| e.text.to_string()).collect();
+        assert_eq!(texts, ["select 1", "insert into t values (1)", "select 'a;b'"]);
+        assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(ev[1].rows, Some(1));
+        assert_eq!(t.pending_len(), 0);
+    }
+
+    #[test]
+    fn execute_is_attributed_through_named_statement_and_portal() {
+        let mut t = tracker();
+        t.frontend(b'P', &body(|b| {
+            put_cstr(b, "s1");
+            put_cstr(b, "select $1::int");
+            b.extend(0i16.to_be_bytes());
+        }));
+        t.frontend(b'B', &body(|b| {
+            put_cstr(b, "p1");
+            put_cstr(b, "s1");
+            b.extend(0i16.to_be_bytes());
+            b.extend(1i16.to_be_bytes());
+            b.extend(2i32.to_be_bytes());
+            b.extend(b"42");
+            b.extend(0i16.to_be_bytes());
+        }));
+        t.frontend(b'E', &body(|b| {
+            put_cstr(b, "p1");
+            b.extend(0i32.to_be_bytes());
+        }));
+        t.frontend(b'S', &[]);
+        let mut ev = Vec::new();
+        t.backend(b'1', &[], &mut ev);
+        t.backend(b'2', &[], &mut ev);
+        t.backend(b'D', &[], &mut ev);
+        complete(&mut t, "SELECT 1", &mut ev);
+        t.backend(b'Z', b"I", &mut ev);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(&*ev[0].text, "select $1::int");
+        assert_eq!(ev[0].params.as_deref(), Some("$1='42'"));
+        assert_eq!(ev[0].rows, Some(1));
+        assert_eq!(t.pending_len(), 0);
+    }
+
+    #[test]
+    fn error_in_pipeline_skips_to_sync() {
+        let mut t = tracker();
+        t.frontend(b'P', &body(|b| {
+            put_cstr(b, "");
+            put_cstr(b, "selec 1");
+            b.extend(0i16.to_be_bytes());
+        }));
+        t.frontend(b'B', &body(|b| {
+            put_cstr(b, "");
+            put_cstr(b, "");
+            b.extend([0, 0, 0, 0, 0, 0]);
+        }));
+        t.frontend(b'E', &body(|b| {
+            put_cstr(b, "");
+            b.extend(0i32.to_be_bytes());
+        }));
+        t.frontend(b'S', &[]);
+        let mut ev = Vec::new();
+        let err = crate::messages::error_bytes(crate::messages::Severity::Error, "42601", "syntax error", None);
+        t.backend(b'E', &err[5..], &mut ev);
+        t.backend(b'Z', b"I", &mut ev);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].origin, StatementOrigin::Prepare);
+        assert_eq!(ev[0].sqlstate.as_deref(), Some("42601"));
+        assert_eq!(t.pending_len(), 0);
+    }
+
+    #[test]
+    fn unknown_client_messages_are_refused() {
+        let mut t = tracker();
+        assert!(matches!(t.frontend(b'!', &[]), Frontend::Invalid(_)));
+        assert!(matches!(t.frontend(b'Q', b"no terminator"), Frontend::Invalid(_)));
+    }
+}

@@ -1,0 +1,180 @@
+//! `ward serve`: loads the config, prepares the data directory, and runs every listener.
+//!
+//! On first start the data directory is created with the embedded SQLite store, a
+//! self-signed TLS certificate (unless `tls.cert`/`tls.key` are configured) and an admin
+//! token for the CLI (unless `api.admin_token_hash` is configured). Later starts reuse them.
+
+use anyhow::{Context, bail};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use ward_core::identity::{generate_token, parse_token_hash};
+use ward_core::{AuditSink, Config, SessionRegistry};
+
+/// How long running sessions get to finish after SIGINT/SIGTERM before ward exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the gateway until SIGINT/SIGTERM.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let _ = fs::set_permissions(&config.data_dir, fs::Permissions::from_mode(0o700));
+
+    let tls = server_tls(&config)?;
+    let admin_token_hash = admin_token_hash(&config)?;
+
+    let sqlite = config.sqlite_path();
+    ward_store::SqliteStore::open(&sqlite)
+        .with_context(|| format!("cannot open the audit store {}", sqlite.display()))?;
+    let (audit, audit_rx) = AuditSink::channel(config.audit.queue);
+    let writer = ward_store::spawn_writer(sqlite.clone(), audit_rx, config.audit.batch)
+        .context("cannot start the audit writer")?;
+
+    let registry = SessionRegistry::new();
+    let gateway = ward_pg::PgGateway::from_config(&config, Some(tls), registry.clone(), audit.clone())
+        .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
+    let gateway = Arc::new(gateway);
+
+    let pg_listener = tokio::net::TcpListener::bind(config.listen.postgres)
+        .await
+        .with_context(|| format!("cannot listen for PostgreSQL clients on {} (listen.postgres)", config.listen.postgres))?;
+    let api_listener = tokio::net::TcpListener::bind(config.listen.api)
+        .await
+        .with_context(|| format!("cannot listen for the admin API on {} (listen.api)", config.listen.api))?;
+
+    let shutdown = CancellationToken::new();
+    let api_state = ward_api::ApiState::new(ward_store::StoreReader::new(sqlite.clone()), registry.clone(), admin_token_hash);
+    let api_shutdown = shutdown.clone();
+    let api = tokio::spawn(ward_api::serve(api_listener, api_state, async move {
+        api_shutdown.cancelled().await
+    }));
+    let pg = tokio::spawn(ward_pg::serve(pg_listener, gateway.clone(), shutdown.clone()));
+
+    tracing::info!(
+        postgres = %config.listen.postgres,
+        api = %config.listen.api,
+        store = %sqlite.display(),
+        targets = gateway.targets.len(),
+        "ward is ready"
+    );
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections; ending live sessions");
+    shutdown.cancel();
+    for session in registry.list() {
+        session.end("ward is shutting down");
+    }
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while !registry.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = pg.await;
+    let _ = api.await;
+    drop(gateway);
+    drop(audit);
+    // The writer drains what is queued, then exits once every sink is gone.
+    let joined = tokio::time::timeout(SHUTDOWN_GRACE, tokio::task::spawn_blocking(move || writer.join())).await;
+    if joined.is_err() {
+        tracing::warn!("audit writer did not finish in time; some sessions may still hold its queue");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+/// The client-facing TLS configuration: configured files, or a self-signed certificate
+/// generated once into `<data_dir>/tls/`.
+fn server_tls(config: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => ensure_self_signed(&config.data_dir.join("tls"))?,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .with_context(|| format!("cannot read TLS certificate {}", cert_path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("invalid PEM in TLS certificate {}", cert_path.display()))?;
+    if certs.is_empty() {
+        bail!("no certificate found in {}", cert_path.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .with_context(|| format!("cannot read TLS private key {}", key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| format!("TLS certificate {} does not match key {}", cert_path.display(), key_path.display()))?;
+    Ok(Arc::new(tls))
+}
+
+fn ensure_self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if let Ok(host) = fs::read_to_string("/etc/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            names.push(host.to_string());
+        }
+    }
+    let generated = rcgen::generate_simple_self_signed(names).context("cannot generate a self-signed certificate")?;
+    write_private(&key_path, generated.key_pair.serialize_pem().as_bytes())?;
+    fs::write(&cert_path, generated.cert.pem()).with_context(|| format!("cannot write {}", cert_path.display()))?;
+    tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate (set tls.cert and tls.key to use your own)");
+    Ok((cert_path, key_path))
+}
+
+/// The admin token's hash: configured, or from a token generated once into
+/// `<data_dir>/admin.token` (mode 0600), where the CLI reads it.
+fn admin_token_hash(config: &Config) -> anyhow::Result<[u8; 32]> {
+    if let Some(hash) = &config.api.admin_token_hash {
+        return parse_token_hash(hash).map_err(|e| anyhow::anyhow!("api.admin_token_hash: {e}"));
+    }
+    let path = config.data_dir.join("admin.token");
+    let token = match fs::read_to_string(&path) {
+        Ok(token) => token.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = generate_token().token;
+            write_private(&path, format!("{token}\n").as_bytes())?;
+            tracing::info!(path = %path.display(), "generated the admin API token");
+            token
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    parse_token_hash(&ward_core::identity::hash_token(&token)).map_err(|e| anyhow::anyhow!(e))
+}
+
+fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(content).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
