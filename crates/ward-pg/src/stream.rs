@@ -22,7 +22,9 @@ impl MaybeTls {
             MaybeTls::ClientTls(s) => s.get_ref().1.protocol_version(),
         };
         match version {
-            Some(v) => v.as_str().map(str::to_string).unwrap_or_else(|| format!("{v:?}")),
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            Some(v) => format!("{v:?}"),
             None => "none".to_string(),
         }
     }
