@@ -1,1 +1,330 @@
+//! ward's admin HTTP API: what the CLI talks to today and the web console will tomorrow.
+//!
+//! Endpoints:
+//! - `GET /healthz`: the process is up. `GET /readyz`: and the audit store answers. Neither
+//!   needs authentication, so load balancers and orchestrators can probe them.
+//! - `GET /api/v1/sessions?identity=&target=&since=&until=&limit=`: sessions, newest first.
+//! - `GET /api/v1/sessions/{id}`: one session (full id or unique prefix of at least 8
+//!   characters) with all its statements.
+//!
+//! Everything under `/api/v1` requires `Authorization: Bearer <admin token>`. The token is
+//! checked by hashing it with SHA-256 and comparing the digest in constant time with the
+//! configured hash, so the server never holds the token itself and timing does not reveal
+//! how much of a guess was right. Errors are JSON `{"error": "..."}` with a sentence that
+//! says what to do. JSON shapes and the timestamp scheme are in [`model`].
 
+pub mod model;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use model::{ErrorBody, SessionDetailView, SessionList, Status};
+use serde::Deserialize;
+use std::future::Future;
+use std::sync::Arc;
+use ward_core::SessionRegistry;
+use ward_core::identity::{hash_token, parse_token_hash, secrets_equal};
+use ward_store::{MAX_LIST_LIMIT, SessionFilter, StoreError, StoreReader};
+
+/// Where the API's handlers find what they serve. Cloned per request, which is cheap: the
+/// store reader and the registry are behind `Arc`s and the hash is 32 bytes.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// Read access to the audit store (one short-lived connection per query).
+    pub store: StoreReader,
+    /// Live sessions; used by containment endpoints (kill, lock) as they are added.
+    pub registry: Arc<SessionRegistry>,
+    /// SHA-256 of the admin token (see [`admin_token_digest`]).
+    pub admin_token_hash: [u8; 32],
+}
+
+impl ApiState {
+    /// The state for [`router`] and [`serve`].
+    pub fn new(
+        store: StoreReader,
+        registry: Arc<SessionRegistry>,
+        admin_token_hash: [u8; 32],
+    ) -> ApiState {
+        ApiState {
+            store,
+            registry,
+            admin_token_hash,
+        }
+    }
+}
+
+/// The SHA-256 digest of an admin token, in the form [`ApiState::admin_token_hash`] wants.
+///
+/// `ward serve` uses it for a token it generated; a configured `api.admin_token_hash`
+/// (`sha256:<hex>`) is turned into the same bytes by
+/// [`ward_core::identity::parse_token_hash`].
+pub fn admin_token_digest(token: &str) -> [u8; 32] {
+    // `hash_token` always yields `sha256:` and 64 hex digits, which always parses.
+    parse_token_hash(&hash_token(token)).unwrap_or([0; 32])
+}
+
+/// The API's routes, ready to serve or to call directly in tests.
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{id}", get(show_session))
+        .fallback(not_found)
+        // `layer`, not `route_layer`: unknown paths under /api/v1 also need the token, so
+        // the API's shape is not visible without it.
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/api/v1", v1)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in flight
+/// finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An error response: a status and a sentence for the person or program that asked.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ward admin API\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Ambiguous { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            StoreError::PrefixTooShort { .. } => ApiError::bad_request(e.to_string()),
+            other => {
+                tracing::error!(error = %other, "admin API: audit store query failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+            }
+        }
+    }
+}
+
+const TOKEN_HINT: &str = "pass the admin token as `Authorization: Bearer <token>`; ward serve \
+     writes it to <data_dir>/admin.token on first start (the CLI reads that file, or takes \
+     --admin-token / WARD_ADMIN_TOKEN)";
+
+/// The bearer token of a request, if it has one.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+async fn require_admin(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(token) = bearer_token(request.headers()) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("missing admin token: {TOKEN_HINT}"),
+        ));
+    };
+    if !secrets_equal(&admin_token_digest(token), &state.admin_token_hash) {
+        // The token itself is never logged.
+        tracing::warn!(path = %request.uri().path(), "admin API: request with a wrong admin token");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("wrong admin token: {TOKEN_HINT}"),
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+async fn healthz() -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+    })
+}
+
+/// Ready when the audit store answers a query; the details of a failure go to the log, not
+/// to this unauthenticated endpoint.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let probe = SessionFilter {
+        limit: 1,
+        ..SessionFilter::default()
+    };
+    match state.store.list_sessions(probe).await {
+        Ok(_) => Json(Status {
+            status: "ok".into(),
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "readyz: the audit store does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Status {
+                    status: "audit store unavailable".into(),
+                }),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see GET /api/v1/sessions and GET /api/v1/sessions/{id}",
+    )
+}
+
+/// Query parameters of `GET /api/v1/sessions`. Unknown parameters are refused so that a
+/// typo (`identiy=`) does not silently list everything.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    identity: Option<String>,
+    target: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+}
+
+/// An empty parameter (`?identity=`) means "not given".
+fn given(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+async fn list_sessions(
+    State(state): State<ApiState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<SessionList>, ApiError> {
+    let Query(params) = params.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{}; accepted parameters: identity, target, since, until, limit",
+            e.body_text()
+        ))
+    })?;
+    let now = ward_core::time::now_micros();
+    let bound = |name: &str, value: Option<String>| -> Result<Option<i64>, ApiError> {
+        given(value)
+            .map(|v| {
+                parse_time_bound(&v, now).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+            })
+            .transpose()
+    };
+    let since = bound("since", params.since)?;
+    let until = bound("until", params.until)?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(ApiError::bad_request(
+            "since is later than until; swap them or widen the window",
+        ));
+    }
+    let limit = match given(params.limit) {
+        None => ward_store::DEFAULT_LIST_LIMIT,
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit: {text:?} is not a number from 1 to {MAX_LIST_LIMIT}"
+                )));
+            }
+        },
+    };
+    let filter = SessionFilter {
+        identity: given(params.identity),
+        target: given(params.target),
+        since,
+        until,
+        limit,
+    };
+    let sessions = state.store.list_sessions(filter).await?;
+    Ok(Json(SessionList {
+        sessions: sessions.into_iter().map(Into::into).collect(),
+    }))
+}
+
+async fn show_session(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionDetailView>, ApiError> {
+    match state.store.session_detail(&id).await? {
+        Some(detail) => Ok(Json(detail.into())),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no session with id or id prefix {id:?}; list sessions with GET /api/v1/sessions"
+            ),
+        )),
+    }
+}
+
+/// Parses a time bound for listings: a relative duration such as `30m`, `1h` or `7d`
+/// (meaning that long before `now`), an RFC 3339 timestamp, or a date (`2026-01-02`,
+/// midnight UTC). Returns Unix microseconds.
+pub fn parse_time_bound(text: &str, now_micros: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(ago) = ward_core::time::parse_duration(text) {
+        let ago = i64::try_from(ago.as_micros()).unwrap_or(i64::MAX);
+        return Ok(now_micros.saturating_sub(ago));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_micros());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        && let Some(midnight) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(midnight.and_utc().timestamp_micros());
+    }
+    Err(format!(
+        "{text:?} is neither a duration nor a time; use a relative duration such as 30m, 1h or \
+         7d (meaning that long ago) or an RFC 3339 timestamp such as 2026-01-02T15:04:05Z"
+    ))
+}
+
+#[cfg(test)]
+mod tests;

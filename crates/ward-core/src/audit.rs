@@ -39,9 +39,11 @@ impl AuditSink {
     }
 
     /// Queues an event if there is room right now, handing it back otherwise.
-    pub fn try_record(&self, event: AuditEvent) -> Result<(), AuditEvent> {
+    pub fn try_record(&self, event: AuditEvent) -> Result<(), Box<AuditEvent>> {
         self.tx.try_send(event).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => ev,
+            mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => {
+                Box::new(ev)
+            }
         })
     }
 }

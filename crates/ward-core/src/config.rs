@@ -444,7 +444,10 @@ impl Config {
         for (name, t) in &self.targets {
             let Some(address) = &t.postgres else { continue };
             let password = match &t.credential.password {
-                Some(r) => Some(r.resolve().map_err(|e| format!("targets.{name}.credential.password: {e}"))?),
+                Some(r) => Some(
+                    r.resolve()
+                        .map_err(|e| format!("targets.{name}.credential.password: {e}"))?,
+                ),
                 None => None,
             };
             out.insert(
@@ -464,11 +467,15 @@ impl Config {
     }
 }
 
-fn deserialize_expiry<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+fn deserialize_expiry<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
     let Some(text) = Option::<String>::deserialize(d)? else {
         return Ok(None);
     };
-    parse_expiry(&text).map(Some).map_err(serde::de::Error::custom)
+    parse_expiry(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Parses `2027-01-01` (midnight UTC) or an RFC 3339 timestamp.
@@ -515,9 +522,15 @@ targets:
     fn parses_the_documented_shape() {
         let c = Config::from_yaml(EXAMPLE, Path::new("/etc/ward")).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/etc/ward/ward-data"));
-        assert_eq!(c.identity.tokens[0].expires.unwrap().to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        assert_eq!(
+            c.identity.tokens[0].expires.unwrap().to_rfc3339(),
+            "2027-01-01T00:00:00+00:00"
+        );
         assert_eq!(c.targets["orders-db"].database.as_deref(), Some("orders"));
-        assert_eq!(c.sqlite_path(), PathBuf::from("/etc/ward/ward-data/ward.db"));
+        assert_eq!(
+            c.sqlite_path(),
+            PathBuf::from("/etc/ward/ward-data/ward.db")
+        );
     }
 
     #[test]

@@ -89,7 +89,10 @@ impl TokenBook {
         if let Some(allowed) = &entry.targets
             && !allowed.iter().any(|t| t == target)
         {
-            return Err(AuthError::TargetNotAllowed(user.to_string(), target.to_string()));
+            return Err(AuthError::TargetNotAllowed(
+                user.to_string(),
+                target.to_string(),
+            ));
         }
         Ok(Identity {
             name: entry.identity.clone(),
@@ -123,10 +126,12 @@ pub fn hash_token(token: &str) -> String {
 /// Parses `sha256:<64 hex digits>`.
 pub fn parse_token_hash(text: &str) -> Result<[u8; 32], String> {
     let hex_part = text.strip_prefix("sha256:").ok_or_else(|| {
-        format!("token hash {text:?} must look like sha256:<64 hex digits> (from `ward token create`)")
+        format!(
+            "token hash {text:?} must look like sha256:<64 hex digits> (from `ward token create`)"
+        )
     })?;
-    let bytes = hex::decode(hex_part)
-        .map_err(|_| format!("token hash {text:?} is not valid hex"))?;
+    let bytes =
+        hex::decode(hex_part).map_err(|_| format!("token hash {text:?} is not valid hex"))?;
     bytes
         .try_into()
         .map_err(|_| format!("token hash {text:?} must have exactly 64 hex digits"))
@@ -141,7 +146,11 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn book(token: &str, expires: Option<DateTime<Utc>>, targets: Option<Vec<String>>) -> TokenBook {
+    fn book(
+        token: &str,
+        expires: Option<DateTime<Utc>>,
+        targets: Option<Vec<String>>,
+    ) -> TokenBook {
         TokenBook::new(vec![TokenEntry {
             identity: "ci-nightly".into(),
             hash: parse_token_hash(&hash_token(token)).unwrap(),
@@ -156,9 +165,20 @@ mod tests {
         let t = generate_token();
         let b = book(&t.token, None, None);
         let now = Utc::now();
-        assert_eq!(&*b.authenticate("ci-nightly", &t.token, "db", now).unwrap().name, "ci-nightly");
-        assert!(matches!(b.authenticate("someone-else", &t.token, "db", now), Err(AuthError::BadToken(_))));
-        assert!(matches!(b.authenticate("ci-nightly", "ward_wrong", "db", now), Err(AuthError::BadToken(_))));
+        assert_eq!(
+            &*b.authenticate("ci-nightly", &t.token, "db", now)
+                .unwrap()
+                .name,
+            "ci-nightly"
+        );
+        assert!(matches!(
+            b.authenticate("someone-else", &t.token, "db", now),
+            Err(AuthError::BadToken(_))
+        ));
+        assert!(matches!(
+            b.authenticate("ci-nightly", "ward_wrong", "db", now),
+            Err(AuthError::BadToken(_))
+        ));
     }
 
     #[test]
@@ -166,10 +186,19 @@ mod tests {
         let t = generate_token();
         let past = Utc::now() - chrono::Duration::seconds(1);
         let b = book(&t.token, Some(past), None);
-        assert!(matches!(b.authenticate("ci-nightly", &t.token, "db", Utc::now()), Err(AuthError::Expired(..))));
+        assert!(matches!(
+            b.authenticate("ci-nightly", &t.token, "db", Utc::now()),
+            Err(AuthError::Expired(..))
+        ));
         let b = book(&t.token, None, Some(vec!["orders-db".into()]));
-        assert!(b.authenticate("ci-nightly", &t.token, "orders-db", Utc::now()).is_ok());
-        assert!(matches!(b.authenticate("ci-nightly", &t.token, "hr-db", Utc::now()), Err(AuthError::TargetNotAllowed(..))));
+        assert!(
+            b.authenticate("ci-nightly", &t.token, "orders-db", Utc::now())
+                .is_ok()
+        );
+        assert!(matches!(
+            b.authenticate("ci-nightly", &t.token, "hr-db", Utc::now()),
+            Err(AuthError::TargetNotAllowed(..))
+        ));
     }
 
     #[test]

@@ -36,7 +36,10 @@ impl LiveSession {
 
     /// The reason given to [`LiveSession::end`], if any.
     pub fn end_reason(&self) -> Option<String> {
-        self.end_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.end_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -107,7 +110,10 @@ impl SessionRegistry {
     }
 
     pub fn len(&self) -> usize {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,7 +128,13 @@ mod tests {
     #[test]
     fn registration_lives_as_long_as_its_guard() {
         let reg = SessionRegistry::new();
-        let guard = reg.register(SessionId::generate(), "a".into(), "t".into(), "postgres", "1.2.3.4:5".into());
+        let guard = reg.register(
+            SessionId::generate(),
+            "a".into(),
+            "t".into(),
+            "postgres",
+            "1.2.3.4:5".into(),
+        );
         assert_eq!(reg.len(), 1);
         guard.session.end("killed: test");
         guard.session.end("second reason loses");

@@ -52,9 +52,11 @@ impl SecretRef {
             }
             Ok(SecretRef::File(PathBuf::from(path)))
         } else {
-            Err("secrets are given by reference: write env:VARIABLE or file:/path/to/secret \
+            Err(
+                "secrets are given by reference: write env:VARIABLE or file:/path/to/secret \
                  (inline secret values are not accepted)"
-                .into())
+                    .into(),
+            )
         }
     }
 

@@ -38,7 +38,10 @@ mod tests {
 
     #[test]
     fn durations_accept_days_and_reject_garbage() {
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
         assert_eq!(parse_duration(" 1h ").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("soon").unwrap_err().contains("30d"));
     }

@@ -41,12 +41,16 @@ fn bench_framing(c: &mut Criterion) {
             let mut framer = Framer::new(1 << 30);
             let mut rows = 0u32;
             let n = framer
-                .scan::<()>(black_box(&stream), |t| t == b'D', |s| {
-                    if let Scan::Whole { tag: b'D', .. } = s {
-                        rows += 1;
-                    }
-                    Ok(())
-                })
+                .scan::<()>(
+                    black_box(&stream),
+                    |t| t == b'D',
+                    |s| {
+                        if let Scan::Whole { tag: b'D', .. } = s {
+                            rows += 1;
+                        }
+                        Ok(())
+                    },
+                )
                 .unwrap()
                 .unwrap();
             black_box((n, rows))
@@ -86,21 +90,29 @@ fn bench_framing(c: &mut Criterion) {
         let mut events = Vec::with_capacity(4);
         b.iter(|| {
             let mut f = Framer::new(1 << 30);
-            f.scan::<()>(&front, |_| false, |s| {
-                if let Scan::Whole { tag, body } = s {
-                    tracker.frontend(tag, body);
-                }
-                Ok(())
-            })
+            f.scan::<()>(
+                &front,
+                |_| false,
+                |s| {
+                    if let Scan::Whole { tag, body } = s {
+                        tracker.frontend(tag, body);
+                    }
+                    Ok(())
+                },
+            )
             .unwrap()
             .unwrap();
             let mut f = Framer::new(1 << 30);
-            f.scan::<()>(&back_full, |_| false, |s| {
-                if let Scan::Whole { tag, body } = s {
-                    tracker.backend(tag, body, &mut events);
-                }
-                Ok(())
-            })
+            f.scan::<()>(
+                &back_full,
+                |_| false,
+                |s| {
+                    if let Scan::Whole { tag, body } = s {
+                        tracker.backend(tag, body, &mut events);
+                    }
+                    Ok(())
+                },
+            )
             .unwrap()
             .unwrap();
             black_box(events.drain(..).count())

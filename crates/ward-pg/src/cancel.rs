@@ -32,13 +32,23 @@ impl CancelMap {
                 continue;
             }
             let secret = rng.r#gen::<i32>();
-            entries.insert(pid, Entry { secret, connector, target_key });
+            entries.insert(
+                pid,
+                Entry {
+                    secret,
+                    connector,
+                    target_key,
+                },
+            );
             return (pid, secret);
         }
     }
 
     pub fn unregister(&self, pid: i32) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
     }
 
     /// Forwards a client's CancelRequest if its key is valid. Invalid keys are ignored

@@ -153,16 +153,22 @@ mod tests {
         v
     }
 
-    fn collect(f: &mut Framer, buf: &[u8], stream: &[u8]) -> (Vec<(u8, Option<Vec<u8>>)>, usize) {
+    type Seen = Vec<(u8, Option<Vec<u8>>)>;
+
+    fn collect(f: &mut Framer, buf: &[u8], stream: &[u8]) -> (Seen, usize) {
         let mut seen = Vec::new();
         let n = f
-            .scan::<()>(buf, |t| stream.contains(&t), |s| {
-                seen.push(match s {
-                    Scan::Whole { tag, body } => (tag, Some(body.to_vec())),
-                    Scan::Streamed { tag } => (tag, None),
-                });
-                Ok(())
-            })
+            .scan::<()>(
+                buf,
+                |t| stream.contains(&t),
+                |s| {
+                    seen.push(match s {
+                        Scan::Whole { tag, body } => (tag, Some(body.to_vec())),
+                        Scan::Streamed { tag } => (tag, None),
+                    });
+                    Ok(())
+                },
+            )
             .unwrap()
             .unwrap();
         (seen, n)
@@ -177,12 +183,15 @@ mod tests {
         let mut f = Framer::new(1 << 30);
         let (seen, n) = collect(&mut f, &buf, &[]);
         assert_eq!(n, full);
-        assert_eq!(seen, vec![(b'Q', Some(b"select 1\0".to_vec())), (b'S', Some(vec![]))]);
+        assert_eq!(
+            seen,
+            vec![(b'Q', Some(b"select 1\0".to_vec())), (b'S', Some(vec![]))]
+        );
     }
 
     #[test]
     fn streams_big_uninspected_messages_across_reads() {
-        let big = msg(b'D', &vec![7u8; 100]);
+        let big = msg(b'D', &[7u8; 100]);
         let mut f = Framer::new(1 << 30);
         let (seen, n) = collect(&mut f, &big[..40], b"D");
         assert_eq!((seen, n), (vec![(b'D', None)], 40));
@@ -197,8 +206,14 @@ mod tests {
     fn refuses_bad_and_oversized_lengths() {
         let mut f = Framer::new(1024);
         let bad = [b'Q', 0, 0, 0, 2];
-        assert!(matches!(f.scan::<()>(&bad, |_| false, |_| Ok(())).unwrap(), Err(FrameError::BadLength { .. })));
+        assert!(matches!(
+            f.scan::<()>(&bad, |_| false, |_| Ok(())).unwrap(),
+            Err(FrameError::BadLength { .. })
+        ));
         let huge = [b'Q', 0x7f, 0, 0, 0];
-        assert!(matches!(f.scan::<()>(&huge, |_| false, |_| Ok(())).unwrap(), Err(FrameError::TooLong { .. })));
+        assert!(matches!(
+            f.scan::<()>(&huge, |_| false, |_| Ok(())).unwrap(),
+            Err(FrameError::TooLong { .. })
+        ));
     }
 }

@@ -79,7 +79,11 @@ async fn handle(gateway: Arc<PgGateway>, tcp: TcpStream, peer: SocketAddr) {
 }
 
 /// Runs the startup phase. `Ok(None)` means the connection was a cancel request.
-async fn startup(gateway: &Arc<PgGateway>, tcp: TcpStream, peer: SocketAddr) -> Result<Option<Admitted>, Refusal> {
+async fn startup(
+    gateway: &Arc<PgGateway>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<Option<Admitted>, Refusal> {
     let mut stream = MaybeTls::Plain(tcp);
     let mut tls_done = false;
     let mut gss_done = false;
@@ -113,19 +117,26 @@ async fn startup(gateway: &Arc<PgGateway>, tcp: TcpStream, peer: SocketAddr) -> 
                 gss_done = true;
             }
             CANCEL_REQUEST => {
-                let (pid, rest) = crate::codec::read_i32(rest).ok_or_else(|| Refusal::Quiet("short cancel request".into()))?;
-                let (secret, _) = crate::codec::read_i32(rest).ok_or_else(|| Refusal::Quiet("short cancel request".into()))?;
+                let (pid, rest) = crate::codec::read_i32(rest)
+                    .ok_or_else(|| Refusal::Quiet("short cancel request".into()))?;
+                let (secret, _) = crate::codec::read_i32(rest)
+                    .ok_or_else(|| Refusal::Quiet("short cancel request".into()))?;
                 gateway.cancels.cancel(pid, secret).await;
                 return Ok(None);
             }
             code if code >> 16 == 3 => {
-                let params = parse_startup_params(rest).ok_or_else(|| {
-                    Refusal::Quiet("malformed startup parameters".into())
-                });
+                let params = parse_startup_params(rest)
+                    .ok_or_else(|| Refusal::Quiet("malformed startup parameters".into()));
                 let params = match params {
                     Ok(p) => p,
                     Err(e) => {
-                        refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, "ward: malformed startup packet", None).await;
+                        refuse(
+                            &mut stream,
+                            sqlstate::PROTOCOL_VIOLATION,
+                            "ward: malformed startup packet",
+                            None,
+                        )
+                        .await;
                         return Err(e);
                     }
                 };
@@ -138,7 +149,9 @@ async fn startup(gateway: &Arc<PgGateway>, tcp: TcpStream, peer: SocketAddr) -> 
                 break params;
             }
             other => {
-                let message = format!("ward: unsupported frontend protocol or request code {other}; ward speaks PostgreSQL protocol 3.0");
+                let message = format!(
+                    "ward: unsupported frontend protocol or request code {other}; ward speaks PostgreSQL protocol 3.0"
+                );
                 refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &message, None).await;
                 return Err(Refusal::Told(message));
             }
@@ -157,9 +170,18 @@ async fn startup(gateway: &Arc<PgGateway>, tcp: TcpStream, peer: SocketAddr) -> 
         return Err(Refusal::Told("plaintext connection refused".into()));
     }
 
-    let user = params.iter().find(|(k, _)| k == "user").map(|(_, v)| v.clone());
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.clone());
     let Some(user) = user.filter(|u| !u.is_empty()) else {
-        refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, "ward: no user name given; the user name is your ward identity", None).await;
+        refuse(
+            &mut stream,
+            sqlstate::PROTOCOL_VIOLATION,
+            "ward: no user name given; the user name is your ward identity",
+            None,
+        )
+        .await;
         return Err(Refusal::Told("no user in startup packet".into()));
     };
     let database = params
@@ -177,7 +199,13 @@ async fn startup(gateway: &Arc<PgGateway>, tcp: TcpStream, peer: SocketAddr) -> 
     let password = match read_password(&mut stream).await {
         Ok(p) => p,
         Err(Refusal::Told(why)) => {
-            refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &format!("ward: {why}"), None).await;
+            refuse(
+                &mut stream,
+                sqlstate::PROTOCOL_VIOLATION,
+                &format!("ward: {why}"),
+                None,
+            )
+            .await;
             return Err(Refusal::Told(why));
         }
         Err(quiet) => return Err(quiet),
@@ -202,7 +230,11 @@ async fn startup(gateway: &Arc<PgGateway>, tcp: TcpStream, peer: SocketAddr) -> 
             return Err(Refusal::Told(format!("authentication failed: {reason}")));
         }
     };
-    let connector = gateway.targets.get(&database).expect("checked above").clone();
+    let connector = gateway
+        .targets
+        .get(&database)
+        .expect("checked above")
+        .clone();
     let forwarded: Vec<(String, String)> = params
         .into_iter()
         .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication"))
@@ -223,7 +255,12 @@ fn quiet(e: std::io::Error) -> Refusal {
 
 /// Writes a FATAL error and closes politely. Errors writing it are ignored: the client may
 /// already be gone.
-pub(crate) async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: &str, message: &str, hint: Option<&str>) {
+pub(crate) async fn refuse<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+) {
     let bytes = messages::error_bytes(Severity::Fatal, code, message, hint);
     let _ = stream.write_all(&bytes).await;
     let _ = stream.flush().await;
@@ -235,7 +272,9 @@ async fn read_startup_packet<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec
     stream.read_exact(&mut len).await.map_err(quiet)?;
     let len = u32::from_be_bytes(len) as usize;
     if !(8..=MAX_STARTUP_PACKET).contains(&len) {
-        return Err(Refusal::Told(format!("invalid startup packet length {len}")));
+        return Err(Refusal::Told(format!(
+            "invalid startup packet length {len}"
+        )));
     }
     let mut packet = vec![0u8; len - 4];
     stream.read_exact(&mut packet).await.map_err(quiet)?;
@@ -269,12 +308,16 @@ async fn read_password<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, R
     }
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
     if !(5..=MAX_PASSWORD_MESSAGE).contains(&len) {
-        return Err(Refusal::Told(format!("password message length {len} is out of range")));
+        return Err(Refusal::Told(format!(
+            "password message length {len} is out of range"
+        )));
     }
     let mut body = vec![0u8; len - 4];
     stream.read_exact(&mut body).await.map_err(quiet)?;
-    let (password, _) = read_cstr(&body).ok_or_else(|| Refusal::Told("password message is not terminated".into()))?;
-    String::from_utf8(password.to_vec()).map_err(|_| Refusal::Told("password is not valid UTF-8".into()))
+    let (password, _) = read_cstr(&body)
+        .ok_or_else(|| Refusal::Told("password message is not terminated".into()))?;
+    String::from_utf8(password.to_vec())
+        .map_err(|_| Refusal::Told("password is not valid UTF-8".into()))
 }
 
 /// Builds the messages that complete the client's login.

@@ -40,7 +40,13 @@ pub mod sqlstate {
 
 /// Appends an ErrorResponse. Every message ward writes names ward, so a user can tell the
 /// gateway's errors from the database's.
-pub fn error_response(out: &mut Vec<u8>, severity: Severity, code: &str, message: &str, hint: Option<&str>) {
+pub fn error_response(
+    out: &mut Vec<u8>,
+    severity: Severity,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+) {
     put_message(out, b'E', |b| {
         b.push(b'S');
         put_cstr(b, severity.as_str());
@@ -110,7 +116,9 @@ pub fn parse_error_fields(mut body: &[u8]) -> ErrorFields<'_> {
         if kind == 0 {
             break;
         }
-        let Some((value, rest)) = read_cstr(rest) else { break };
+        let Some((value, rest)) = read_cstr(rest) else {
+            break;
+        };
         match kind {
             b'V' => fields.severity = Some(value),
             b'S' if fields.severity.is_none() => fields.severity = Some(value),
@@ -134,7 +142,11 @@ pub fn parse_command_tag(body: &[u8]) -> (String, Option<u64>) {
         // Two-word tags such as `CREATE TABLE`, `ALTER TABLE`: keep both words.
         "CREATE" | "ALTER" | "DROP" | "DECLARE" | "CLOSE" if tag.contains(' ') => {
             let mut two = tag.splitn(3, ' ');
-            format!("{} {}", two.next().unwrap_or_default(), two.next().unwrap_or_default())
+            format!(
+                "{} {}",
+                two.next().unwrap_or_default(),
+                two.next().unwrap_or_default()
+            )
         }
         other => other.to_string(),
     };
@@ -188,7 +200,11 @@ pub fn parse_bind(body: &[u8], cap: usize) -> Option<Bind<'_>> {
     let (n_params, mut rest) = read_i16(rest)?;
     let n_params = usize::try_from(n_params).ok()?;
     if n_params == 0 {
-        return Some(Bind { portal, statement, params: None });
+        return Some(Bind {
+            portal,
+            statement,
+            params: None,
+        });
     }
     let mut out = String::new();
     for i in 0..n_params {
@@ -197,7 +213,7 @@ pub fn parse_bind(body: &[u8], cap: usize) -> Option<Bind<'_>> {
             out.push_str(", ");
         }
         if out.len() >= cap {
-            out.push_str("…");
+            out.push('…');
             // Still walk the message so a malformed Bind is noticed, but render nothing more.
             rest = skip_value(after, len)?;
             continue;
@@ -219,7 +235,11 @@ pub fn parse_bind(body: &[u8], cap: usize) -> Option<Bind<'_>> {
             render_binary(&mut out, value, room);
         }
     }
-    Some(Bind { portal, statement, params: Some(out) })
+    Some(Bind {
+        portal,
+        statement,
+        params: Some(out),
+    })
 }
 
 fn skip_value(after: &[u8], len: i32) -> Option<&[u8]> {
@@ -284,8 +304,14 @@ mod tests {
     #[test]
     fn command_tags_give_verb_and_rows() {
         assert_eq!(parse_command_tag(b"SELECT 5\0"), ("SELECT".into(), Some(5)));
-        assert_eq!(parse_command_tag(b"INSERT 0 3\0"), ("INSERT".into(), Some(3)));
-        assert_eq!(parse_command_tag(b"CREATE TABLE\0"), ("CREATE TABLE".into(), None));
+        assert_eq!(
+            parse_command_tag(b"INSERT 0 3\0"),
+            ("INSERT".into(), Some(3))
+        );
+        assert_eq!(
+            parse_command_tag(b"CREATE TABLE\0"),
+            ("CREATE TABLE".into(), None)
+        );
         assert_eq!(parse_command_tag(b"BEGIN\0"), ("BEGIN".into(), None));
         assert_eq!(parse_command_tag(b"COPY 10\0"), ("COPY".into(), Some(10)));
     }
@@ -318,7 +344,10 @@ mod tests {
         let bind = parse_bind(&body, 1024).unwrap();
         assert_eq!(bind.portal, b"p1");
         assert_eq!(bind.statement, b"s1");
-        assert_eq!(bind.params.as_deref(), Some("$1='o''k', $2=\\x0000002a, $3=NULL"));
+        assert_eq!(
+            bind.params.as_deref(),
+            Some("$1='o''k', $2=\\x0000002a, $3=NULL")
+        );
     }
 
     #[test]

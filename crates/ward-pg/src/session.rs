@@ -69,9 +69,19 @@ impl End {
 
 /// Connects the admitted client to its target and relays until either side ends.
 pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
-    let Admitted { mut client, peer, tls_version, identity, connector, client_params } = admitted;
+    let Admitted {
+        mut client,
+        peer,
+        tls_version,
+        identity,
+        connector,
+        client_params,
+    } = admitted;
     let target_name = connector.target.name.clone();
-    let upstream = match connector.connect(&client_params, gateway.limits.connect_timeout).await {
+    let upstream = match connector
+        .connect(&client_params, gateway.limits.connect_timeout)
+        .await
+    {
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::warn!(identity = %identity.name, target = %target_name, error = %e, "cannot open target session");
@@ -80,7 +90,10 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
                     "ward: target \"{target_name}\" refused ward's login; an operator should check the target's credential and database in ward.yaml"
                 )
             } else {
-                format!("ward: target \"{target_name}\" is unavailable: {}", client_safe(&e))
+                format!(
+                    "ward: target \"{target_name}\" is unavailable: {}",
+                    client_safe(&e)
+                )
             };
             refuse(&mut client, sqlstate::CONNECTION_FAILURE, &message, None).await;
             return;
@@ -99,7 +112,10 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
     let (pid, secret) = gateway
         .cancels
         .register(connector.clone(), upstream.backend_key.unwrap_or((0, 0)));
-    let _cancel_guard = CancelGuard { gateway: &gateway, pid };
+    let _cancel_guard = CancelGuard {
+        gateway: &gateway,
+        pid,
+    };
 
     let start = SessionStart {
         session_id: session_id.clone(),
@@ -114,8 +130,19 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             .map(|(_, v)| v.clone()),
         started_at: live.started_at,
     };
-    if gateway.audit.record(AuditEvent::SessionStart(start)).await.is_err() {
-        refuse(&mut client, sqlstate::SYSTEM_ERROR, "ward: the audit log is unavailable; refusing to open an unaudited session", None).await;
+    if gateway
+        .audit
+        .record(AuditEvent::SessionStart(start))
+        .await
+        .is_err()
+    {
+        refuse(
+            &mut client,
+            sqlstate::SYSTEM_ERROR,
+            "ward: the audit log is unavailable; refusing to open an unaudited session",
+            None,
+        )
+        .await;
         return;
     }
     tracing::info!(session = %session_id, identity = %identity.name, target = %target_name, %peer, "session started");
@@ -138,7 +165,10 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             _ = live.stop.cancelled() => End::Killed(live.end_reason().unwrap_or_else(|| "by an administrator".into())),
         };
         tell_client(&mut client_write, &end, &session_id).await;
-        let pending = tracker.lock().unwrap_or_else(|p| p.into_inner()).pending_len();
+        let pending = tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending_len();
         if pending > 0 && !matches!(end, End::TargetGone(_) | End::TargetProtocol(_)) {
             // A query may still be running for a client that is gone: stop it.
             if let Some((target_pid, target_secret)) = upstream.backend_key {
@@ -221,7 +251,9 @@ async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::R
     if buf.is_empty() && buf.capacity() > RETAINED_BUFFER {
         *buf = BytesMut::with_capacity(INITIAL_BUFFER);
     }
-    let wanted = Framer::needed(buf).unwrap_or(0).max(buf.len() + MIN_READ_ROOM);
+    let wanted = Framer::needed(buf)
+        .unwrap_or(0)
+        .max(buf.len() + MIN_READ_ROOM);
     if buf.capacity() < wanted {
         buf.reserve(wanted - buf.len());
     }
@@ -245,16 +277,20 @@ async fn client_to_target(
         let mut terminate = false;
         let scanned = {
             let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
-            framer.scan(&buf, |tag| tag == b'd', |scan| {
-                if let Scan::Whole { tag, body } = scan {
-                    match t.frontend(tag, body) {
-                        Frontend::Forward => {}
-                        Frontend::Terminate => terminate = true,
-                        Frontend::Invalid(why) => return Err(why),
+            framer.scan(
+                &buf,
+                |tag| tag == b'd',
+                |scan| {
+                    if let Scan::Whole { tag, body } = scan {
+                        match t.frontend(tag, body) {
+                            Frontend::Forward => {}
+                            Frontend::Terminate => terminate = true,
+                            Frontend::Invalid(why) => return Err(why),
+                        }
                     }
-                }
-                Ok(())
-            })
+                    Ok(())
+                },
+            )
         };
         let ready = match scanned {
             Ok(Ok(n)) => n,
@@ -291,14 +327,18 @@ async fn target_to_client(
         }
         let scanned = {
             let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
-            framer.scan::<()>(&buf, |tag| matches!(tag, b'D' | b'd'), |scan| {
-                match scan {
-                    Scan::Whole { tag, body } => t.backend(tag, body, &mut events),
-                    Scan::Streamed { tag: b'D' } => t.data_row(),
-                    Scan::Streamed { .. } => {}
-                }
-                Ok(())
-            })
+            framer.scan::<()>(
+                &buf,
+                |tag| matches!(tag, b'D' | b'd'),
+                |scan| {
+                    match scan {
+                        Scan::Whole { tag, body } => t.backend(tag, body, &mut events),
+                        Scan::Streamed { tag: b'D' } => t.data_row(),
+                        Scan::Streamed { .. } => {}
+                    }
+                    Ok(())
+                },
+            )
         };
         let ready = match scanned {
             Ok(Ok(n)) => n,
@@ -308,7 +348,12 @@ async fn target_to_client(
         // Events are queued before the results are released to the client, so whatever a
         // client has seen is already on its way to the audit log.
         for event in events.drain(..) {
-            if gateway.audit.record(AuditEvent::Statement(event)).await.is_err() {
+            if gateway
+                .audit
+                .record(AuditEvent::Statement(event))
+                .await
+                .is_err()
+            {
                 return End::AuditUnavailable;
             }
         }

@@ -132,7 +132,13 @@ impl Tracker {
                 if self.portals.len() >= MAX_TRACKED_PORTALS && !bind.portal.is_empty() {
                     self.portals.retain(|name, _| name.is_empty());
                 }
-                self.portals.insert(bind.portal.into(), Portal { text, params: bind.params });
+                self.portals.insert(
+                    bind.portal.into(),
+                    Portal {
+                        text,
+                        params: bind.params,
+                    },
+                );
                 self.pending.push_back(Pending::Bind);
             }
             b'E' => {
@@ -176,7 +182,10 @@ impl Tracker {
                 let Some(oid) = messages::parse_function_call(body) else {
                     return Frontend::Invalid("malformed FunctionCall message".into());
                 };
-                self.pending.push_back(Pending::FunctionCall { oid, started: now_micros() });
+                self.pending.push_back(Pending::FunctionCall {
+                    oid,
+                    started: now_micros(),
+                });
             }
             b'X' => return Frontend::Terminate,
             // Flush, and COPY data from the client, need no note.
@@ -239,7 +248,12 @@ impl Tracker {
         }
     }
 
-    fn command_complete(&mut self, tag: Option<&[u8]>, suspended: bool, events: &mut Vec<StatementEvent>) {
+    fn command_complete(
+        &mut self,
+        tag: Option<&[u8]>,
+        suspended: bool,
+        events: &mut Vec<StatementEvent>,
+    ) {
         let (command, tag_rows) = match tag {
             Some(body) => {
                 let (verb, rows) = parse_command_tag(body);
@@ -249,14 +263,42 @@ impl Tracker {
         };
         match self.pending.front_mut() {
             Some(Pending::Execute { .. }) => {
-                let Some(Pending::Execute { text, params, started, rows }) = self.pending.pop_front() else {
+                let Some(Pending::Execute {
+                    text,
+                    params,
+                    started,
+                    rows,
+                }) = self.pending.pop_front()
+                else {
                     unreachable!("front was an Execute")
                 };
-                let rows = tag_rows.or(if suspended || rows > 0 { Some(rows) } else { None });
-                let command = if suspended { Some("SUSPENDED".to_string()) } else { command };
-                events.push(self.event(StatementOrigin::Execute, text, params, started, rows, command, None));
+                let rows = tag_rows.or(if suspended || rows > 0 {
+                    Some(rows)
+                } else {
+                    None
+                });
+                let command = if suspended {
+                    Some("SUSPENDED".to_string())
+                } else {
+                    command
+                };
+                events.push(self.event(
+                    StatementOrigin::Execute,
+                    text,
+                    params,
+                    started,
+                    rows,
+                    command,
+                    None,
+                ));
             }
-            Some(Pending::Simple { statements, next, step_started, rows, .. }) => {
+            Some(Pending::Simple {
+                statements,
+                next,
+                step_started,
+                rows,
+                ..
+            }) => {
                 let text = statements
                     .get(*next)
                     .cloned()
@@ -267,7 +309,15 @@ impl Tracker {
                 *rows = 0;
                 *step_started = now_micros();
                 let rows = tag_rows.or(if counted > 0 { Some(counted) } else { None });
-                events.push(self.event(StatementOrigin::Simple, text, None, started, rows, command, None));
+                events.push(self.event(
+                    StatementOrigin::Simple,
+                    text,
+                    None,
+                    started,
+                    rows,
+                    command,
+                    None,
+                ));
             }
             _ => {}
         }
@@ -286,10 +336,18 @@ impl Tracker {
     fn error(&mut self, body: &[u8], events: &mut Vec<StatementEvent>) {
         let fields = parse_error_fields(body);
         let sqlstate = fields.code.map(|c| String::from_utf8_lossy(c).into_owned());
-        let message = fields.message.map(|m| String::from_utf8_lossy(m).into_owned());
+        let message = fields
+            .message
+            .map(|m| String::from_utf8_lossy(m).into_owned());
         let failure = Some((sqlstate, message));
         match self.pending.front_mut() {
-            Some(Pending::Simple { statements, next, step_started, failed, .. }) => {
+            Some(Pending::Simple {
+                statements,
+                next,
+                step_started,
+                failed,
+                ..
+            }) => {
                 // The rest of the query string is not executed after an error.
                 let text = statements
                     .get(*next)
@@ -299,13 +357,29 @@ impl Tracker {
                 let started = *step_started;
                 *next = statements.len();
                 *failed = true;
-                events.push(self.event(StatementOrigin::Simple, text, None, started, None, None, failure));
+                events.push(self.event(
+                    StatementOrigin::Simple,
+                    text,
+                    None,
+                    started,
+                    None,
+                    None,
+                    failure,
+                ));
             }
             Some(Pending::FunctionCall { .. }) => {
                 let Some(Pending::FunctionCall { oid, started }) = self.pending.pop_front() else {
                     unreachable!("front was a FunctionCall")
                 };
-                events.push(self.event(StatementOrigin::FunctionCall, function_text(oid), None, started, None, None, failure));
+                events.push(self.event(
+                    StatementOrigin::FunctionCall,
+                    function_text(oid),
+                    None,
+                    started,
+                    None,
+                    None,
+                    failure,
+                ));
             }
             Some(Pending::Sync) | None => {
                 // An error outside any request (e.g. FATAL on shutdown): nothing to attribute.
@@ -323,12 +397,33 @@ impl Tracker {
                         continue;
                     }
                     match item {
-                        Pending::Execute { text, params, started, .. } => {
-                            events.push(self.event(StatementOrigin::Execute, text, params, started, None, None, failure.clone()));
+                        Pending::Execute {
+                            text,
+                            params,
+                            started,
+                            ..
+                        } => {
+                            events.push(self.event(
+                                StatementOrigin::Execute,
+                                text,
+                                params,
+                                started,
+                                None,
+                                None,
+                                failure.clone(),
+                            ));
                             recorded = true;
                         }
                         Pending::Parse { text } if failed_parse => {
-                            events.push(self.event(StatementOrigin::Prepare, text, None, now_micros(), None, None, failure.clone()));
+                            events.push(self.event(
+                                StatementOrigin::Prepare,
+                                text,
+                                None,
+                                now_micros(),
+                                None,
+                                None,
+                                failure.clone(),
+                            ));
                             recorded = true;
                         }
                         _ => {}
@@ -341,7 +436,10 @@ impl Tracker {
     fn ready_for_query(&mut self) {
         // Ends the oldest Sync or simple Query; anything older was skipped by the server.
         while let Some(front) = self.pending.pop_front() {
-            if matches!(front, Pending::Sync | Pending::Simple { .. } | Pending::FunctionCall { .. }) {
+            if matches!(
+                front,
+                Pending::Sync | Pending::Simple { .. } | Pending::FunctionCall { .. }
+            ) {
                 break;
             }
         }
@@ -386,11 +484,17 @@ fn function_text(oid: i32) -> Arc<str> {
 }
 
 fn unknown_statement(name: &[u8]) -> Arc<str> {
-    Arc::from(format!("<unknown prepared statement {:?}>", String::from_utf8_lossy(name)))
+    Arc::from(format!(
+        "<unknown prepared statement {:?}>",
+        String::from_utf8_lossy(name)
+    ))
 }
 
 fn unknown_portal(name: &[u8]) -> Arc<str> {
-    Arc::from(format!("<unknown portal {:?}>", String::from_utf8_lossy(name)))
+    Arc::from(format!(
+        "<unknown portal {:?}>",
+        String::from_utf8_lossy(name)
+    ))
 }
 
 /// SQL text for the audit, cut at `cap` bytes on a character boundary.
@@ -465,7 +569,10 @@ mod tests {
         complete(&mut t, "SELECT 1", &mut ev);
         t.backend(b'Z', b"I", &mut ev);
         let texts: Vec<_> = ev.iter().map(|e| e.text.to_string()).collect();
-        assert_eq!(texts, ["select 1", "insert into t values (1)", "select 'a;b'"]);
+        assert_eq!(
+            texts,
+            ["select 1", "insert into t values (1)", "select 'a;b'"]
+        );
         assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(ev[1].rows, Some(1));
         assert_eq!(t.pending_len(), 0);
@@ -474,24 +581,33 @@ mod tests {
     #[test]
     fn execute_is_attributed_through_named_statement_and_portal() {
         let mut t = tracker();
-        t.frontend(b'P', &body(|b| {
-            put_cstr(b, "s1");
-            put_cstr(b, "select $1::int");
-            b.extend(0i16.to_be_bytes());
-        }));
-        t.frontend(b'B', &body(|b| {
-            put_cstr(b, "p1");
-            put_cstr(b, "s1");
-            b.extend(0i16.to_be_bytes());
-            b.extend(1i16.to_be_bytes());
-            b.extend(2i32.to_be_bytes());
-            b.extend(b"42");
-            b.extend(0i16.to_be_bytes());
-        }));
-        t.frontend(b'E', &body(|b| {
-            put_cstr(b, "p1");
-            b.extend(0i32.to_be_bytes());
-        }));
+        t.frontend(
+            b'P',
+            &body(|b| {
+                put_cstr(b, "s1");
+                put_cstr(b, "select $1::int");
+                b.extend(0i16.to_be_bytes());
+            }),
+        );
+        t.frontend(
+            b'B',
+            &body(|b| {
+                put_cstr(b, "p1");
+                put_cstr(b, "s1");
+                b.extend(0i16.to_be_bytes());
+                b.extend(1i16.to_be_bytes());
+                b.extend(2i32.to_be_bytes());
+                b.extend(b"42");
+                b.extend(0i16.to_be_bytes());
+            }),
+        );
+        t.frontend(
+            b'E',
+            &body(|b| {
+                put_cstr(b, "p1");
+                b.extend(0i32.to_be_bytes());
+            }),
+        );
         t.frontend(b'S', &[]);
         let mut ev = Vec::new();
         t.backend(b'1', &[], &mut ev);
@@ -509,23 +625,37 @@ mod tests {
     #[test]
     fn error_in_pipeline_skips_to_sync() {
         let mut t = tracker();
-        t.frontend(b'P', &body(|b| {
-            put_cstr(b, "");
-            put_cstr(b, "selec 1");
-            b.extend(0i16.to_be_bytes());
-        }));
-        t.frontend(b'B', &body(|b| {
-            put_cstr(b, "");
-            put_cstr(b, "");
-            b.extend([0, 0, 0, 0, 0, 0]);
-        }));
-        t.frontend(b'E', &body(|b| {
-            put_cstr(b, "");
-            b.extend(0i32.to_be_bytes());
-        }));
+        t.frontend(
+            b'P',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, "selec 1");
+                b.extend(0i16.to_be_bytes());
+            }),
+        );
+        t.frontend(
+            b'B',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, "");
+                b.extend([0, 0, 0, 0, 0, 0]);
+            }),
+        );
+        t.frontend(
+            b'E',
+            &body(|b| {
+                put_cstr(b, "");
+                b.extend(0i32.to_be_bytes());
+            }),
+        );
         t.frontend(b'S', &[]);
         let mut ev = Vec::new();
-        let err = crate::messages::error_bytes(crate::messages::Severity::Error, "42601", "syntax error", None);
+        let err = crate::messages::error_bytes(
+            crate::messages::Severity::Error,
+            "42601",
+            "syntax error",
+            None,
+        );
         t.backend(b'E', &err[5..], &mut ev);
         t.backend(b'Z', b"I", &mut ev);
         assert_eq!(ev.len(), 1);
@@ -538,6 +668,9 @@ mod tests {
     fn unknown_client_messages_are_refused() {
         let mut t = tracker();
         assert!(matches!(t.frontend(b'!', &[]), Frontend::Invalid(_)));
-        assert!(matches!(t.frontend(b'Q', b"no terminator"), Frontend::Invalid(_)));
+        assert!(matches!(
+            t.frontend(b'Q', b"no terminator"),
+            Frontend::Invalid(_)
+        ));
     }
 }

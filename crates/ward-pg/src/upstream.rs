@@ -24,7 +24,10 @@ const MAX_STARTUP_MESSAGE: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot connect to {address}: {source}")]
-    Connect { address: String, source: std::io::Error },
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("timed out after {0:?} connecting and logging in")]
     Timeout(Duration),
     #[error("the target does not accept TLS, but its tls.mode requires it")]
@@ -47,7 +50,10 @@ impl UpstreamError {
     /// True when the target itself refused (bad stored credential, missing database), as
     /// opposed to being unreachable.
     pub fn is_rejection(&self) -> bool {
-        matches!(self, UpstreamError::Rejected { .. } | UpstreamError::NoPassword)
+        matches!(
+            self,
+            UpstreamError::Rejected { .. } | UpstreamError::NoPassword
+        )
     }
 }
 
@@ -79,8 +85,12 @@ impl UpstreamConnector {
                     .server_name
                     .clone()
                     .unwrap_or_else(|| host_of(&target.address).to_string());
-                let name = ServerName::try_from(host.clone())
-                    .map_err(|_| format!("targets.{}: {host:?} is not a valid TLS server name", target.name))?;
+                let name = ServerName::try_from(host.clone()).map_err(|_| {
+                    format!(
+                        "targets.{}: {host:?} is not a valid TLS server name",
+                        target.name
+                    )
+                })?;
                 Some((Arc::new(config), name))
             }
         };
@@ -118,13 +128,20 @@ impl UpstreamConnector {
     }
 
     /// Connects and logs in, forwarding the client's session parameters.
-    pub async fn connect(&self, client_params: &[(String, String)], timeout: Duration) -> Result<Upstream, UpstreamError> {
+    pub async fn connect(
+        &self,
+        client_params: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<Upstream, UpstreamError> {
         tokio::time::timeout(timeout, self.connect_inner(client_params))
             .await
             .map_err(|_| UpstreamError::Timeout(timeout))?
     }
 
-    async fn connect_inner(&self, client_params: &[(String, String)]) -> Result<Upstream, UpstreamError> {
+    async fn connect_inner(
+        &self,
+        client_params: &[(String, String)],
+    ) -> Result<Upstream, UpstreamError> {
         let mut stream = self.transport().await?;
         let target = &self.target;
         let mut startup = Vec::with_capacity(128);
@@ -150,7 +167,8 @@ impl UpstreamConnector {
             let (tag, body) = read_message(&mut stream).await?;
             match tag {
                 b'R' => {
-                    let (code, rest) = read_i32(&body).ok_or_else(|| protocol("short authentication message"))?;
+                    let (code, rest) =
+                        read_i32(&body).ok_or_else(|| protocol("short authentication message"))?;
                     match code {
                         0 => {}
                         3 => {
@@ -184,9 +202,15 @@ impl UpstreamConnector {
                                 list = tail;
                             }
                             if !offered.iter().any(|m| m == SCRAM_SHA_256) {
-                                return Err(UpstreamError::UnsupportedAuth(format!("SASL {}", offered.join(","))));
+                                return Err(UpstreamError::UnsupportedAuth(format!(
+                                    "SASL {}",
+                                    offered.join(",")
+                                )));
                             }
-                            let client = ScramSha256::new(self.password()?.as_bytes(), ChannelBinding::unsupported());
+                            let client = ScramSha256::new(
+                                self.password()?.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
                             let mut out = Vec::new();
                             put_message(&mut out, b'p', |b| {
                                 put_cstr(b, SCRAM_SHA_256);
@@ -198,34 +222,47 @@ impl UpstreamConnector {
                             scram = Some(client);
                         }
                         11 => {
-                            let client = scram.as_mut().ok_or_else(|| protocol("SASL continue without SASL start"))?;
-                            client.update(rest).map_err(|e| protocol(&format!("SCRAM: {e}")))?;
+                            let client = scram
+                                .as_mut()
+                                .ok_or_else(|| protocol("SASL continue without SASL start"))?;
+                            client
+                                .update(rest)
+                                .map_err(|e| protocol(&format!("SCRAM: {e}")))?;
                             let mut out = Vec::new();
                             put_message(&mut out, b'p', |b| b.extend_from_slice(client.message()));
                             stream.write_all(&out).await?;
                         }
                         12 => {
-                            let client = scram.as_mut().ok_or_else(|| protocol("SASL final without SASL start"))?;
-                            client
-                                .finish(rest)
-                                .map_err(|e| protocol(&format!("SCRAM server signature check failed: {e}")))?;
+                            let client = scram
+                                .as_mut()
+                                .ok_or_else(|| protocol("SASL final without SASL start"))?;
+                            client.finish(rest).map_err(|e| {
+                                protocol(&format!("SCRAM server signature check failed: {e}"))
+                            })?;
                         }
                         other => {
-                            return Err(UpstreamError::UnsupportedAuth(format!("authentication request {other}")));
+                            return Err(UpstreamError::UnsupportedAuth(format!(
+                                "authentication request {other}"
+                            )));
                         }
                     }
                 }
                 b'S' => put_message(&mut parameter_status, b'S', |b| b.extend_from_slice(&body)),
                 b'K' => {
-                    let (pid, rest) = read_i32(&body).ok_or_else(|| protocol("short BackendKeyData"))?;
-                    let (secret, _) = read_i32(rest).ok_or_else(|| protocol("short BackendKeyData"))?;
+                    let (pid, rest) =
+                        read_i32(&body).ok_or_else(|| protocol("short BackendKeyData"))?;
+                    let (secret, _) =
+                        read_i32(rest).ok_or_else(|| protocol("short BackendKeyData"))?;
                     backend_key = Some((pid, secret));
                 }
                 b'N' => {}
                 b'E' => {
                     let fields = parse_error_fields(&body);
                     return Err(UpstreamError::Rejected {
-                        code: fields.code.map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default(),
+                        code: fields
+                            .code
+                            .map(|c| String::from_utf8_lossy(c).into_owned())
+                            .unwrap_or_default(),
                         message: fields
                             .message
                             .map(|m| String::from_utf8_lossy(m).into_owned())
@@ -240,7 +277,12 @@ impl UpstreamConnector {
                     });
                 }
                 b'v' => {}
-                other => return Err(protocol(&format!("unexpected message {:?} during login", other as char))),
+                other => {
+                    return Err(protocol(&format!(
+                        "unexpected message {:?} during login",
+                        other as char
+                    )));
+                }
             }
         }
     }
@@ -281,7 +323,9 @@ async fn read_message(stream: &mut MaybeTls) -> Result<(u8, Vec<u8>), UpstreamEr
     stream.read_exact(&mut header).await?;
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
     if !(4..=MAX_STARTUP_MESSAGE).contains(&len) {
-        return Err(protocol(&format!("message length {len} out of range during login")));
+        return Err(protocol(&format!(
+            "message length {len} out of range during login"
+        )));
     }
     let mut body = vec![0u8; len - 4];
     stream.read_exact(&mut body).await?;
@@ -293,7 +337,10 @@ fn host_of(address: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-fn client_tls_config(target: &PostgresTarget, mode: UpstreamTlsMode) -> Result<rustls::ClientConfig, String> {
+fn client_tls_config(
+    target: &PostgresTarget,
+    mode: UpstreamTlsMode,
+) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -308,11 +355,27 @@ fn client_tls_config(target: &PostgresTarget, mode: UpstreamTlsMode) -> Result<r
     match &target.tls.ca {
         Some(path) => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("targets.{}.tls.ca: cannot read {}: {e}", target.name, path.display()))?
+                .map_err(|e| {
+                    format!(
+                        "targets.{}.tls.ca: cannot read {}: {e}",
+                        target.name,
+                        path.display()
+                    )
+                })?
                 .collect::<Result<_, _>>()
-                .map_err(|e| format!("targets.{}.tls.ca: bad PEM in {}: {e}", target.name, path.display()))?;
+                .map_err(|e| {
+                    format!(
+                        "targets.{}.tls.ca: bad PEM in {}: {e}",
+                        target.name,
+                        path.display()
+                    )
+                })?;
             if certs.is_empty() {
-                return Err(format!("targets.{}.tls.ca: no certificates in {}", target.name, path.display()));
+                return Err(format!(
+                    "targets.{}.tls.ca: no certificates in {}",
+                    target.name,
+                    path.display()
+                ));
             }
             for cert in certs {
                 roots
@@ -353,7 +416,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -362,7 +430,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

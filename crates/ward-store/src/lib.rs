@@ -1,1 +1,409 @@
+//! ward's audit store: an embedded SQLite database fed by one batched writer thread.
+//!
+//! Why SQLite: a gateway should be useful the moment it starts, without a separate database
+//! to provision, and the audit of one gateway fits comfortably in one file. WAL mode lets the
+//! API read while the writer appends, and batching many events into one transaction keeps
+//! the write rate far above what the data path produces.
+//!
+//! The pieces:
+//! - [`SqliteStore`] owns a read-write connection: it creates and migrates the schema,
+//!   writes batches of [`AuditEvent`]s and answers queries synchronously.
+//! - [`spawn_writer`] runs a [`SqliteStore`] on a dedicated OS thread (rusqlite is
+//!   blocking) that drains the bounded audit channel. It never drops events: failed batches
+//!   are retried with backoff, and while it retries the channel fills up and slows the
+//!   sessions down (see [`ward_core::AuditSink`]).
+//! - [`StoreReader`] is the cheap, cloneable, async handle the admin API queries through.
+//!
+//! Timestamps are microseconds since the Unix epoch everywhere in this crate; rendering them
+//! for humans is the API's job.
 
+mod query;
+mod schema;
+mod writer;
+
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use ward_core::AuditEvent;
+
+pub use schema::SCHEMA_VERSION;
+pub use writer::{ORPHAN_END_REASON, spawn_writer};
+
+/// How long a connection waits for another connection's lock before failing with "database
+/// is locked". The writer holds its lock only for one batch, so this is generous.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shortest session id prefix accepted by [`SqliteStore::session_detail`]. Ids are UUIDv7,
+/// whose first 8 hex digits already encode the start time to about a minute.
+pub const MIN_PREFIX_LEN: usize = 8;
+
+/// Most sessions one listing returns, whatever the caller asks for; keeps a careless
+/// `limit` from building an enormous response.
+pub const MAX_LIST_LIMIT: usize = 10_000;
+
+/// Sessions returned by a listing when the filter does not say (`limit: 0`).
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// What went wrong in the store, phrased so the operator knows what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot create the audit store directory {path}: {source}; check that the parent \
+         exists and is writable by ward, or set store.sqlite to another path"
+    )]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot create the audit store file {path}: {source}; check that its directory is \
+         writable by ward, or set store.sqlite to another path"
+    )]
+    CreateFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot open the audit store {path}: {source}; check that the file and its directory \
+         are readable and writable by ward"
+    )]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "cannot create or upgrade the schema of the audit store {path}: {source}; make sure the \
+         file is a ward store and is not corrupted or locked by another program"
+    )]
+    Schema {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the audit store {path} has schema version {found}, newer than this ward understands \
+         ({supported}); upgrade ward, or point store.sqlite at another file"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error(
+        "cannot write audit events to the store: {source}; check free disk space and that the \
+         store file is writable"
+    )]
+    Write { source: rusqlite::Error },
+    #[error("cannot read the audit store: {source}")]
+    Query { source: rusqlite::Error },
+    #[error(
+        "session id {prefix:?} is too short: give the full session id or at least \
+         {MIN_PREFIX_LEN} characters of it"
+    )]
+    PrefixTooShort { prefix: String },
+    #[error(
+        "session id prefix {prefix:?} matches several sessions (e.g. {}); give more characters \
+         of the id", examples.join(", ")
+    )]
+    Ambiguous {
+        prefix: String,
+        /// A few of the matching ids, to help pick one.
+        examples: Vec<String>,
+    },
+    #[error("cannot start the audit writer thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("the audit store query was interrupted: {0}")]
+    Task(String),
+}
+
+impl StoreError {
+    /// Whether this failure is caused by the data itself (a constraint the events violate),
+    /// so that retrying the same batch can never succeed.
+    pub fn is_constraint_violation(&self) -> bool {
+        let source = match self {
+            StoreError::Write { source } | StoreError::Query { source } => source,
+            _ => return false,
+        };
+        source.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
+    }
+}
+
+/// Which sessions a listing returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionFilter {
+    /// Only sessions of this identity (exact match).
+    pub identity: Option<String>,
+    /// Only sessions to this target (exact match).
+    pub target: Option<String>,
+    /// Only sessions that started at or after this time (Unix micros).
+    pub since: Option<i64>,
+    /// Only sessions that started at or before this time (Unix micros).
+    pub until: Option<i64>,
+    /// Most sessions to return, newest first; 0 means [`DEFAULT_LIST_LIMIT`], and anything
+    /// above [`MAX_LIST_LIMIT`] is capped.
+    pub limit: usize,
+}
+
+impl Default for SessionFilter {
+    fn default() -> Self {
+        SessionFilter {
+            identity: None,
+            target: None,
+            since: None,
+            until: None,
+            limit: DEFAULT_LIST_LIMIT,
+        }
+    }
+}
+
+/// One session as stored, with how many statements it ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub id: String,
+    pub identity: String,
+    pub target: String,
+    pub protocol: String,
+    pub client_addr: String,
+    pub tls_version: String,
+    pub client_program: Option<String>,
+    /// Unix micros.
+    pub started_at: i64,
+    /// Unix micros; `None` while the session is live.
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+    pub statement_count: u64,
+    /// The session has not ended (no end recorded yet).
+    pub active: bool,
+}
+
+/// One statement as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementRecord {
+    pub session_id: String,
+    pub seq: u64,
+    /// `simple`, `execute`, `prepare` or `function_call` (kept as text so that rows written
+    /// by a newer ward still read).
+    pub origin: String,
+    pub text: String,
+    pub params: Option<String>,
+    /// Unix micros.
+    pub started_at: i64,
+    pub duration_us: i64,
+    pub rows: Option<u64>,
+    pub command: Option<String>,
+    pub sqlstate: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A session with all its statements, in the order it ran them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDetail {
+    pub session: SessionSummary,
+    pub statements: Vec<StatementRecord>,
+}
+
+/// The read-write handle on the SQLite store.
+///
+/// It is a plain blocking object: the writer thread owns one, and tests and tools use it
+/// directly. Async code should query through a [`StoreReader`] instead.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating its directory, the file and the schema if they do
+    /// not exist yet and upgrading an older schema. Safe to call on every start.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        create_private(path).map_err(|source| StoreError::CreateFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // Enough room for the writer's few statements and the queries.
+        conn.set_prepared_statement_cache_capacity(32);
+        schema::configure_and_migrate(&conn, path)?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `events` in one transaction: all of them or none.
+    ///
+    /// `SessionStart` inserts the session, `Statement` inserts a statement and `SessionEnd`
+    /// records when and why the session ended (the first end recorded wins).
+    pub fn write_batch(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let write = |source| StoreError::Write { source };
+        let tx = self.conn.transaction().map_err(write)?;
+        for event in events {
+            writer::write_event(&tx, event).map_err(write)?;
+        }
+        tx.commit().map_err(write)
+    }
+
+    /// Marks sessions left open by a previous run as ended.
+    ///
+    /// Only one ward process writes a store, so when its writer starts no session recorded
+    /// earlier can still be live; without this, sessions cut off by a crash or a kill would
+    /// show as live forever. Their end time is the last moment the audit knows about (the end
+    /// of their last statement, else their start). Returns how many sessions were closed.
+    pub fn close_orphaned_sessions(&mut self, reason: &str) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE sessions SET
+                    ended_at = MAX(started_at, COALESCE(
+                        (SELECT MAX(st.started_at + st.duration_us) FROM statements st
+                          WHERE st.session_id = sessions.id), started_at)),
+                    end_reason = ?1
+                 WHERE ended_at IS NULL",
+                [reason],
+            )
+            .map_err(|source| StoreError::Write { source })
+    }
+
+    /// Sessions matching `filter`, newest first.
+    pub fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError> {
+        query::list_sessions(&self.conn, filter)
+    }
+
+    /// A session and its statements, by full id or by a unique prefix of at least
+    /// [`MIN_PREFIX_LEN`] characters. `Ok(None)` when nothing matches.
+    pub fn session_detail(&self, id_or_prefix: &str) -> Result<Option<SessionDetail>, StoreError> {
+        query::session_detail(&self.conn, id_or_prefix)
+    }
+}
+
+/// Creates the store file readable by its owner only, if it does not exist yet. The audit
+/// holds SQL text and parameters, which can be sensitive; SQLite gives its `-wal` and `-shm`
+/// files the same permissions as the database file.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The admin API's handle on the store: cheap to clone, safe to use from async code.
+///
+/// Each query opens its own short-lived, query-only connection inside
+/// [`tokio::task::spawn_blocking`]. This was chosen over a shared `Mutex<Connection>`
+/// because:
+/// - in WAL mode SQLite readers never block the writer or each other, and separate
+///   connections keep it that way; a shared connection would serialize every API request
+///   behind the slowest one (e.g. a session with many statements);
+/// - the blocking SQLite calls stay off the async worker threads that relay client traffic;
+/// - opening a connection costs well under a millisecond, which is nothing for an admin API
+///   that serves people and scripts, not the data path;
+/// - there is no connection state to go stale or be poisoned by a panic.
+#[derive(Clone, Debug)]
+pub struct StoreReader {
+    path: Arc<PathBuf>,
+}
+
+impl StoreReader {
+    /// A reader for the store at `path`, creating the store (and its schema) if needed, so
+    /// that the API can start before the first event is written.
+    pub fn open(path: &Path) -> Result<StoreReader, StoreError> {
+        drop(SqliteStore::open(path)?);
+        Ok(StoreReader {
+            path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    /// A reader for an existing store at `path`, without touching the file now. Use it when
+    /// the store was already opened (e.g. by [`spawn_writer`]); queries fail with
+    /// [`StoreError::Open`] if the file does not exist.
+    pub fn new(path: PathBuf) -> StoreReader {
+        StoreReader {
+            path: Arc::new(path),
+        }
+    }
+
+    /// The file this reader queries.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sessions matching `filter`, newest first (see [`SqliteStore::list_sessions`]).
+    pub async fn list_sessions(
+        &self,
+        filter: SessionFilter,
+    ) -> Result<Vec<SessionSummary>, StoreError> {
+        self.run(move |conn| query::list_sessions(conn, &filter))
+            .await
+    }
+
+    /// A session and its statements (see [`SqliteStore::session_detail`]).
+    pub async fn session_detail(
+        &self,
+        id_or_prefix: &str,
+    ) -> Result<Option<SessionDetail>, StoreError> {
+        let id = id_or_prefix.to_string();
+        self.run(move |conn| query::session_detail(conn, &id)).await
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = open_reader(&path)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+/// A query-only connection on an existing store. It is opened read-write (but with
+/// `query_only`) because a read-only connection cannot always open a WAL database whose
+/// shared-memory file does not exist yet; and without `CREATE`, so a store that was deleted
+/// under us is reported instead of silently recreated empty.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests;

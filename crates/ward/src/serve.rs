@@ -37,24 +37,43 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .context("cannot start the audit writer")?;
 
     let registry = SessionRegistry::new();
-    let gateway = ward_pg::PgGateway::from_config(&config, Some(tls), registry.clone(), audit.clone())
-        .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
+    let gateway =
+        ward_pg::PgGateway::from_config(&config, Some(tls), registry.clone(), audit.clone())
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
     let gateway = Arc::new(gateway);
 
     let pg_listener = tokio::net::TcpListener::bind(config.listen.postgres)
         .await
-        .with_context(|| format!("cannot listen for PostgreSQL clients on {} (listen.postgres)", config.listen.postgres))?;
+        .with_context(|| {
+            format!(
+                "cannot listen for PostgreSQL clients on {} (listen.postgres)",
+                config.listen.postgres
+            )
+        })?;
     let api_listener = tokio::net::TcpListener::bind(config.listen.api)
         .await
-        .with_context(|| format!("cannot listen for the admin API on {} (listen.api)", config.listen.api))?;
+        .with_context(|| {
+            format!(
+                "cannot listen for the admin API on {} (listen.api)",
+                config.listen.api
+            )
+        })?;
 
     let shutdown = CancellationToken::new();
-    let api_state = ward_api::ApiState::new(ward_store::StoreReader::new(sqlite.clone()), registry.clone(), admin_token_hash);
+    let api_state = ward_api::ApiState::new(
+        ward_store::StoreReader::new(sqlite.clone()),
+        registry.clone(),
+        admin_token_hash,
+    );
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(ward_api::serve(api_listener, api_state, async move {
         api_shutdown.cancelled().await
     }));
-    let pg = tokio::spawn(ward_pg::serve(pg_listener, gateway.clone(), shutdown.clone()));
+    let pg = tokio::spawn(ward_pg::serve(
+        pg_listener,
+        gateway.clone(),
+        shutdown.clone(),
+    ));
 
     tracing::info!(
         postgres = %config.listen.postgres,
@@ -79,9 +98,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     drop(gateway);
     drop(audit);
     // The writer drains what is queued, then exits once every sink is gone.
-    let joined = tokio::time::timeout(SHUTDOWN_GRACE, tokio::task::spawn_blocking(move || writer.join())).await;
+    let joined = tokio::time::timeout(
+        SHUTDOWN_GRACE,
+        tokio::task::spawn_blocking(move || writer.join()),
+    )
+    .await;
     if joined.is_err() {
-        tracing::warn!("audit writer did not finish in time; some sessions may still hold its queue");
+        tracing::warn!(
+            "audit writer did not finish in time; some sessions may still hold its queue"
+        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -122,7 +147,13 @@ fn server_tls(config: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .with_context(|| format!("TLS certificate {} does not match key {}", cert_path.display(), key_path.display()))?;
+        .with_context(|| {
+            format!(
+                "TLS certificate {} does not match key {}",
+                cert_path.display(),
+                key_path.display()
+            )
+        })?;
     Ok(Arc::new(tls))
 }
 
@@ -133,16 +164,22 @@ fn ensure_self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         return Ok((cert_path, key_path));
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if let Ok(host) = fs::read_to_string("/etc/hostname") {
         let host = host.trim();
         if !host.is_empty() {
             names.push(host.to_string());
         }
     }
-    let generated = rcgen::generate_simple_self_signed(names).context("cannot generate a self-signed certificate")?;
+    let generated = rcgen::generate_simple_self_signed(names)
+        .context("cannot generate a self-signed certificate")?;
     write_private(&key_path, generated.key_pair.serialize_pem().as_bytes())?;
-    fs::write(&cert_path, generated.cert.pem()).with_context(|| format!("cannot write {}", cert_path.display()))?;
+    fs::write(&cert_path, generated.cert.pem())
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate (set tls.cert and tls.key to use your own)");
     Ok((cert_path, key_path))
 }
@@ -175,6 +212,7 @@ fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(content).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(content)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -1,0 +1,117 @@
+//! The store's schema and its migrations.
+//!
+//! The schema version lives in SQLite's `PRAGMA user_version`, so a later ward can tell which
+//! migrations an existing file still needs: each step below runs once, in order, inside one
+//! transaction, and bumps the version. A file from a newer ward is refused rather than
+//! misread.
+
+use crate::StoreError;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::path::Path;
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1: sessions and their statements.
+///
+/// Times are Unix microseconds. There is deliberately no foreign key from statements to
+/// sessions: the writer must never get stuck on an event whose session row it has not seen
+/// (the audit keeps the statement either way).
+const V1: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    id             TEXT PRIMARY KEY NOT NULL,
+    identity       TEXT NOT NULL,
+    target         TEXT NOT NULL,
+    protocol       TEXT NOT NULL,
+    client_addr    TEXT NOT NULL,
+    tls_version    TEXT NOT NULL,
+    client_program TEXT,
+    started_at     INTEGER NOT NULL,
+    ended_at       INTEGER,
+    end_reason     TEXT
+);
+CREATE TABLE IF NOT EXISTS statements (
+    session_id  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    origin      TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    params      TEXT,
+    started_at  INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    rows        INTEGER,
+    command     TEXT,
+    sqlstate    TEXT,
+    error       TEXT,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_at);
+CREATE INDEX IF NOT EXISTS sessions_by_identity ON sessions (identity, started_at);
+CREATE INDEX IF NOT EXISTS sessions_by_target ON sessions (target, started_at);
+";
+
+/// Sets the connection's journal and sync modes, then brings the schema up to
+/// [`SCHEMA_VERSION`].
+pub(crate) fn configure_and_migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let schema_err = |source| StoreError::Schema {
+        path: path.to_path_buf(),
+        source,
+    };
+    // WAL: readers (the API) and the writer do not block each other. NORMAL sync is safe
+    // with WAL (no corruption on power loss; at worst the last transactions are lost) and
+    // avoids an fsync per batch.
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(schema_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            path = %path.display(),
+            journal_mode = %mode,
+            "the audit store could not switch to WAL mode; API reads may wait for writes"
+        );
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(schema_err)?;
+
+    let current = user_version(conn).map_err(schema_err)?;
+    if current == SCHEMA_VERSION {
+        return Ok(());
+    }
+    check_not_too_new(current, path)?;
+
+    // IMMEDIATE takes the write lock up front, so two processes opening a fresh store at the
+    // same time migrate one after the other instead of failing half-way.
+    let tx =
+        Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(schema_err)?;
+    let current = user_version(&tx).map_err(schema_err)?;
+    check_not_too_new(current, path)?;
+    if current < 1 {
+        tx.execute_batch(V1).map_err(schema_err)?;
+    }
+    // Later versions: `if current < 2 { tx.execute_batch(V2)?; }` and so on.
+    if current != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(schema_err)?;
+        tracing::info!(
+            path = %path.display(),
+            from = current,
+            to = SCHEMA_VERSION,
+            "audit store schema created or upgraded"
+        );
+    }
+    tx.commit().map_err(schema_err)
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+fn check_not_too_new(found: i64, path: &Path) -> Result<(), StoreError> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+use super::*;
+use std::sync::Arc;
+use ward_core::event::{SessionEnd, SessionId, SessionStart, StatementEvent, StatementOrigin};
+
+fn start(id: &str, identity: &str, target: &str, started_at: i64) -> AuditEvent {
+    AuditEvent::SessionStart(SessionStart {
+        session_id: SessionId(id.into()),
+        identity: identity.into(),
+        target: target.into(),
+        protocol: "postgres".into(),
+        client_addr: "10.0.0.7:51234".into(),
+        tls_version: "TLSv1.3".into(),
+        client_program: Some("psql".into()),
+        started_at,
+    })
+}
+
+fn statement(id: &str, seq: u64, text: &str, started_at: i64) -> AuditEvent {
+    AuditEvent::Statement(StatementEvent {
+        session_id: SessionId(id.into()),
+        seq,
+        origin: StatementOrigin::Simple,
+        text: Arc::from(text),
+        params: (seq == 2).then(|| "$1='42'".to_string()),
+        started_at,
+        duration_us: 1500,
+        rows: Some(seq),
+        command: Some("SELECT".into()),
+        sqlstate: None,
+        error: None,
+    })
+}
+
+fn end(id: &str, ended_at: i64, reason: &str) -> AuditEvent {
+    AuditEvent::SessionEnd(SessionEnd {
+        session_id: SessionId(id.into()),
+        ended_at,
+        reason: reason.into(),
+    })
+}
+
+const A: &str = "0190a1b2-0000-7000-8000-00000000000a";
+const B: &str = "0190a1b2-0000-7000-8000-00000000000b";
+const C: &str = "0290ffff-0000-7000-8000-00000000000c";
+
+fn sample_store(dir: &Path) -> SqliteStore {
+    let mut store = SqliteStore::open(&dir.join("nested/dir/ward.db")).unwrap();
+    store
+        .write_batch(&[
+            start(A, "ci-nightly", "orders-db", 1_000),
+            statement(A, 1, "SELECT 1", 1_100),
+            statement(A, 2, "SELECT * FROM orders WHERE id = $1", 1_200),
+            end(A, 2_000, "client closed"),
+            start(B, "alice", "orders-db", 3_000),
+            statement(B, 1, "SELECT now()", 3_100),
+            start(C, "alice", "hr-db", 5_000),
+        ])
+        .unwrap();
+    store
+}
+
+#[test]
+fn open_is_idempotent_and_sets_the_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ward.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let store = SqliteStore::open(&path).unwrap();
+    let version: i64 = store
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let mode: String = store
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the audit is private to ward");
+    }
+}
+
+#[test]
+fn refuses_a_store_from_a_newer_ward() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ward.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .conn
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(store);
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+    assert!(err.to_string().contains("upgrade ward"), "{err}");
+}
+
+#[test]
+fn batch_reads_back_with_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+
+    let all = store.list_sessions(&SessionFilter::default()).unwrap();
+    let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, [C, B, A], "newest first");
+
+    let a = &all[2];
+    assert_eq!(a.identity, "ci-nightly");
+    assert_eq!(a.statement_count, 2);
+    assert_eq!(a.ended_at, Some(2_000));
+    assert_eq!(a.end_reason.as_deref(), Some("client closed"));
+    assert!(!a.active);
+    assert!(all[0].active && all[1].active);
+    assert_eq!(all[1].statement_count, 1);
+
+    let by = |f: SessionFilter| -> Vec<String> {
+        store
+            .list_sessions(&f)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    };
+    assert_eq!(
+        by(SessionFilter {
+            identity: Some("alice".into()),
+            ..Default::default()
+        }),
+        [C, B]
+    );
+    assert_eq!(
+        by(SessionFilter {
+            identity: Some("alice".into()),
+            target: Some("orders-db".into()),
+            ..Default::default()
+        }),
+        [B]
+    );
+    assert_eq!(
+        by(SessionFilter {
+            since: Some(3_000),
+            until: Some(4_000),
+            ..Default::default()
+        }),
+        [B]
+    );
+    assert_eq!(
+        by(SessionFilter {
+            limit: 1,
+            ..Default::default()
+        }),
+        [C]
+    );
+    assert_eq!(
+        by(SessionFilter {
+            limit: 0,
+            ..Default::default()
+        })
+        .len(),
+        3,
+        "0 means the default limit"
+    );
+    assert!(
+        by(SessionFilter {
+            identity: Some("nobody".into()),
+            ..Default::default()
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn detail_by_id_and_by_unique_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+
+    let detail = store.session_detail(A).unwrap().unwrap();
+    assert_eq!(detail.session.id, A);
+    let seqs: Vec<u64> = detail.statements.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+    let second = &detail.statements[1];
+    assert_eq!(second.text, "SELECT * FROM orders WHERE id = $1");
+    assert_eq!(second.params.as_deref(), Some("$1='42'"));
+    assert_eq!(second.origin, "simple");
+    assert_eq!(second.rows, Some(2));
+    assert_eq!(second.duration_us, 1500);
+    assert_eq!(second.command.as_deref(), Some("SELECT"));
+
+    // C is the only id starting with 0290; upper case is accepted as well.
+    let by_prefix = store.session_detail("0290ffff").unwrap().unwrap();
+    assert_eq!(by_prefix.session.id, C);
+    assert!(by_prefix.statements.is_empty());
+    assert_eq!(
+        store
+            .session_detail("0290FFFF-0")
+            .unwrap()
+            .unwrap()
+            .session
+            .id,
+        C
+    );
+
+    assert!(store.session_detail("deadbeef").unwrap().is_none());
+}
+
+#[test]
+fn ambiguous_and_short_prefixes_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    match store.session_detail("0190a1b2") {
+        Err(StoreError::Ambiguous { prefix, examples }) => {
+            assert_eq!(prefix, "0190a1b2");
+            assert_eq!(examples, [A, B]);
+        }
+        other => panic!("expected ambiguity, got {other:?}"),
+    }
+    let err = store.session_detail("0190").unwrap_err();
+    assert!(matches!(err, StoreError::PrefixTooShort { .. }), "{err}");
+}
+
+#[test]
+fn failed_batches_leave_nothing_behind_and_duplicates_are_constraint_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = sample_store(dir.path());
+    let err = store
+        .write_batch(&[
+            start(
+                "0390aaaa-0000-7000-8000-000000000001",
+                "bob",
+                "orders-db",
+                9_000,
+            ),
+            start(A, "again", "orders-db", 9_000),
+        ])
+        .unwrap_err();
+    assert!(err.is_constraint_violation(), "{err}");
+    assert_eq!(
+        store
+            .list_sessions(&SessionFilter::default())
+            .unwrap()
+            .len(),
+        3,
+        "the batch is all or nothing"
+    );
+}
+
+#[test]
+fn first_end_wins_and_orphans_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = sample_store(dir.path());
+    store.write_batch(&[end(A, 9_999, "later")]).unwrap();
+    let a = store.session_detail(A).unwrap().unwrap().session;
+    assert_eq!(
+        (a.ended_at, a.end_reason.as_deref()),
+        (Some(2_000), Some("client closed"))
+    );
+
+    assert_eq!(store.close_orphaned_sessions("crashed").unwrap(), 2);
+    let b = store.session_detail(B).unwrap().unwrap().session;
+    // B's last statement started at 3_100 and took 1_500us.
+    assert_eq!(b.ended_at, Some(4_600));
+    assert_eq!(b.end_reason.as_deref(), Some("crashed"));
+    assert!(!b.active);
+    let c = store.session_detail(C).unwrap().unwrap().session;
+    assert_eq!(c.ended_at, Some(5_000));
+}
+
+#[test]
+fn writer_thread_drains_the_channel_and_exits_when_it_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ward.db");
+    let (sink, rx) = ward_core::AuditSink::channel(8);
+    let handle = spawn_writer(path.clone(), rx, 3).unwrap();
+    let id = "0490aaaa-0000-7000-8000-000000000001";
+    sink.record_blocking(start(id, "ci", "orders-db", 10))
+        .unwrap();
+    for seq in 1..=20 {
+        sink.record_blocking(statement(id, seq, "SELECT 1", 10 + seq as i64))
+            .unwrap();
+    }
+    sink.record_blocking(end(id, 100, "client closed")).unwrap();
+    drop(sink);
+    handle.join().unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    let detail = store.session_detail(id).unwrap().unwrap();
+    assert_eq!(detail.statements.len(), 20);
+    assert_eq!(detail.session.statement_count, 20);
+    assert_eq!(detail.session.ended_at, Some(100));
+}
+
+#[test]
+fn writer_sets_aside_duplicates_but_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ward.db");
+    let (sink, rx) = ward_core::AuditSink::channel(16);
+    let id = "0590aaaa-0000-7000-8000-000000000001";
+    // Queue everything before the writer starts, so it all lands in one batch.
+    sink.try_record(start(id, "ci", "orders-db", 10)).unwrap();
+    sink.try_record(statement(id, 1, "SELECT 1", 11)).unwrap();
+    sink.try_record(statement(id, 1, "SELECT duplicate", 12))
+        .unwrap();
+    sink.try_record(statement(id, 2, "SELECT 2", 13)).unwrap();
+    drop(sink);
+    spawn_writer(path.clone(), rx, 100).unwrap().join().unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    let detail = store.session_detail(id).unwrap().unwrap();
+    let texts: Vec<&str> = detail.statements.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(texts, ["SELECT 1", "SELECT 2"]);
+}
+
+#[tokio::test]
+async fn reader_queries_from_async_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ward.db");
+    let reader = StoreReader::open(&path).unwrap();
+    assert!(
+        reader
+            .list_sessions(SessionFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut store = SqliteStore::open(&path).unwrap();
+    store
+        .write_batch(&[
+            start(A, "ci", "orders-db", 1),
+            statement(A, 1, "SELECT 1", 2),
+        ])
+        .unwrap();
+    let list = reader
+        .list_sessions(SessionFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1);
+    let detail = reader.session_detail(&A[..13]).await.unwrap().unwrap();
+    assert_eq!(detail.statements.len(), 1);
+    // A reader never creates a store that has gone away.
+    std::fs::remove_file(&path).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("ward.db-wal"));
+    let _ = std::fs::remove_file(dir.path().join("ward.db-shm"));
+    drop(store);
+    assert!(matches!(
+        reader.list_sessions(SessionFilter::default()).await,
+        Err(StoreError::Open { .. })
+    ));
+}
+
+#[test]
+fn writer_retries_a_failing_batch_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ward.db");
+    let (sink, rx) = ward_core::AuditSink::channel(4);
+    let handle = spawn_writer(path.clone(), rx, 10).unwrap();
+    // Break the store: statements cannot be written until the table is back.
+    let saboteur = rusqlite::Connection::open(&path).unwrap();
+    saboteur
+        .execute_batch("ALTER TABLE statements RENAME TO statements_away")
+        .unwrap();
+    let id = "0690aaaa-0000-7000-8000-000000000001";
+    sink.record_blocking(start(id, "ci", "orders-db", 10))
+        .unwrap();
+    sink.record_blocking(statement(id, 1, "SELECT 1", 11))
+        .unwrap();
+    drop(sink);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!handle.is_finished(), "the writer keeps retrying");
+    saboteur
+        .execute_batch("ALTER TABLE statements_away RENAME TO statements")
+        .unwrap();
+    handle.join().unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    let detail = store.session_detail(id).unwrap().unwrap();
+    assert_eq!(detail.statements.len(), 1);
+}

@@ -1,0 +1,209 @@
+//! The batched writer: turns audit events into rows, on its own OS thread.
+
+use crate::{SqliteStore, StoreError};
+use rusqlite::{Connection, params};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::mpsc::Receiver;
+use ward_core::AuditEvent;
+
+/// First pause after a failed batch; doubled after each further failure.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between attempts (also bounds how often the failure is logged).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// After this many failed attempts in a row the writer reopens its connection, in case the
+/// connection itself is what went bad (e.g. the file was replaced).
+const REOPEN_EVERY: u32 = 5;
+
+/// The end reason given to sessions a previous run left open.
+pub const ORPHAN_END_REASON: &str = "unknown: ward stopped before the session ended";
+
+/// Starts the audit writer: a dedicated OS thread that drains `rx` into the store at `path`.
+///
+/// The store is opened (and created or migrated) before the thread starts, so a store that
+/// cannot be opened is reported here, while `ward serve` can still refuse to start. Sessions
+/// left open by a previous run are closed at the same time (see
+/// [`SqliteStore::close_orphaned_sessions`]).
+///
+/// The thread waits for one event, takes whatever else is already queued up to `batch`
+/// events, and writes them in one transaction. A failed batch is logged and retried with
+/// backoff until it succeeds; meanwhile the bounded channel fills and the sessions feeding
+/// it wait, so nothing is lost and nothing runs unaudited for long. Only events that can
+/// never be written (a duplicate session or statement key, i.e. an adapter bug) are set
+/// aside, each logged at error level. The thread returns once every sender is gone and the
+/// channel is drained, so joining it after dropping the sinks guarantees a complete audit.
+pub fn spawn_writer(
+    path: PathBuf,
+    rx: Receiver<AuditEvent>,
+    batch: usize,
+) -> Result<JoinHandle<()>, StoreError> {
+    let mut store = SqliteStore::open(&path)?;
+    let closed = store.close_orphaned_sessions(ORPHAN_END_REASON)?;
+    if closed > 0 {
+        tracing::warn!(
+            sessions = closed,
+            "marked sessions left open by a previous run as ended"
+        );
+    }
+    std::thread::Builder::new()
+        .name("ward-audit-writer".into())
+        .spawn(move || run(store, rx, batch.max(1)))
+        .map_err(StoreError::Spawn)
+}
+
+fn run(mut store: SqliteStore, mut rx: Receiver<AuditEvent>, batch: usize) {
+    let mut events = Vec::with_capacity(batch.min(4096));
+    let mut written: u64 = 0;
+    while let Some(first) = rx.blocking_recv() {
+        events.push(first);
+        while events.len() < batch {
+            match rx.try_recv() {
+                Ok(event) => events.push(event),
+                Err(_) => break,
+            }
+        }
+        write_with_retry(&mut store, &events);
+        written += events.len() as u64;
+        events.clear();
+    }
+    tracing::info!(
+        events = written,
+        "audit channel closed and drained; audit writer stopped"
+    );
+}
+
+/// Writes `events`, retrying until it works. Never gives up: giving up would mean either
+/// dropping audit records or letting sessions run unaudited.
+fn write_with_retry(store: &mut SqliteStore, events: &[AuditEvent]) {
+    let mut backoff = INITIAL_BACKOFF;
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let result = match store.write_batch(events) {
+            Err(e) if e.is_constraint_violation() => write_isolating(store, events),
+            other => other,
+        };
+        let error = match result {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(attempts = attempt, "audit store writable again");
+                }
+                return;
+            }
+            Err(error) => error,
+        };
+        tracing::error!(
+            error = %error,
+            events = events.len(),
+            attempt,
+            retry_in_ms = backoff.as_millis() as u64,
+            "cannot write a batch of audit events; retrying (sessions wait while the audit queue is full)"
+        );
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        if attempt.is_multiple_of(REOPEN_EVERY) {
+            match SqliteStore::open(&store.path) {
+                Ok(fresh) => *store = fresh,
+                Err(e) => tracing::error!(error = %e, "cannot reopen the audit store"),
+            }
+        }
+    }
+}
+
+/// The slow path for a batch that violates a constraint: each event in its own savepoint,
+/// so the one bad event is set aside (and logged) and the rest are still written.
+fn write_isolating(store: &mut SqliteStore, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let write = |source| StoreError::Write { source };
+    let mut tx = store.conn.transaction().map_err(write)?;
+    for event in events {
+        let sp = tx.savepoint().map_err(write)?;
+        match write_event(&sp, event) {
+            Ok(()) => sp.commit().map_err(write)?,
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                // Rolled back when `sp` drops. Log what identifies the event, never its SQL
+                // text or parameters, which may hold secrets.
+                tracing::error!(
+                    error = %e,
+                    event = %describe(event),
+                    "audit event conflicts with one already stored (duplicate key, an adapter \
+                     bug); it was not written"
+                );
+            }
+            Err(e) => return Err(write(e)),
+        }
+    }
+    tx.commit().map_err(write)
+}
+
+fn describe(event: &AuditEvent) -> String {
+    match event {
+        AuditEvent::SessionStart(s) => format!("session_start of session {}", s.session_id),
+        AuditEvent::Statement(s) => format!("statement #{} of session {}", s.seq, s.session_id),
+        AuditEvent::SessionEnd(s) => format!("session_end of session {}", s.session_id),
+    }
+}
+
+/// SQLite integers are signed; counts beyond `i64::MAX` cannot occur in practice and are
+/// clamped rather than wrapped.
+fn to_sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Writes one event with cached prepared statements.
+pub(crate) fn write_event(conn: &Connection, event: &AuditEvent) -> rusqlite::Result<()> {
+    match event {
+        AuditEvent::SessionStart(s) => {
+            conn.prepare_cached(
+                "INSERT INTO sessions (id, identity, target, protocol, client_addr, tls_version,
+                                       client_program, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                s.session_id.as_str(),
+                s.identity,
+                s.target,
+                s.protocol,
+                s.client_addr,
+                s.tls_version,
+                s.client_program,
+                s.started_at,
+            ])?;
+        }
+        AuditEvent::Statement(s) => {
+            conn.prepare_cached(
+                "INSERT INTO statements (session_id, seq, origin, text, params, started_at,
+                                         duration_us, rows, command, sqlstate, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                s.session_id.as_str(),
+                to_sql_int(s.seq),
+                s.origin.as_str(),
+                &*s.text,
+                s.params,
+                s.started_at,
+                s.duration_us,
+                s.rows.map(to_sql_int),
+                s.command,
+                s.sqlstate,
+                s.error,
+            ])?;
+        }
+        AuditEvent::SessionEnd(s) => {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE sessions SET ended_at = ?2, end_reason = ?3
+                     WHERE id = ?1 AND ended_at IS NULL",
+                )?
+                .execute(params![s.session_id.as_str(), s.ended_at, s.reason])?;
+            if changed == 0 {
+                tracing::warn!(
+                    session = %s.session_id,
+                    "audit: session end for a session that is unknown or already ended; ignored"
+                );
+            }
+        }
+    }
+    Ok(())
+}
