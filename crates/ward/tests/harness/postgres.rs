@@ -137,14 +137,7 @@ impl Postgres {
 
     /// A `psql` for this PostgreSQL version, with libpq environment variables cleared.
     pub fn psql_command(&self) -> Command {
-        let psql = self.bin_dir.join("psql");
-        let mut cmd = Command::new(if psql.exists() {
-            psql
-        } else {
-            PathBuf::from("psql")
-        });
-        clear_libpq_env(&mut cmd);
-        cmd
+        psql_command()
     }
 
     /// Runs SQL as superuser `postgres` over the Unix socket in database `db` (`psql -At`,
@@ -470,6 +463,19 @@ impl Postgres {
             Command::new(path)
         }
     }
+}
+
+/// A `psql` command (from the PostgreSQL bin dir when found, else `psql` on PATH) with
+/// libpq environment variables cleared. Does not start the harness server.
+pub fn psql_command() -> Command {
+    let psql = find_bin_dir()
+        .map(|d| d.join("psql"))
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("psql"));
+    let mut cmd = Command::new(psql);
+    clear_libpq_env(&mut cmd);
+    cmd
 }
 
 fn append(path: &Path, text: &str) -> Result<(), String> {

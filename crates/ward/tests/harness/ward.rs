@@ -11,7 +11,7 @@ use super::postgres::PgTarget;
 use super::tls::insecure_connector;
 use super::{
     clear_libpq_env, conninfo_quote, describe, expect_success, free_port, fresh_dir, http_request,
-    keep_dirs, run_root, run_with_timeout, ward_bin, write_file,
+    keep_dirs, run_with_timeout, ward_bin, write_file,
 };
 use std::fs::File;
 use std::net::SocketAddr;
@@ -79,6 +79,25 @@ impl Target {
             database: Some(db.database.clone()),
             user: db.user.clone(),
             password: Some(db.password.clone()),
+            tls: TargetTls::Disable,
+            extra_yaml: String::new(),
+        }
+    }
+
+    /// Any target: `address` is `host:port`, the password (if any) becomes a `file:` secret.
+    pub fn new(
+        name: &str,
+        address: &str,
+        database: Option<&str>,
+        user: &str,
+        password: Option<&str>,
+    ) -> Target {
+        Target {
+            name: name.to_string(),
+            address: address.to_string(),
+            database: database.map(str::to_string),
+            user: user.to_string(),
+            password: password.map(str::to_string),
             tls: TargetTls::Disable,
             extra_yaml: String::new(),
         }
@@ -486,8 +505,7 @@ impl Ward {
 
     /// Runs `psql -X -v ON_ERROR_STOP=1 -d CONNINFO ARGS…` (any conninfo, any arguments).
     pub fn psql_args(&self, conninfo: &str, args: &[&str]) -> Output {
-        let pg = super::Postgres::get();
-        let mut cmd = pg.psql_command();
+        let mut cmd = super::postgres::psql_command();
         cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-d", conninfo])
             .args(args);
         run_with_timeout(&mut cmd, COMMAND_TIMEOUT)
