@@ -197,7 +197,18 @@ curl -fsS "http://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 ||
 declare -A LEG_PORT=([direct]=$PG_PORT [pgbouncer]=$PGB_PORT [ward]=$WARD_PORT)
 declare -A LEG_USER=([direct]=bench [pgbouncer]=bench [ward]=bench)
 declare -A LEG_PASS=([direct]=$BENCH_PASSWORD [pgbouncer]=$BENCH_PASSWORD [ward]=$WARD_TOKEN)
-declare -A TPS P50 P99
+declare -A TPS P50 P99 CPU_US
+
+# CPU time (user+system, in clock ticks) used so far by a process and all its threads.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+proxy_pid() { # leg -> pid of the proxy process whose CPU is measured ("" for direct)
+  case $1 in
+    pgbouncer) cat "$PGDIR/pgbouncer.pid" ;;
+    ward) echo "$WARD_PID" ;;
+    *) echo "" ;;
+  esac
+}
 
 run_pgbench() { # leg mode seconds [log-prefix]
   local leg=$1 mode=$2 secs=$3 prefix=${4:-}
@@ -213,9 +224,18 @@ for mode in simple prepared; do
     run_pgbench "$leg" "$mode" "$WARMUP" >/dev/null 2>&1 || true
     prefix="$WORK/logs/tx-$leg-$mode"
     out="$WORK/logs/pgbench-$leg-$mode.txt"
+    ppid=$(proxy_pid "$leg")
+    [[ -n "$ppid" ]] && c0=$(cpu_ticks "$ppid")
     (cd "$WORK/logs" && run_pgbench "$leg" "$mode" "$DURATION" "$prefix") >"$out" 2>&1 ||
       die "pgbench through $leg failed: $(tail -20 "$out")"
     TPS[$leg-$mode]=$(awk '/^tps = / { printf "%.0f", $3; exit }' "$out")
+    if [[ -n "$ppid" ]]; then
+      c1=$(cpu_ticks "$ppid")
+      txns=$(awk '/^number of transactions actually processed:/ { split($6, a, "/"); print a[1]; exit }' "$out")
+      CPU_US[$leg-$mode]=$(awk -v c=$((c1 - c0)) -v t="$TICK_US" -v n="${txns:-0}" 'BEGIN { if (n > 0) printf "%.1f", c * t / n; else print "n/a" }')
+    else
+      CPU_US[$leg-$mode]="-"
+    fi
     # Per-transaction log: 3rd field is the latency in microseconds.
     read -r p50 p99 < <(cat "$prefix".* | awk '{ print $3 }' | sort -n | awk '
       { v[NR] = $1 }
@@ -228,7 +248,7 @@ for mode in simple prepared; do
     P50[$leg-$mode]=$p50
     P99[$leg-$mode]=$p99
     rm -f "$prefix".*
-    printf '   %s TPS, p50 %s ms, p99 %s ms\n' "${TPS[$leg-$mode]}" "$p50" "$p99" >&2
+    printf '   %s TPS, p50 %s ms, p99 %s ms, proxy CPU %s us/txn\n' "${TPS[$leg-$mode]}" "$p50" "$p99" "${CPU_US[$leg-$mode]}" >&2
   done
 done
 
@@ -265,11 +285,11 @@ report() {
   echo "- TLS from pgbench to each leg (sslmode=require); pgbouncer and ward reach PostgreSQL over plain TCP on loopback; pgbouncer in session mode"
   echo "- everything (pgbench, proxies, PostgreSQL) shares the same cores, so compare ratios, not absolute numbers"
   echo
-  echo "| mode | leg | TPS | p50 ms | p99 ms |"
-  echo "|---|---|---:|---:|---:|"
+  echo "| mode | leg | TPS | p50 ms | p99 ms | proxy CPU µs/txn |"
+  echo "|---|---|---:|---:|---:|---:|"
   for mode in simple prepared; do
     for leg in direct pgbouncer ward; do
-      echo "| $mode | $leg | ${TPS[$leg-$mode]} | ${P50[$leg-$mode]} | ${P99[$leg-$mode]} |"
+      echo "| $mode | $leg | ${TPS[$leg-$mode]} | ${P50[$leg-$mode]} | ${P99[$leg-$mode]} | ${CPU_US[$leg-$mode]} |"
     done
   done
   echo
