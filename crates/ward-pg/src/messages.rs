@@ -3,6 +3,7 @@
 //! Everything else crosses the relay as opaque bytes (see `codec`).
 
 use crate::codec::{put_cstr, put_message, read_cstr, read_i16, read_i32};
+use std::sync::Arc;
 
 /// Severity of a message ward generates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,9 +179,18 @@ pub struct Bind<'a> {
     pub params: Option<String>,
 }
 
-/// Reads a Bind and renders its parameters within `cap` bytes. Text values are quoted;
-/// binary values are shown as hex; values past the cap are cut with a marker.
-pub fn parse_bind(body: &[u8], cap: usize) -> Option<Bind<'_>> {
+/// Reads a Bind and renders its parameters within `cap` bytes.
+///
+/// `types_of(statement)` gives the parameter type OIDs known for the prepared statement
+/// (from its Parse message or the server's ParameterDescription), so binary values of common
+/// types are shown as the value they encode (`42`, `'tea'`, a UUID, a timestamp) rather than
+/// as bytes. Text values are quoted; binary values of other types are shown as hex; values
+/// past the cap are cut with a marker saying how much was left out.
+pub fn parse_bind<'a>(
+    body: &'a [u8],
+    cap: usize,
+    types_of: impl FnOnce(&[u8]) -> Option<Arc<[u32]>>,
+) -> Option<Bind<'a>> {
     let (portal, rest) = read_cstr(body)?;
     let (statement, rest) = read_cstr(rest)?;
     let (n_formats, mut rest) = read_i16(rest)?;
@@ -206,6 +216,8 @@ pub fn parse_bind(body: &[u8], cap: usize) -> Option<Bind<'_>> {
             params: None,
         });
     }
+    let types = types_of(statement);
+    let type_of = |i: usize| types.as_ref().and_then(|t| t.get(i).copied()).unwrap_or(0);
     let mut out = String::new();
     for i in 0..n_params {
         let (len, after) = read_i32(rest)?;
@@ -232,7 +244,7 @@ pub fn parse_bind(body: &[u8], cap: usize) -> Option<Bind<'_>> {
         if format_of(i) == 0 {
             render_text(&mut out, value, room);
         } else {
-            render_binary(&mut out, value, room);
+            render_binary(&mut out, value, type_of(i), room);
         }
     }
     Some(Bind {
@@ -264,13 +276,143 @@ fn render_text(out: &mut String, value: &[u8], room: usize) {
     }
 }
 
-fn render_binary(out: &mut String, value: &[u8], room: usize) {
-    let shown = value.len().min(room.max(8) / 2);
-    out.push_str("\\x");
-    out.push_str(&hex::encode(&value[..shown]));
-    if shown < value.len() {
-        out.push_str(&format!("…(+{} bytes)", value.len() - shown));
+/// Type OIDs whose binary form ward can show as a value.
+mod oid {
+    pub const BOOL: u32 = 16;
+    pub const BYTEA: u32 = 17;
+    pub const NAME: u32 = 19;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const TEXT: u32 = 25;
+    pub const OID: u32 = 26;
+    pub const JSON: u32 = 114;
+    pub const XML: u32 = 142;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const UNKNOWN: u32 = 705;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const DATE: u32 = 1082;
+    pub const TIMESTAMP: u32 = 1114;
+    pub const TIMESTAMPTZ: u32 = 1184;
+    pub const UUID: u32 = 2950;
+    pub const JSONB: u32 = 3802;
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+fn render_binary(out: &mut String, value: &[u8], type_oid: u32, room: usize) {
+    use std::fmt::Write;
+    let fixed = |n: usize| -> Option<&[u8]> { (value.len() == n).then_some(value) };
+    match type_oid {
+        oid::BOOL if value.len() == 1 => out.push_str(if value[0] != 0 { "true" } else { "false" }),
+        oid::INT2 if fixed(2).is_some() => {
+            let _ = write!(out, "{}", i16::from_be_bytes([value[0], value[1]]));
+        }
+        oid::INT4 if fixed(4).is_some() => {
+            let _ = write!(
+                out,
+                "{}",
+                i32::from_be_bytes(value.try_into().expect("4 bytes"))
+            );
+        }
+        oid::OID if fixed(4).is_some() => {
+            let _ = write!(
+                out,
+                "{}",
+                u32::from_be_bytes(value.try_into().expect("4 bytes"))
+            );
+        }
+        oid::INT8 if fixed(8).is_some() => {
+            let _ = write!(
+                out,
+                "{}",
+                i64::from_be_bytes(value.try_into().expect("8 bytes"))
+            );
+        }
+        oid::FLOAT4 if fixed(4).is_some() => {
+            let _ = write!(
+                out,
+                "{}",
+                f32::from_be_bytes(value.try_into().expect("4 bytes"))
+            );
+        }
+        oid::FLOAT8 if fixed(8).is_some() => {
+            let _ = write!(
+                out,
+                "{}",
+                f64::from_be_bytes(value.try_into().expect("8 bytes"))
+            );
+        }
+        oid::TEXT
+        | oid::VARCHAR
+        | oid::BPCHAR
+        | oid::NAME
+        | oid::UNKNOWN
+        | oid::JSON
+        | oid::XML => render_text(out, value, room),
+        oid::JSONB if value.first() == Some(&1) => render_text(out, &value[1..], room),
+        oid::UUID if fixed(16).is_some() => {
+            let h = hex::encode(value);
+            let _ = write!(
+                out,
+                "'{}-{}-{}-{}-{}'",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            );
+        }
+        oid::DATE if fixed(4).is_some() => {
+            let days = i32::from_be_bytes(value.try_into().expect("4 bytes")) as i64;
+            let micros = days * 86_400_000_000 + PG_EPOCH_OFFSET_US;
+            let text = ward_core::time::format_micros(micros);
+            let _ = write!(out, "'{}'", &text[..text.len().min(10)]);
+        }
+        oid::TIMESTAMP | oid::TIMESTAMPTZ if fixed(8).is_some() => {
+            let micros = i64::from_be_bytes(value.try_into().expect("8 bytes"));
+            let _ = write!(
+                out,
+                "'{}'",
+                ward_core::time::format_micros(micros.saturating_add(PG_EPOCH_OFFSET_US))
+            );
+        }
+        _ => {
+            let _ = oid::BYTEA;
+            let shown = value.len().min(room.max(8) / 2);
+            out.push_str("\\x");
+            out.push_str(&hex::encode(&value[..shown]));
+            if shown < value.len() {
+                out.push_str(&format!("…(+{} bytes)", value.len() - shown));
+            }
+        }
     }
+}
+
+/// The parameter type OIDs a Parse message declares (0 = let the server infer).
+pub fn parse_param_types(body: &[u8]) -> Option<Arc<[u32]>> {
+    let (_, rest) = read_cstr(body)?;
+    let (_, rest) = read_cstr(rest)?;
+    read_oid_list(rest)
+}
+
+/// The type OIDs of a ParameterDescription message.
+pub fn parse_parameter_description(body: &[u8]) -> Option<Arc<[u32]>> {
+    read_oid_list(body)
+}
+
+fn read_oid_list(body: &[u8]) -> Option<Arc<[u32]>> {
+    let (n, mut rest) = read_i16(body)?;
+    let mut oids = Vec::with_capacity(usize::try_from(n).ok()?);
+    for _ in 0..n {
+        let (oid, tail) = read_i32(rest)?;
+        oids.push(oid as u32);
+        rest = tail;
+    }
+    Some(oids.into())
 }
 
 /// An Execute: portal name and row limit (0 = all).
@@ -341,7 +483,7 @@ mod tests {
     #[test]
     fn bind_params_render_text_binary_and_null() {
         let body = bind_body(&[0, 1, 0], &[Some(b"o'k"), Some(&[0, 0, 0, 42]), None]);
-        let bind = parse_bind(&body, 1024).unwrap();
+        let bind = parse_bind(&body, 1024, |_| None).unwrap();
         assert_eq!(bind.portal, b"p1");
         assert_eq!(bind.statement, b"s1");
         assert_eq!(
@@ -351,10 +493,49 @@ mod tests {
     }
 
     #[test]
+    fn binary_params_of_known_types_show_their_values() {
+        let uuid = [
+            0x12u8, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8,
+        ];
+        let ts = (86_400_000_000i64).to_be_bytes(); // 2000-01-02 00:00:00
+        let body = bind_body(
+            &[1],
+            &[
+                Some(&42i64.to_be_bytes()),
+                Some(b"tea"),
+                Some(&uuid),
+                Some(&ts),
+                Some(&[1]),
+                Some(&[0xff, 0]),
+            ],
+        );
+        let types: Arc<[u32]> = vec![
+            oid::INT8,
+            oid::TEXT,
+            oid::UUID,
+            oid::TIMESTAMPTZ,
+            oid::BOOL,
+            oid::BYTEA,
+        ]
+        .into();
+        let bind = parse_bind(&body, 1024, |name| {
+            assert_eq!(name, b"s1");
+            Some(types.clone())
+        })
+        .unwrap();
+        assert_eq!(
+            bind.params.as_deref(),
+            Some(
+                "$1=42, $2='tea', $3='12345678-9abc-def0-0102-030405060708', $4='2000-01-02T00:00:00.000Z', $5=true, $6=\\xff00"
+            )
+        );
+    }
+
+    #[test]
     fn bind_params_are_capped() {
         let long = vec![b'a'; 5000];
         let body = bind_body(&[], &[Some(&long), Some(b"x")]);
-        let params = parse_bind(&body, 100).unwrap().params.unwrap();
+        let params = parse_bind(&body, 100, |_| None).unwrap().params.unwrap();
         assert!(params.len() < 200, "{params}");
         assert!(params.contains("(+"), "{params}");
     }
@@ -363,9 +544,9 @@ mod tests {
     fn truncated_bind_is_rejected_not_panicking() {
         let body = bind_body(&[0], &[Some(b"hello")]);
         for cut in 0..body.len() - 2 {
-            let _ = parse_bind(&body[..cut], 64);
+            let _ = parse_bind(&body[..cut], 64, |_| None);
         }
-        assert!(parse_bind(&body[..body.len() - 6], 64).is_none());
+        assert!(parse_bind(&body[..body.len() - 6], 64, |_| None).is_none());
     }
 
     #[test]

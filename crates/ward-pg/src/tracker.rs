@@ -36,7 +36,11 @@ enum Pending {
         text: Arc<str>,
     },
     Bind,
-    Describe,
+    /// A Describe; for a statement, its name and generation, so the ParameterDescription
+    /// that answers it can record the parameter types.
+    Describe {
+        statement: Option<(Box<[u8]>, u64)>,
+    },
     Close,
     Execute {
         text: Arc<str>,
@@ -51,6 +55,16 @@ enum Pending {
     Sync,
 }
 
+/// A prepared statement as the client defined it.
+#[derive(Debug)]
+struct Prepared {
+    text: Arc<str>,
+    /// Parameter type OIDs (0 = unknown), used to show binary parameters as values.
+    types: Option<Arc<[u32]>>,
+    /// Distinguishes successive statements of the same name (the unnamed one especially).
+    generation: u64,
+}
+
 #[derive(Debug)]
 struct Portal {
     text: Arc<str>,
@@ -61,7 +75,8 @@ struct Portal {
 #[derive(Debug)]
 pub struct Tracker {
     session_id: SessionId,
-    statements: HashMap<Box<[u8]>, Arc<str>>,
+    statements: HashMap<Box<[u8]>, Prepared>,
+    generation: u64,
     portals: HashMap<Box<[u8]>, Portal>,
     pending: VecDeque<Pending>,
     seq: u64,
@@ -85,6 +100,7 @@ impl Tracker {
         Tracker {
             session_id,
             statements: HashMap::new(),
+            generation: 0,
             portals: HashMap::new(),
             pending: VecDeque::new(),
             seq: 0,
@@ -117,17 +133,26 @@ impl Tracker {
                 if self.statements.len() >= MAX_TRACKED_STATEMENTS && !parse.name.is_empty() {
                     self.statements.clear();
                 }
-                self.statements.insert(parse.name.into(), text.clone());
+                self.generation += 1;
+                let prepared = Prepared {
+                    text: text.clone(),
+                    types: messages::parse_param_types(body),
+                    generation: self.generation,
+                };
+                self.statements.insert(parse.name.into(), prepared);
                 self.pending.push_back(Pending::Parse { text });
             }
             b'B' => {
-                let Some(bind) = messages::parse_bind(body, self.param_cap) else {
+                let statements = &self.statements;
+                let Some(bind) = messages::parse_bind(body, self.param_cap, |name| {
+                    statements.get(name).and_then(|p| p.types.clone())
+                }) else {
                     return Frontend::Invalid("malformed Bind message".into());
                 };
                 let text = self
                     .statements
                     .get(bind.statement)
-                    .cloned()
+                    .map(|p| p.text.clone())
                     .unwrap_or_else(|| unknown_statement(bind.statement));
                 if self.portals.len() >= MAX_TRACKED_PORTALS && !bind.portal.is_empty() {
                     self.portals.retain(|name, _| name.is_empty());
@@ -157,10 +182,17 @@ impl Tracker {
                 });
             }
             b'D' => {
-                if messages::parse_target_kind(body).is_none() {
+                let Some((kind, name)) = messages::parse_target_kind(body) else {
                     return Frontend::Invalid("malformed Describe message".into());
-                }
-                self.pending.push_back(Pending::Describe);
+                };
+                let statement = (kind == b'S')
+                    .then(|| {
+                        self.statements
+                            .get(name)
+                            .map(|p| (Box::from(name), p.generation))
+                    })
+                    .flatten();
+                self.pending.push_back(Pending::Describe { statement });
             }
             b'C' => {
                 let Some((kind, name)) = messages::parse_target_kind(body) else {
@@ -216,8 +248,9 @@ impl Tracker {
             b'1' => self.pop_if(|p| matches!(p, Pending::Parse { .. })),
             b'2' => self.pop_if(|p| matches!(p, Pending::Bind)),
             b'3' => self.pop_if(|p| matches!(p, Pending::Close)),
-            b'n' => self.pop_if(|p| matches!(p, Pending::Describe)),
-            b'T' => self.pop_if(|p| matches!(p, Pending::Describe)),
+            b't' => self.parameter_description(body),
+            b'n' => self.pop_if(|p| matches!(p, Pending::Describe { .. })),
+            b'T' => self.pop_if(|p| matches!(p, Pending::Describe { .. })),
             b'C' => self.command_complete(Some(body), false, events),
             b's' => self.command_complete(None, true, events),
             b'I' => self.empty_query(),
@@ -239,6 +272,22 @@ impl Tracker {
             }
             b'Z' => self.ready_for_query(),
             _ => {}
+        }
+    }
+
+    /// Records the server's parameter types for the statement being described (the Describe
+    /// itself stays pending until its RowDescription or NoData).
+    fn parameter_description(&mut self, body: &[u8]) {
+        let Some(Pending::Describe {
+            statement: Some((name, generation)),
+        }) = self.pending.front()
+        else {
+            return;
+        };
+        if let Some(prepared) = self.statements.get_mut(name)
+            && prepared.generation == *generation
+        {
+            prepared.types = messages::parse_parameter_description(body);
         }
     }
 
