@@ -329,3 +329,28 @@ pub(crate) fn login_complete(parameter_status: &[u8], pid: i32, secret: i32) -> 
     messages::ready_for_query(&mut out, b'I');
     out
 }
+
+/// Binds `count` listening sockets to the same address with `SO_REUSEPORT`, so that one
+/// accept loop per thread can share the port and the kernel spreads connections among them.
+///
+/// With a port of 0 the first socket picks a free port and the others bind to that port.
+pub fn bind_shared(
+    addr: std::net::SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut listeners = Vec::with_capacity(count.max(1));
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}

@@ -132,31 +132,23 @@ pub fn parse_error_fields(mut body: &[u8]) -> ErrorFields<'_> {
     fields
 }
 
-/// The row count at the end of a CommandComplete tag (`SELECT 5`, `INSERT 0 3`, `COPY 10`),
-/// and the tag's verb.
+/// The command of a CommandComplete tag and its row count: `SELECT 5` gives (`SELECT`, 5),
+/// `INSERT 0 3` gives (`INSERT`, 3), `START TRANSACTION` gives (`START TRANSACTION`, none).
 pub fn parse_command_tag(body: &[u8]) -> (String, Option<u64>) {
     let tag = read_cstr(body).map(|(t, _)| t).unwrap_or(body);
     let tag = String::from_utf8_lossy(tag);
-    let mut words = tag.split(' ');
-    let verb = words.next().unwrap_or_default();
-    let verb = match verb {
-        // Two-word tags such as `CREATE TABLE`, `ALTER TABLE`: keep both words.
-        "CREATE" | "ALTER" | "DROP" | "DECLARE" | "CLOSE" if tag.contains(' ') => {
-            let mut two = tag.splitn(3, ' ');
-            format!(
-                "{} {}",
-                two.next().unwrap_or_default(),
-                two.next().unwrap_or_default()
-            )
-        }
-        other => other.to_string(),
+    let words: Vec<&str> = tag.split(' ').collect();
+    let numbers = words
+        .iter()
+        .rev()
+        .take_while(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()))
+        .count();
+    let rows = if numbers > 0 {
+        words.last().and_then(|n| n.parse().ok())
+    } else {
+        None
     };
-    let rows = tag
-        .rsplit(' ')
-        .next()
-        .filter(|_| tag.contains(' '))
-        .and_then(|n| n.parse().ok());
-    (verb, rows)
+    (words[..words.len() - numbers].join(" "), rows)
 }
 
 /// A Parse message: statement name and SQL text.
@@ -456,6 +448,10 @@ mod tests {
         );
         assert_eq!(parse_command_tag(b"BEGIN\0"), ("BEGIN".into(), None));
         assert_eq!(parse_command_tag(b"COPY 10\0"), ("COPY".into(), Some(10)));
+        assert_eq!(
+            parse_command_tag(b"START TRANSACTION\0"),
+            ("START TRANSACTION".into(), None)
+        );
     }
 
     fn bind_body(formats: &[i16], params: &[Option<&[u8]>]) -> Vec<u8> {

@@ -48,6 +48,8 @@ enum End {
     ClientGone(String),
     ClientProtocol(String),
     TargetGone(String),
+    /// The target sent a FATAL error (e.g. an administrator terminated its backend).
+    TargetEnded(String),
     TargetProtocol(String),
     Killed(String),
     AuditUnavailable,
@@ -60,6 +62,7 @@ impl End {
             End::ClientGone(why) => format!("client disconnected: {why}"),
             End::ClientProtocol(why) => format!("client protocol error: {why}"),
             End::TargetGone(why) => format!("target closed the connection: {why}"),
+            End::TargetEnded(why) => format!("target ended the session: {why}"),
             End::TargetProtocol(why) => format!("target protocol error: {why}"),
             End::Killed(why) => format!("killed: {why}"),
             End::AuditUnavailable => "audit writer unavailable".into(),
@@ -159,17 +162,33 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             gateway.limits.statement_capture_bytes,
         ));
         let max = gateway.limits.max_message_bytes;
+        // Notifications name the sending backend; the client knows this session's backend
+        // by ward's process id, so the target's is replaced with it.
+        let pid_map = upstream
+            .backend_key
+            .map(|(target_pid, _)| (target_pid, pid));
         let end = tokio::select! {
             end = client_to_target(&mut client_read, &mut target_write, &tracker, max) => end,
-            end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max) => end,
+            end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max, pid_map) => end,
             _ = live.stop.cancelled() => End::Killed(live.end_reason().unwrap_or_else(|| "by an administrator".into())),
         };
+        let (pending, target_fatal) = {
+            let t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+            (t.pending_len(), t.target_fatal().map(str::to_string))
+        };
+        // When the target ends the session with a FATAL error, the client usually hangs up as
+        // soon as it reads it; whichever end ward notices first, the target is the cause.
+        let end = match (end, target_fatal) {
+            (End::ClientGone(_) | End::TargetGone(_), Some(message)) => End::TargetEnded(message),
+            (end, _) => end,
+        };
         tell_client(&mut client_write, &end, &session_id).await;
-        let pending = tracker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pending_len();
-        if pending > 0 && !matches!(end, End::TargetGone(_) | End::TargetProtocol(_)) {
+        if pending > 0
+            && !matches!(
+                end,
+                End::TargetGone(_) | End::TargetEnded(_) | End::TargetProtocol(_)
+            )
+        {
             // A query may still be running for a client that is gone: stop it.
             if let Some((target_pid, target_secret)) = upstream.backend_key {
                 let connector = connector.clone();
@@ -229,7 +248,7 @@ async fn tell_client<W: AsyncWrite + Unpin>(client: &mut W, end: &End, session_i
             format!("terminating connection: session {session_id} was ended by ward ({why})"),
         ),
         End::ClientProtocol(why) => (sqlstate::PROTOCOL_VIOLATION, format!("ward: protocol violation: {why}")),
-        End::TargetGone(_) | End::TargetProtocol(_) => (
+        End::TargetGone(_) | End::TargetEnded(_) | End::TargetProtocol(_) => (
             sqlstate::CONNECTION_FAILURE,
             "ward: the connection to the target was lost".to_string(),
         ),
@@ -315,10 +334,12 @@ async fn target_to_client(
     tracker: &Mutex<Tracker>,
     gateway: &PgGateway,
     max: u32,
+    pid_map: Option<(i32, i32)>,
 ) -> End {
     let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let mut framer = Framer::new(max);
     let mut events: Vec<StatementEvent> = Vec::new();
+    let mut own_notifications: Vec<usize> = Vec::new();
     loop {
         match fill(target, &mut buf).await {
             Ok(0) => return End::TargetGone("connection closed".into()),
@@ -345,6 +366,11 @@ async fn target_to_client(
             Ok(Err(frame)) => return End::TargetProtocol(frame.to_string()),
             Err(()) => unreachable!("the backend scan callback never fails"),
         };
+        if let Some((_, ward_pid)) = pid_map {
+            for at in own_notifications.drain(..) {
+                buf[at..at + 4].copy_from_slice(&ward_pid.to_be_bytes());
+            }
+        }
         // Events are queued before the results are released to the client, so whatever a
         // client has seen is already on its way to the audit log.
         for event in events.drain(..) {

@@ -80,6 +80,11 @@ pub struct Tracker {
     portals: HashMap<Box<[u8]>, Portal>,
     pending: VecDeque<Pending>,
     seq: u64,
+    /// An extended-protocol COPY FROM STDIN is running: the server ignores Sync messages
+    /// until CopyDone/CopyFail, so none are expected to be answered.
+    copy_in: bool,
+    /// The message of a FATAL error the target sent: it is ending the session.
+    target_fatal: Option<String>,
     param_cap: usize,
     text_cap: usize,
 }
@@ -104,6 +109,8 @@ impl Tracker {
             portals: HashMap::new(),
             pending: VecDeque::new(),
             seq: 0,
+            copy_in: false,
+            target_fatal: None,
             param_cap,
             text_cap,
         }
@@ -129,7 +136,7 @@ impl Tracker {
                 let Some(parse) = messages::parse_parse(body) else {
                     return Frontend::Invalid("malformed Parse message".into());
                 };
-                let text = capped_text(parse.query, self.text_cap);
+                let text = statement_text(parse.query, self.text_cap);
                 if self.statements.len() >= MAX_TRACKED_STATEMENTS && !parse.name.is_empty() {
                     self.statements.clear();
                 }
@@ -209,7 +216,10 @@ impl Tracker {
                 }
                 self.pending.push_back(Pending::Close);
             }
+            // During an extended-protocol COPY FROM STDIN the server ignores Sync.
+            b'S' if self.copy_in => {}
             b'S' => self.pending.push_back(Pending::Sync),
+            b'c' | b'f' => self.copy_in = false,
             b'F' => {
                 let Some(oid) = messages::parse_function_call(body) else {
                     return Frontend::Invalid("malformed FunctionCall message".into());
@@ -221,7 +231,7 @@ impl Tracker {
             }
             b'X' => return Frontend::Terminate,
             // Flush, and COPY data from the client, need no note.
-            b'H' | b'd' | b'c' | b'f' => {}
+            b'H' | b'd' => {}
             other => {
                 return Frontend::Invalid(format!(
                     "unexpected message type {:?} (0x{other:02x}) from the client",
@@ -249,6 +259,7 @@ impl Tracker {
             b'2' => self.pop_if(|p| matches!(p, Pending::Bind)),
             b'3' => self.pop_if(|p| matches!(p, Pending::Close)),
             b't' => self.parameter_description(body),
+            b'G' => self.copy_in_started(),
             b'n' => self.pop_if(|p| matches!(p, Pending::Describe { .. })),
             b'T' => self.pop_if(|p| matches!(p, Pending::Describe { .. })),
             b'C' => self.command_complete(Some(body), false, events),
@@ -272,6 +283,18 @@ impl Tracker {
             }
             b'Z' => self.ready_for_query(),
             _ => {}
+        }
+    }
+
+    /// CopyInResponse. For an Execute, the server is now in copy-in mode and ignores the
+    /// Syncs the client sent after the Execute (it cannot have seen this response before
+    /// sending them), so they will get no ReadyForQuery of their own.
+    fn copy_in_started(&mut self) {
+        if matches!(self.pending.front(), Some(Pending::Execute { .. })) {
+            let mut first = true;
+            self.pending
+                .retain(|p| std::mem::replace(&mut first, false) || !matches!(p, Pending::Sync));
+            self.copy_in = true;
         }
     }
 
@@ -384,6 +407,13 @@ impl Tracker {
 
     fn error(&mut self, body: &[u8], events: &mut Vec<StatementEvent>) {
         let fields = parse_error_fields(body);
+        if matches!(fields.severity, Some(b"FATAL" | b"PANIC")) {
+            let message = fields
+                .message
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            self.target_fatal = Some(message.into_owned());
+        }
         let sqlstate = fields.code.map(|c| String::from_utf8_lossy(c).into_owned());
         let message = fields
             .message
@@ -434,7 +464,9 @@ impl Tracker {
                 // An error outside any request (e.g. FATAL on shutdown): nothing to attribute.
             }
             Some(_) => {
-                // Extended protocol: the server now skips everything up to the next Sync.
+                // Extended protocol: the server now skips everything up to the next Sync
+                // (and leaves copy-in mode if it was in it).
+                self.copy_in = false;
                 let mut recorded = false;
                 let failed_parse = matches!(self.pending.front(), Some(Pending::Parse { .. }));
                 while let Some(front) = self.pending.front() {
@@ -522,6 +554,11 @@ impl Tracker {
         }
     }
 
+    /// The message of the FATAL error with which the target ended the session, if it did.
+    pub fn target_fatal(&self) -> Option<&str> {
+        self.target_fatal.as_deref()
+    }
+
     /// Requests still waiting for their response (for tests and diagnostics).
     pub fn pending_len(&self) -> usize {
         self.pending.len()
@@ -544,6 +581,22 @@ fn unknown_portal(name: &[u8]) -> Arc<str> {
         "<unknown portal {:?}>",
         String::from_utf8_lossy(name)
     ))
+}
+
+/// A statement's text as the audit keeps it: the client's text without surrounding
+/// whitespace and trailing semicolons (so a statement reads the same whether it was sent
+/// alone or split out of a multi-statement string), capped at `cap` bytes.
+fn statement_text(raw: &[u8], cap: usize) -> Arc<str> {
+    let start = raw
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(raw.len());
+    let end = raw
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace() && *b != b';')
+        .map_or(start, |i| i + 1)
+        .max(start);
+    capped_text(&raw[start..end], cap)
 }
 
 /// SQL text for the audit, cut at `cap` bytes on a character boundary.
@@ -574,7 +627,7 @@ fn split_statements(query: &[u8], cap: usize) -> Vec<Arc<str>> {
         return Vec::new();
     }
     if memchr::memchr(b';', &query[..trimmed_len]).is_none() {
-        return vec![capped_text(query, cap)];
+        return vec![statement_text(query, cap)];
     }
     let Ok(text) = std::str::from_utf8(query) else {
         return vec![capped_text(query, cap)];
@@ -582,7 +635,7 @@ fn split_statements(query: &[u8], cap: usize) -> Vec<Arc<str>> {
     match pg_query::split_with_parser(text) {
         Ok(parts) if !parts.is_empty() => parts
             .into_iter()
-            .map(|s| capped_text(s.trim().as_bytes(), cap))
+            .map(|s| statement_text(s.as_bytes(), cap))
             .collect(),
         _ => vec![capped_text(query, cap)],
     }
@@ -710,6 +763,55 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].origin, StatementOrigin::Prepare);
         assert_eq!(ev[0].sqlstate.as_deref(), Some("42601"));
+        assert_eq!(t.pending_len(), 0);
+    }
+
+    #[test]
+    fn syncs_sent_during_extended_copy_in_expect_no_ready_for_query() {
+        let mut t = tracker();
+        t.frontend(
+            b'P',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, "copy t from stdin;");
+                b.extend(0i16.to_be_bytes());
+            }),
+        );
+        t.frontend(
+            b'B',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, "");
+                b.extend([0, 0, 0, 0, 0, 0]);
+            }),
+        );
+        t.frontend(
+            b'E',
+            &body(|b| {
+                put_cstr(b, "");
+                b.extend(0i32.to_be_bytes());
+            }),
+        );
+        t.frontend(b'S', &[]);
+        let mut ev = Vec::new();
+        t.backend(b'1', &[], &mut ev);
+        t.backend(b'2', &[], &mut ev);
+        t.backend(b'G', &[0, 0, 0], &mut ev);
+        t.frontend(b'd', b"1\n");
+        t.frontend(b'S', &[]);
+        t.frontend(b'c', &[]);
+        t.frontend(b'S', &[]);
+        complete(&mut t, "COPY 1", &mut ev);
+        t.backend(b'Z', b"I", &mut ev);
+        assert_eq!(t.pending_len(), 0);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(&*ev[0].text, "copy t from stdin");
+        assert_eq!(ev[0].rows, Some(1));
+        // The next statement is attributed correctly.
+        t.frontend(b'Q', &body(|b| put_cstr(b, "select 1")));
+        complete(&mut t, "SELECT 1", &mut ev);
+        t.backend(b'Z', b"I", &mut ev);
+        assert_eq!(&*ev[1].text, "select 1");
         assert_eq!(t.pending_len(), 0);
     }
 

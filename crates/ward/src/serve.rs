@@ -19,6 +19,15 @@ use ward_core::{AuditSink, Config, SessionRegistry};
 /// How long running sessions get to finish after SIGINT/SIGTERM before ward exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Threads serving PostgreSQL clients: one per core unless `WARD_PG_THREADS` says otherwise.
+fn postgres_threads() -> usize {
+    std::env::var("WARD_PG_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Runs the gateway until SIGINT/SIGTERM.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
@@ -42,8 +51,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
     let gateway = Arc::new(gateway);
 
-    let pg_listener = tokio::net::TcpListener::bind(config.listen.postgres)
-        .await
+    let shards = postgres_threads();
+    let pg_listeners = ward_pg::listener::bind_shared(config.listen.postgres, shards)
         .with_context(|| {
             format!(
                 "cannot listen for PostgreSQL clients on {} (listen.postgres)",
@@ -69,11 +78,35 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let api = tokio::spawn(ward_api::serve(api_listener, api_state, async move {
         api_shutdown.cancelled().await
     }));
-    let pg = tokio::spawn(ward_pg::serve(
-        pg_listener,
-        gateway.clone(),
-        shutdown.clone(),
-    ));
+    // One accept loop per core, each on its own single-threaded runtime: a session lives on
+    // one thread from accept to end, so the relay never pays for cross-thread wake-ups or
+    // work stealing, and the kernel (SO_REUSEPORT) spreads new connections over the loops.
+    let drained = CancellationToken::new();
+    let mut pg_threads = Vec::new();
+    for (i, listener) in pg_listeners.into_iter().enumerate() {
+        let gateway = gateway.clone();
+        let shutdown = shutdown.clone();
+        let drained = drained.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a PostgreSQL listener thread")?;
+        let thread = std::thread::Builder::new()
+            .name(format!("ward-pg-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => ward_pg::serve(listener, gateway, shutdown).await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot register the PostgreSQL listener")
+                        }
+                    }
+                    drained.cancelled().await;
+                })
+            })
+            .context("cannot start a PostgreSQL listener thread")?;
+        pg_threads.push(thread);
+    }
 
     tracing::info!(
         postgres = %config.listen.postgres,
@@ -93,7 +126,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     while !registry.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = pg.await;
+    drained.cancel();
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in pg_threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     let _ = api.await;
     drop(gateway);
     drop(audit);

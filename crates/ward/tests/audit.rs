@@ -22,6 +22,9 @@ fn ended_session(ward: &Ward, identity: &str) -> Value {
     ward.session_json(&id)
 }
 
+/// (origin, text, params, rows, sqlstate) of a recorded statement.
+type Recorded = (String, String, Option<String>, Option<u64>, Option<String>);
+
 /// (text, rows, sqlstate) of each recorded statement, in order.
 fn statements(detail: &Value) -> Vec<(String, Option<u64>, Option<String>)> {
     detail["statements"]
@@ -56,9 +59,10 @@ fn psql_script_is_recorded_statement_by_statement_in_order() {
             .token("ci-nightly"),
     );
 
-    // One statement per line (psql sends each as its own Query, verbatim, and the audit
-    // keeps it verbatim), one multi-statement line (split into its statements with
-    // PostgreSQL's parser), an error outside a transaction, and an error inside one.
+    // One statement per line (psql sends each as its own Query, with its semicolon), one
+    // multi-statement line (split into its statements with PostgreSQL's parser; the audit
+    // shows both kinds the same way, without trailing semicolons), an error outside a
+    // transaction, and an error inside one.
     let script = ward.dir().join("workload.sql");
     write_file(
         &script,
@@ -97,26 +101,26 @@ fn psql_script_is_recorded_statement_by_statement_in_order() {
         statements(&detail),
         vec![
             row(
-                "create table orders (id int primary key, email text);",
+                "create table orders (id int primary key, email text)",
                 None,
                 None
             ),
             row(
-                "insert into orders select g, 'user' || g || '@example.com' from generate_series(1, 7) g;",
+                "insert into orders select g, 'user' || g || '@example.com' from generate_series(1, 7) g",
                 Some(7),
                 None
             ),
             row(
-                "update orders set email = upper(email) where id <= 3;",
+                "update orders set email = upper(email) where id <= 3",
                 Some(3),
                 None
             ),
-            row("select * from orders order by id;", Some(7), None),
-            row("select 1/0;", None, Some("22012")),
-            row("begin;", None, None),
-            row("delete from orders where id = 7;", Some(1), None),
-            row("select no_such_column from orders;", None, Some("42703")),
-            row("rollback;", None, None),
+            row("select * from orders order by id", Some(7), None),
+            row("select 1/0", None, Some("22012")),
+            row("begin", None, None),
+            row("delete from orders where id = 7", Some(1), None),
+            row("select no_such_column from orders", None, Some("42703")),
+            row("rollback", None, None),
             row("select count(*) from orders", Some(1), None),
             row("delete from orders where id > 5", Some(2), None),
             row("select 'a;b' as s", Some(1), None),
@@ -229,7 +233,7 @@ async fn extended_protocol_executes_are_recorded_with_text_and_parameters() {
     .await
     .unwrap();
     let stmts = detail["statements"].as_array().unwrap();
-    let summary: Vec<(String, String, Option<String>, Option<u64>, Option<String>)> = stmts
+    let summary: Vec<Recorded> = stmts
         .iter()
         .map(|s| {
             (

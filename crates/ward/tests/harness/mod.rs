@@ -32,7 +32,7 @@ mod tls;
 mod ward;
 
 pub use postgres::{AuthMethod, PgTarget, Postgres};
-pub use tls::{insecure_connector, verifying_connector};
+pub use tls::{insecure_client_config, insecure_connector, verifying_connector};
 pub use ward::{IssuedToken, Target, TargetTls, TokenSpec, Ward, WardOptions};
 
 use std::future::Future;

@@ -84,14 +84,19 @@ pub fn verifying_connector(ca_der: &[u8]) -> MakeRustlsConnect {
 /// self-signed one in its data directory). The connection is still encrypted and the
 /// handshake signatures are still checked; only the certificate chain is not.
 pub fn insecure_connector() -> MakeRustlsConnect {
+    MakeRustlsConnect::new(insecure_client_config())
+}
+
+/// The rustls client configuration behind [`insecure_connector`] (any server certificate
+/// accepted, handshake signatures still checked), for tests that speak TLS on raw sockets.
+pub fn insecure_client_config() -> ClientConfig {
     let provider = provider();
-    let config = ClientConfig::builder_with_provider(provider.clone())
+    ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("default TLS versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
-        .with_no_client_auth();
-    MakeRustlsConnect::new(config)
+        .with_no_client_auth()
 }
 
 #[derive(Debug)]
