@@ -87,8 +87,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         let gateway = gateway.clone();
         let shutdown = shutdown.clone();
         let drained = drained.clone();
+        // Only I/O and timers: these runtimes never handle signals or child processes, and
+        // leaving those drivers out keeps their bookkeeping off every loop turn.
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+            .enable_io()
+            .enable_time()
             .build()
             .context("cannot start a PostgreSQL listener thread")?;
         let thread = std::thread::Builder::new()
