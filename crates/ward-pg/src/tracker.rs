@@ -656,6 +656,35 @@ mod tests {
         Tracker::new(SessionId::generate(), 1024, 65536)
     }
 
+    /// Parse, Bind (no parameters), Execute and Sync of `sql` on the unnamed statement and
+    /// portal, as a client pipelines them.
+    fn unnamed_extended(t: &mut Tracker, sql: &str) {
+        t.frontend(
+            b'P',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, sql);
+                b.extend(0i16.to_be_bytes());
+            }),
+        );
+        t.frontend(
+            b'B',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, "");
+                b.extend([0, 0, 0, 0, 0, 0]);
+            }),
+        );
+        t.frontend(
+            b'E',
+            &body(|b| {
+                put_cstr(b, "");
+                b.extend(0i32.to_be_bytes());
+            }),
+        );
+        t.frontend(b'S', &[]);
+    }
+
     fn complete(t: &mut Tracker, tag: &str, ev: &mut Vec<StatementEvent>) {
         t.backend(b'C', &body(|b| put_cstr(b, tag)), ev);
     }
@@ -727,30 +756,7 @@ mod tests {
     #[test]
     fn error_in_pipeline_skips_to_sync() {
         let mut t = tracker();
-        t.frontend(
-            b'P',
-            &body(|b| {
-                put_cstr(b, "");
-                put_cstr(b, "selec 1");
-                b.extend(0i16.to_be_bytes());
-            }),
-        );
-        t.frontend(
-            b'B',
-            &body(|b| {
-                put_cstr(b, "");
-                put_cstr(b, "");
-                b.extend([0, 0, 0, 0, 0, 0]);
-            }),
-        );
-        t.frontend(
-            b'E',
-            &body(|b| {
-                put_cstr(b, "");
-                b.extend(0i32.to_be_bytes());
-            }),
-        );
-        t.frontend(b'S', &[]);
+        unnamed_extended(&mut t, "selec 1");
         let mut ev = Vec::new();
         let err = crate::messages::error_bytes(
             crate::messages::Severity::Error,
@@ -769,30 +775,7 @@ mod tests {
     #[test]
     fn syncs_sent_during_extended_copy_in_expect_no_ready_for_query() {
         let mut t = tracker();
-        t.frontend(
-            b'P',
-            &body(|b| {
-                put_cstr(b, "");
-                put_cstr(b, "copy t from stdin;");
-                b.extend(0i16.to_be_bytes());
-            }),
-        );
-        t.frontend(
-            b'B',
-            &body(|b| {
-                put_cstr(b, "");
-                put_cstr(b, "");
-                b.extend([0, 0, 0, 0, 0, 0]);
-            }),
-        );
-        t.frontend(
-            b'E',
-            &body(|b| {
-                put_cstr(b, "");
-                b.extend(0i32.to_be_bytes());
-            }),
-        );
-        t.frontend(b'S', &[]);
+        unnamed_extended(&mut t, "copy t from stdin;");
         let mut ev = Vec::new();
         t.backend(b'1', &[], &mut ev);
         t.backend(b'2', &[], &mut ev);
