@@ -6,8 +6,10 @@
 //! definitions with their stored credentials, the registry of live sessions, and the audit
 //! events with the bounded sink that carries them to the store.
 
+pub mod approvals;
 pub mod audit;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod identity;
 pub mod registry;

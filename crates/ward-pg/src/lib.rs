@@ -17,7 +17,9 @@ pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use ward_core::approvals::Approvals;
 use ward_core::config::{Config, Limits};
+use ward_core::control::Controls;
 use ward_core::{AuditSink, SessionRegistry, TokenBook};
 
 pub use listener::serve;
@@ -34,6 +36,19 @@ pub struct PgGateway {
     pub registry: Arc<SessionRegistry>,
     pub audit: AuditSink,
     pub cancels: cancel::CancelMap,
+    /// Identity locks and pauses (shared with the admin API).
+    pub controls: Arc<Controls>,
+    /// Statements held for approval (shared with the admin API).
+    pub approvals: Arc<Approvals>,
+}
+
+/// The process-wide services a gateway shares with the admin API and other adapters.
+#[derive(Clone)]
+pub struct Shared {
+    pub registry: Arc<SessionRegistry>,
+    pub audit: AuditSink,
+    pub controls: Arc<Controls>,
+    pub approvals: Arc<Approvals>,
 }
 
 impl PgGateway {
@@ -41,8 +56,7 @@ impl PgGateway {
     pub fn from_config(
         config: &Config,
         tls: Option<Arc<rustls::ServerConfig>>,
-        registry: Arc<SessionRegistry>,
-        audit: AuditSink,
+        shared: Shared,
     ) -> Result<Self, String> {
         let mut targets = BTreeMap::new();
         for (name, target) in config.postgres_targets()? {
@@ -54,9 +68,11 @@ impl PgGateway {
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             allow_plaintext: config.tls.allow_plaintext,
             limits: config.limits.clone(),
-            registry,
-            audit,
+            registry: shared.registry,
+            audit: shared.audit,
             cancels: cancel::CancelMap::default(),
+            controls: shared.controls,
+            approvals: shared.approvals,
         })
     }
 }

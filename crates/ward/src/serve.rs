@@ -46,9 +46,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .context("cannot start the audit writer")?;
 
     let registry = SessionRegistry::new();
-    let gateway =
-        ward_pg::PgGateway::from_config(&config, Some(tls), registry.clone(), audit.clone())
-            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
+    let controls = Arc::new(ward_core::control::Controls::new());
+    let approvals = Arc::new(ward_core::approvals::Approvals::new());
+    let shared = ward_pg::Shared {
+        registry: registry.clone(),
+        audit: audit.clone(),
+        controls: controls.clone(),
+        approvals: approvals.clone(),
+    };
+    let gateway = ward_pg::PgGateway::from_config(&config, Some(tls), shared)
+        .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
     let gateway = Arc::new(gateway);
 
     let shards = postgres_threads();
