@@ -51,6 +51,15 @@ pub struct Config {
     pub identity: IdentityConfig,
     #[serde(default)]
     pub targets: BTreeMap<String, TargetConfig>,
+    /// Policy-wide settings (defaults, unparseable and procedural input).
+    #[serde(default)]
+    pub policy: crate::policy::PolicyConfig,
+    /// Guardrail rules, checked for every statement (see docs/policy.md).
+    #[serde(default)]
+    pub rules: Vec<crate::policy::RuleConfig>,
+    /// Held statements (`review` rules): where new requests are announced.
+    #[serde(default)]
+    pub approvals: crate::approvals::ApprovalsConfig,
     /// Filled in at load: the directory the file was read from.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -239,6 +248,8 @@ pub struct TargetConfig {
     pub tls: UpstreamTls,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// What happens to statements no rule decides (overrides `policy.default_action`).
+    pub default_action: Option<crate::policy::Action>,
 }
 
 /// The credential ward logs in to a target with. Clients never see it.
@@ -349,6 +360,9 @@ impl Config {
         if let Some(p) = &mut self.store.sqlite {
             fix(p);
         }
+        if let Some(webhook) = &mut self.approvals.webhook {
+            webhook.url.rebase(&base);
+        }
         for target in self.targets.values_mut() {
             if let Some(p) = &mut target.tls.ca {
                 fix(p);
@@ -385,6 +399,7 @@ impl Config {
                 }
             }
         }
+        self.policy().map_err(|e| e.to_string())?;
         for (name, target) in &self.targets {
             let Some(address) = &target.postgres else {
                 return Err(format!(
@@ -411,6 +426,16 @@ impl Config {
         } else {
             self.targets.keys().cloned().collect::<Vec<_>>().join(", ")
         }
+    }
+
+    /// The compiled guardrail rules.
+    pub fn policy(&self) -> Result<crate::policy::Policy, crate::policy::RuleError> {
+        let defaults = self
+            .targets
+            .iter()
+            .filter_map(|(name, t)| t.default_action.map(|a| (name.clone(), a)))
+            .collect();
+        crate::policy::Policy::new(self.rules.clone(), self.policy.clone(), defaults)
     }
 
     /// The SQLite file of the store.

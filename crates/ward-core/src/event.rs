@@ -100,6 +100,13 @@ pub struct StatementEvent {
     /// SQLSTATE when the statement failed.
     pub sqlstate: Option<String>,
     pub error: Option<String>,
+    /// The policy decision when a rule was involved (`denied`, `approved`, …); `None` for a
+    /// statement allowed with no rule involved.
+    #[serde(default)]
+    pub decision: Option<String>,
+    /// The rule behind `decision`.
+    #[serde(default)]
+    pub rule: Option<String>,
 }
 
 /// A session ended.
@@ -111,6 +118,136 @@ pub struct SessionEnd {
     pub reason: String,
 }
 
+/// What happened to an approval request (see [`crate::approvals`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalEventState {
+    /// A statement was held and an approval request opened.
+    Requested,
+    /// One approval was counted, but the rule needs more (`by` is that approver).
+    PartiallyApproved,
+    /// The last needed approval arrived; the statement is released (`by` gave it).
+    Approved,
+    /// An approver (or the requester) denied it; `reason` says why.
+    Denied,
+    /// Nobody decided in time; `reason` says whether `on_timeout` allowed or denied it.
+    TimedOut,
+    /// The client went away (or the session ended) before a decision.
+    Withdrawn,
+}
+
+impl ApprovalEventState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalEventState::Requested => "requested",
+            ApprovalEventState::PartiallyApproved => "partially_approved",
+            ApprovalEventState::Approved => "approved",
+            ApprovalEventState::Denied => "denied",
+            ApprovalEventState::TimedOut => "timed_out",
+            ApprovalEventState::Withdrawn => "withdrawn",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "requested" => ApprovalEventState::Requested,
+            "partially_approved" => ApprovalEventState::PartiallyApproved,
+            "approved" => ApprovalEventState::Approved,
+            "denied" => ApprovalEventState::Denied,
+            "timed_out" => ApprovalEventState::TimedOut,
+            "withdrawn" => ApprovalEventState::Withdrawn,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ApprovalEventState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step in the life of an approval request: its opening and every decision, each with
+/// who made it, so the audit answers "who let this statement through".
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApprovalEvent {
+    /// The request's id (`r-…`), as shown to the client and used by `ward approve`.
+    pub request_id: String,
+    pub session_id: SessionId,
+    /// The identity whose statement is held.
+    pub identity: String,
+    pub target: String,
+    /// The held command as the approver saw it.
+    pub command: String,
+    /// The policy rule that asked for review.
+    pub rule: String,
+    pub state: ApprovalEventState,
+    /// Who decided: an identity name, or `admin` for the admin token; `None` for
+    /// `requested`, `timed_out` and `withdrawn`.
+    pub by: Option<String>,
+    pub reason: Option<String>,
+    /// Unix micros.
+    pub at: i64,
+}
+
+/// A containment action an administrator took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    /// Refuse the identity's new sessions and end its live ones.
+    Lock,
+    Unlock,
+    /// Hold the identity's statements; its sessions stay connected.
+    Pause,
+    Resume,
+    /// End one live session.
+    Kill,
+}
+
+impl ControlAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlAction::Lock => "lock",
+            ControlAction::Unlock => "unlock",
+            ControlAction::Pause => "pause",
+            ControlAction::Resume => "resume",
+            ControlAction::Kill => "kill",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "lock" => ControlAction::Lock,
+            "unlock" => ControlAction::Unlock,
+            "pause" => ControlAction::Pause,
+            "resume" => ControlAction::Resume,
+            "kill" => ControlAction::Kill,
+            _ => return None,
+        })
+    }
+}
+
+/// An incident responder's action (lock, unlock, pause, resume, kill): audited like the
+/// sessions it affects, and, for locks and pauses, what the store rebuilds the state in
+/// force from after a restart.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ControlEvent {
+    pub action: ControlAction,
+    /// The identity acted on; for a kill, the identity of the killed session.
+    pub identity: String,
+    /// The session a kill ended; `None` for the other actions.
+    pub session_id: Option<SessionId>,
+    pub reason: String,
+    /// Who acted: `admin` when the admin token was used.
+    pub by: String,
+    /// For a lock: when it lapses (Unix micros); `None` = until unlocked.
+    pub until: Option<i64>,
+    /// Unix micros.
+    pub at: i64,
+    /// Live sessions the action ended (a kill: 1; a lock: however many the identity had).
+    pub sessions_ended: u64,
+}
+
 /// Everything the audit log records.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -118,4 +255,6 @@ pub enum AuditEvent {
     SessionStart(SessionStart),
     Statement(StatementEvent),
     SessionEnd(SessionEnd),
+    Control(ControlEvent),
+    Approval(ApprovalEvent),
 }

@@ -7,7 +7,9 @@
 //! Identity, the session registry and the audit sink come from `ward-core`.
 
 pub mod cancel;
+pub mod classify;
 pub mod codec;
+pub mod guard;
 pub mod listener;
 pub mod messages;
 pub mod session;
@@ -16,10 +18,11 @@ pub mod tracker;
 pub mod upstream;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use ward_core::approvals::Approvals;
 use ward_core::config::{Config, Limits};
 use ward_core::control::Controls;
+use ward_core::policy::Policy;
 use ward_core::{AuditSink, SessionRegistry, TokenBook};
 
 pub use listener::serve;
@@ -40,6 +43,23 @@ pub struct PgGateway {
     pub controls: Arc<Controls>,
     /// Statements held for approval (shared with the admin API).
     pub approvals: Arc<Approvals>,
+    /// The guardrail rules; replaced as a whole when the config is reloaded.
+    policy: RwLock<Arc<Policy>>,
+}
+
+impl PgGateway {
+    /// The rules in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts new rules in force for every statement judged from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
 }
 
 /// The process-wide services a gateway shares with the admin API and other adapters.
@@ -73,6 +93,7 @@ impl PgGateway {
             cancels: cancel::CancelMap::default(),
             controls: shared.controls,
             approvals: shared.approvals,
+            policy: RwLock::new(Arc::new(config.policy().map_err(|e| e.to_string())?)),
         })
     }
 }

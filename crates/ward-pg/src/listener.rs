@@ -230,6 +230,22 @@ async fn startup(
             return Err(Refusal::Told(format!("authentication failed: {reason}")));
         }
     };
+    if let Some(lock) = gateway.controls.check_lock(&identity.name) {
+        refuse(
+            &mut stream,
+            "28000",
+            &format!(
+                "ward: identity \"{}\" is locked: {}",
+                identity.name, lock.reason
+            ),
+            Some("an administrator can lift it with `ward unlock`"),
+        )
+        .await;
+        return Err(Refusal::Told(format!(
+            "identity {} is locked",
+            identity.name
+        )));
+    }
     let connector = gateway
         .targets
         .get(&database)

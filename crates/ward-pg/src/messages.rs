@@ -72,6 +72,22 @@ pub fn error_bytes(severity: Severity, code: &str, message: &str, hint: Option<&
     out
 }
 
+/// Appends a NoticeResponse from ward (severity NOTICE, SQLSTATE 00000).
+pub fn notice_response(out: &mut Vec<u8>, message: &str) {
+    put_message(out, b'N', |b| {
+        for (field, value) in [
+            (b'S', "NOTICE"),
+            (b'V', "NOTICE"),
+            (b'C', "00000"),
+            (b'M', message),
+        ] {
+            b.push(field);
+            put_cstr(b, value);
+        }
+        b.push(0);
+    });
+}
+
 pub fn authentication_ok(out: &mut Vec<u8>) {
     put_message(out, b'R', |b| b.extend_from_slice(&0i32.to_be_bytes()));
 }
@@ -100,6 +116,30 @@ pub fn negotiate_protocol_version(out: &mut Vec<u8>, newest_minor: i32, unsuppor
             put_cstr(b, option);
         }
     });
+}
+
+/// An ErrorResponse rebuilt from `body` without its `W` (context) field.
+pub fn without_context(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 5);
+    put_message(&mut out, b'E', |b| {
+        let mut rest = body;
+        while let Some((&kind, tail)) = rest.split_first() {
+            if kind == 0 {
+                break;
+            }
+            let Some((value, tail)) = read_cstr(tail) else {
+                break;
+            };
+            if kind != b'W' {
+                b.push(kind);
+                b.extend_from_slice(value);
+                b.push(0);
+            }
+            rest = tail;
+        }
+        b.push(0);
+    });
+    out
 }
 
 /// Fields of an ErrorResponse or NoticeResponse that the audit keeps.

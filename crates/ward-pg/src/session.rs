@@ -9,9 +9,9 @@
 use crate::PgGateway;
 use crate::codec::{Framer, Scan};
 use crate::listener::{login_complete, refuse};
-use crate::messages::sqlstate;
+use crate::messages::{self, sqlstate};
 use crate::stream::MaybeTls;
-use crate::tracker::{Frontend, Tracker};
+use crate::tracker::Tracker;
 use crate::upstream::UpstreamConnector;
 use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ use ward_core::time::now_micros;
 /// Initial read buffer per direction. Small, because most sessions are idle most of the
 /// time and memory per idle session matters; buffers grow for large messages and shrink
 /// back once drained.
-const INITIAL_BUFFER: usize = 8 * 1024;
+pub(crate) const INITIAL_BUFFER: usize = 8 * 1024;
 /// A drained buffer larger than this is released, so one big result does not pin memory
 /// for the rest of a long session.
 const RETAINED_BUFFER: usize = 64 * 1024;
@@ -43,7 +43,7 @@ pub struct Admitted {
 
 /// How a session ended.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     ClientTerminated,
     ClientGone(String),
     ClientProtocol(String),
@@ -167,9 +167,18 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
         let pid_map = upstream
             .backend_key
             .map(|(target_pid, _)| (target_pid, pid));
+        let ctx = crate::guard::SessionContext {
+            gateway: &gateway,
+            identity: &identity,
+            target: &connector.target,
+            session_id: &session_id,
+        };
+        // Messages ward itself sends the client mid-session (approval notices) go through the
+        // target-to-client direction, so they never interleave with a relayed message.
+        let (notice_tx, mut notice_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let end = tokio::select! {
-            end = client_to_target(&mut client_read, &mut target_write, &tracker, max) => end,
-            end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max, pid_map) => end,
+            end = crate::guard::client_to_target(&mut client_read, &mut target_write, &tracker, &ctx, &notice_tx, max) => end,
+            end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max, pid_map, &mut notice_rx) => end,
             _ = live.stop.cancelled() => End::Killed(live.end_reason().unwrap_or_else(|| "by an administrator".into())),
         };
         let (pending, target_fatal) = {
@@ -260,13 +269,19 @@ async fn tell_client<W: AsyncWrite + Unpin>(client: &mut W, end: &End, session_i
     refuse(client, code, &message, None).await;
 }
 
-async fn write_batch<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     w.write_all(bytes).await?;
     w.flush().await
 }
 
 /// Reads more bytes into `buf`, making room for the message it holds the start of.
-async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+pub(crate) async fn fill<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
     if buf.is_empty() && buf.capacity() > RETAINED_BUFFER {
         *buf = BytesMut::with_capacity(INITIAL_BUFFER);
     }
@@ -279,55 +294,6 @@ async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::R
     r.read_buf(buf).await
 }
 
-async fn client_to_target(
-    client: &mut ReadHalf<MaybeTls>,
-    target: &mut WriteHalf<MaybeTls>,
-    tracker: &Mutex<Tracker>,
-    max: u32,
-) -> End {
-    let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
-    let mut framer = Framer::new(max);
-    loop {
-        match fill(client, &mut buf).await {
-            Ok(0) => return End::ClientGone("connection closed without Terminate".into()),
-            Ok(_) => {}
-            Err(e) => return End::ClientGone(e.to_string()),
-        }
-        let mut terminate = false;
-        let scanned = {
-            let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
-            framer.scan(
-                &buf,
-                |tag| tag == b'd',
-                |scan| {
-                    if let Scan::Whole { tag, body } = scan {
-                        match t.frontend(tag, body) {
-                            Frontend::Forward => {}
-                            Frontend::Terminate => terminate = true,
-                            Frontend::Invalid(why) => return Err(why),
-                        }
-                    }
-                    Ok(())
-                },
-            )
-        };
-        let ready = match scanned {
-            Ok(Ok(n)) => n,
-            Ok(Err(frame)) => return End::ClientProtocol(frame.to_string()),
-            Err(why) => return End::ClientProtocol(why),
-        };
-        if ready > 0 {
-            if let Err(e) = write_batch(target, &buf[..ready]).await {
-                return End::TargetGone(e.to_string());
-            }
-            buf.advance(ready);
-        }
-        if terminate {
-            return End::ClientTerminated;
-        }
-    }
-}
-
 async fn target_to_client(
     target: &mut ReadHalf<MaybeTls>,
     client: &mut WriteHalf<MaybeTls>,
@@ -335,25 +301,57 @@ async fn target_to_client(
     gateway: &PgGateway,
     max: u32,
     pid_map: Option<(i32, i32)>,
+    notices: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
 ) -> End {
     let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let mut framer = Framer::new(max);
     let mut events: Vec<StatementEvent> = Vec::new();
     let mut own_notifications: Vec<usize> = Vec::new();
+    // ErrorResponses answering ward's refusals, rewritten without the PL/pgSQL context
+    // line the refusal statement would otherwise add: (start, end, replacement).
+    let mut rewrites: Vec<(usize, usize, Vec<u8>)> = Vec::new();
     loop {
-        match fill(target, &mut buf).await {
+        let filled = tokio::select! {
+            biased;
+            filled = fill(target, &mut buf) => filled,
+            Some(notice) = notices.recv() => {
+                if let Err(e) = write_batch(client, &notice).await {
+                    return End::ClientGone(e.to_string());
+                }
+                continue;
+            }
+        };
+        match filled {
             Ok(0) => return End::TargetGone("connection closed".into()),
             Ok(_) => {}
             Err(e) => return End::TargetGone(e.to_string()),
         }
         let scanned = {
             let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+            let start = buf.as_ptr() as usize;
             framer.scan::<()>(
                 &buf,
                 |tag| matches!(tag, b'D' | b'd'),
                 |scan| {
                     match scan {
-                        Scan::Whole { tag, body } => t.backend(tag, body, &mut events),
+                        Scan::Whole { tag: b'A', body } => {
+                            if let Some((target_pid, _)) = pid_map
+                                && body.get(..4) == Some(&target_pid.to_be_bytes()[..])
+                            {
+                                own_notifications.push(body.as_ptr() as usize - start);
+                            }
+                        }
+                        Scan::Whole { tag, body } => {
+                            if tag == b'E' && t.answering_refusal() {
+                                let at = body.as_ptr() as usize - start;
+                                rewrites.push((
+                                    at - crate::codec::HEADER_LEN,
+                                    at + body.len(),
+                                    messages::without_context(body),
+                                ));
+                            }
+                            t.backend(tag, body, &mut events)
+                        }
                         Scan::Streamed { tag: b'D' } => t.data_row(),
                         Scan::Streamed { .. } => {}
                     }
@@ -383,7 +381,20 @@ async fn target_to_client(
                 return End::AuditUnavailable;
             }
         }
-        if ready > 0 {
+        if !rewrites.is_empty() {
+            let mut out = Vec::with_capacity(ready);
+            let mut from = 0;
+            for (start, end, replacement) in rewrites.drain(..) {
+                out.extend_from_slice(&buf[from..start]);
+                out.extend_from_slice(&replacement);
+                from = end;
+            }
+            out.extend_from_slice(&buf[from..ready]);
+            if let Err(e) = write_batch(client, &out).await {
+                return End::ClientGone(e.to_string());
+            }
+            buf.advance(ready);
+        } else if ready > 0 {
             if let Err(e) = write_batch(client, &buf[..ready]).await {
                 return End::ClientGone(e.to_string());
             }

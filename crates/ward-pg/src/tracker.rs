@@ -21,6 +21,18 @@ const MAX_TRACKED_PORTALS: usize = 4096;
 /// without bound; an Execute of a forgotten statement is recorded with a placeholder text).
 const MAX_TRACKED_STATEMENTS: usize = 16384;
 
+/// How the policy judged a statement, carried to its audit event. Statements that were
+/// simply allowed carry none.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decided {
+    /// `denied`, `approved`, `review_denied`, `review_timed_out`, `allowed` (with a rule).
+    pub decision: &'static str,
+    pub rule: Option<String>,
+}
+
+/// A shared [`Decided`]; `None` = allowed without any rule involved.
+pub type Note = Option<Arc<Decided>>;
+
 /// A request whose response has not finished yet.
 #[derive(Debug)]
 enum Pending {
@@ -31,9 +43,11 @@ enum Pending {
         step_started: i64,
         rows: u64,
         failed: bool,
+        note: Note,
     },
     Parse {
         text: Arc<str>,
+        note: Note,
     },
     Bind,
     /// A Describe; for a statement, its name and generation, so the ParameterDescription
@@ -47,10 +61,12 @@ enum Pending {
         params: Option<String>,
         started: i64,
         rows: u64,
+        note: Note,
     },
     FunctionCall {
         oid: i32,
         started: i64,
+        note: Note,
     },
     Sync,
 }
@@ -63,12 +79,14 @@ struct Prepared {
     types: Option<Arc<[u32]>>,
     /// Distinguishes successive statements of the same name (the unnamed one especially).
     generation: u64,
+    note: Note,
 }
 
 #[derive(Debug)]
 struct Portal {
     text: Arc<str>,
     params: Option<String>,
+    note: Note,
 }
 
 /// Per-session attribution state, shared by the two directions of the relay.
@@ -85,6 +103,8 @@ pub struct Tracker {
     copy_in: bool,
     /// The message of a FATAL error the target sent: it is ending the session.
     target_fatal: Option<String>,
+    /// The policy note for the next Query, Parse or FunctionCall noted.
+    next_note: Note,
     param_cap: usize,
     text_cap: usize,
 }
@@ -111,6 +131,7 @@ impl Tracker {
             seq: 0,
             copy_in: false,
             target_fatal: None,
+            next_note: None,
             param_cap,
             text_cap,
         }
@@ -124,12 +145,14 @@ impl Tracker {
                     return Frontend::Invalid("malformed Query message".into());
                 };
                 let statements = split_statements(query, self.text_cap);
+                let note = self.next_note.take();
                 self.pending.push_back(Pending::Simple {
                     statements,
                     next: 0,
                     step_started: now_micros(),
                     rows: 0,
                     failed: false,
+                    note,
                 });
             }
             b'P' => {
@@ -141,13 +164,15 @@ impl Tracker {
                     self.statements.clear();
                 }
                 self.generation += 1;
+                let note = self.next_note.take();
                 let prepared = Prepared {
                     text: text.clone(),
                     types: messages::parse_param_types(body),
                     generation: self.generation,
+                    note: note.clone(),
                 };
                 self.statements.insert(parse.name.into(), prepared);
-                self.pending.push_back(Pending::Parse { text });
+                self.pending.push_back(Pending::Parse { text, note });
             }
             b'B' => {
                 let statements = &self.statements;
@@ -156,11 +181,11 @@ impl Tracker {
                 }) else {
                     return Frontend::Invalid("malformed Bind message".into());
                 };
-                let text = self
+                let (text, note) = self
                     .statements
                     .get(bind.statement)
-                    .map(|p| p.text.clone())
-                    .unwrap_or_else(|| unknown_statement(bind.statement));
+                    .map(|p| (p.text.clone(), p.note.clone()))
+                    .unwrap_or_else(|| (unknown_statement(bind.statement), None));
                 if self.portals.len() >= MAX_TRACKED_PORTALS && !bind.portal.is_empty() {
                     self.portals.retain(|name, _| name.is_empty());
                 }
@@ -169,6 +194,7 @@ impl Tracker {
                     Portal {
                         text,
                         params: bind.params,
+                        note,
                     },
                 );
                 self.pending.push_back(Pending::Bind);
@@ -177,15 +203,16 @@ impl Tracker {
                 let Some((portal, _max_rows)) = messages::parse_execute(body) else {
                     return Frontend::Invalid("malformed Execute message".into());
                 };
-                let (text, params) = match self.portals.get(portal) {
-                    Some(p) => (p.text.clone(), p.params.clone()),
-                    None => (unknown_portal(portal), None),
+                let (text, params, note) = match self.portals.get(portal) {
+                    Some(p) => (p.text.clone(), p.params.clone(), p.note.clone()),
+                    None => (unknown_portal(portal), None, None),
                 };
                 self.pending.push_back(Pending::Execute {
                     text,
                     params,
                     started: now_micros(),
                     rows: 0,
+                    note,
                 });
             }
             b'D' => {
@@ -224,9 +251,11 @@ impl Tracker {
                 let Some(oid) = messages::parse_function_call(body) else {
                     return Frontend::Invalid("malformed FunctionCall message".into());
                 };
+                let note = self.next_note.take();
                 self.pending.push_back(Pending::FunctionCall {
                     oid,
                     started: now_micros(),
+                    note,
                 });
             }
             b'X' => return Frontend::Terminate,
@@ -267,10 +296,11 @@ impl Tracker {
             b'I' => self.empty_query(),
             b'E' => self.error(body, events),
             b'V' => {
-                if let Some(Pending::FunctionCall { oid, started }) = self.pending.front() {
-                    let (oid, started) = (*oid, *started);
-                    self.pending.pop_front();
-                    events.push(self.event(
+                if let Some(Pending::FunctionCall { .. }) = self.pending.front()
+                    && let Some(Pending::FunctionCall { oid, started, note }) =
+                        self.pending.pop_front()
+                {
+                    let e = self.event(
                         StatementOrigin::FunctionCall,
                         function_text(oid),
                         None,
@@ -278,7 +308,8 @@ impl Tracker {
                         None,
                         None,
                         None,
-                    ));
+                    );
+                    events.push(noted(e, &note));
                 }
             }
             b'Z' => self.ready_for_query(),
@@ -340,6 +371,7 @@ impl Tracker {
                     params,
                     started,
                     rows,
+                    note,
                 }) = self.pending.pop_front()
                 else {
                     unreachable!("front was an Execute")
@@ -354,7 +386,7 @@ impl Tracker {
                 } else {
                     command
                 };
-                events.push(self.event(
+                let e = self.event(
                     StatementOrigin::Execute,
                     text,
                     params,
@@ -362,15 +394,18 @@ impl Tracker {
                     rows,
                     command,
                     None,
-                ));
+                );
+                events.push(noted(e, &note));
             }
             Some(Pending::Simple {
                 statements,
                 next,
                 step_started,
                 rows,
+                note,
                 ..
             }) => {
+                let note = note.clone();
                 let text = statements
                     .get(*next)
                     .cloned()
@@ -381,7 +416,7 @@ impl Tracker {
                 *rows = 0;
                 *step_started = now_micros();
                 let rows = tag_rows.or(if counted > 0 { Some(counted) } else { None });
-                events.push(self.event(
+                let e = self.event(
                     StatementOrigin::Simple,
                     text,
                     None,
@@ -389,7 +424,8 @@ impl Tracker {
                     rows,
                     command,
                     None,
-                ));
+                );
+                events.push(noted(e, &note));
             }
             _ => {}
         }
@@ -425,8 +461,10 @@ impl Tracker {
                 next,
                 step_started,
                 failed,
+                note,
                 ..
             }) => {
+                let note = note.clone();
                 // The rest of the query string is not executed after an error.
                 let text = statements
                     .get(*next)
@@ -436,7 +474,7 @@ impl Tracker {
                 let started = *step_started;
                 *next = statements.len();
                 *failed = true;
-                events.push(self.event(
+                let e = self.event(
                     StatementOrigin::Simple,
                     text,
                     None,
@@ -444,13 +482,15 @@ impl Tracker {
                     None,
                     None,
                     failure,
-                ));
+                );
+                events.push(noted(e, &note));
             }
             Some(Pending::FunctionCall { .. }) => {
-                let Some(Pending::FunctionCall { oid, started }) = self.pending.pop_front() else {
+                let Some(Pending::FunctionCall { oid, started, note }) = self.pending.pop_front()
+                else {
                     unreachable!("front was a FunctionCall")
                 };
-                events.push(self.event(
+                let e = self.event(
                     StatementOrigin::FunctionCall,
                     function_text(oid),
                     None,
@@ -458,7 +498,8 @@ impl Tracker {
                     None,
                     None,
                     failure,
-                ));
+                );
+                events.push(noted(e, &note));
             }
             Some(Pending::Sync) | None => {
                 // An error outside any request (e.g. FATAL on shutdown): nothing to attribute.
@@ -482,9 +523,10 @@ impl Tracker {
                             text,
                             params,
                             started,
+                            note,
                             ..
                         } => {
-                            events.push(self.event(
+                            let e = self.event(
                                 StatementOrigin::Execute,
                                 text,
                                 params,
@@ -492,11 +534,12 @@ impl Tracker {
                                 None,
                                 None,
                                 failure.clone(),
-                            ));
+                            );
+                            events.push(noted(e, &note));
                             recorded = true;
                         }
-                        Pending::Parse { text } if failed_parse => {
-                            events.push(self.event(
+                        Pending::Parse { text, note } if failed_parse => {
+                            let e = self.event(
                                 StatementOrigin::Prepare,
                                 text,
                                 None,
@@ -504,7 +547,8 @@ impl Tracker {
                                 None,
                                 None,
                                 failure.clone(),
-                            ));
+                            );
+                            events.push(noted(e, &note));
                             recorded = true;
                         }
                         _ => {}
@@ -551,7 +595,35 @@ impl Tracker {
             command,
             sqlstate,
             error,
+            decision: None,
+            rule: None,
         }
+    }
+
+    /// True when the next response answers a statement ward sent in place of a refused one.
+    pub fn answering_refusal(&self) -> bool {
+        matches!(
+            self.pending.front(),
+            Some(Pending::Simple { note: Some(n), .. }) if n.decision != "allowed" && n.decision != "approved"
+        )
+    }
+
+    /// Sets the policy note attached to the next Query, Parse or FunctionCall noted.
+    pub fn set_note(&mut self, note: Note) {
+        self.next_note = note;
+    }
+
+    /// Notes a simple Query that ward sent in place of a denied client message: its events
+    /// carry the client's original text and the denial.
+    pub fn note_replacement(&mut self, original: &str, note: Note) {
+        self.pending.push_back(Pending::Simple {
+            statements: vec![statement_text(original.as_bytes(), self.text_cap)],
+            next: 0,
+            step_started: now_micros(),
+            rows: 0,
+            failed: false,
+            note,
+        });
     }
 
     /// The message of the FATAL error with which the target ended the session, if it did.
@@ -563,6 +635,15 @@ impl Tracker {
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
+}
+
+/// Attaches the policy decision to an event.
+fn noted(mut event: StatementEvent, note: &Note) -> StatementEvent {
+    if let Some(decided) = note {
+        event.decision = Some(decided.decision.to_string());
+        event.rule = decided.rule.clone();
+    }
+    event
 }
 
 fn function_text(oid: i32) -> Arc<str> {

@@ -5,6 +5,7 @@
 //! people through stdout and stderr directly.
 
 mod cli;
+mod reload;
 mod serve;
 
 use clap::Parser;

@@ -39,15 +39,32 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let admin_token_hash = admin_token_hash(&config)?;
 
     let sqlite = config.sqlite_path();
-    ward_store::SqliteStore::open(&sqlite)
+    let store = ward_store::SqliteStore::open(&sqlite)
         .with_context(|| format!("cannot open the audit store {}", sqlite.display()))?;
+    // Locks and pauses outlive restarts: restore them before any listener accepts a client.
+    let persisted_controls = store.controls().with_context(|| {
+        format!(
+            "cannot read the locks and pauses in force from the audit store {}",
+            sqlite.display()
+        )
+    })?;
+    drop(store);
     let (audit, audit_rx) = AuditSink::channel(config.audit.queue);
     let writer = ward_store::spawn_writer(sqlite.clone(), audit_rx, config.audit.batch)
         .context("cannot start the audit writer")?;
 
     let registry = SessionRegistry::new();
     let controls = Arc::new(ward_core::control::Controls::new());
-    let approvals = Arc::new(ward_core::approvals::Approvals::new());
+    controls.load(persisted_controls);
+    let restored = controls.snapshot();
+    if !restored.locks.is_empty() || !restored.pauses.is_empty() {
+        tracing::warn!(
+            locked = ?restored.locks.iter().map(|l| l.identity.as_str()).collect::<Vec<_>>(),
+            paused = ?restored.pauses.iter().map(|p| p.identity.as_str()).collect::<Vec<_>>(),
+            "containment in force from before the restart (see `ward controls`)"
+        );
+    }
+    let approvals = Arc::new(ward_core::approvals::Approvals::new(audit.clone()));
     let shared = ward_pg::Shared {
         registry: registry.clone(),
         audit: audit.clone(),
@@ -76,11 +93,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         })?;
 
     let shutdown = CancellationToken::new();
+    tokio::spawn(crate::reload::watch(
+        config_path.to_path_buf(),
+        gateway.clone(),
+        shutdown.clone(),
+    ));
     let api_state = ward_api::ApiState::new(
         ward_store::StoreReader::new(sqlite.clone()),
         registry.clone(),
         admin_token_hash,
-    );
+    )
+    .with_controls(controls.clone());
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(ward_api::serve(api_listener, api_state, async move {
         api_shutdown.cancelled().await

@@ -1,0 +1,728 @@
+//! Policy: which commands an identity may run on a target, and what happens to the others.
+//!
+//! Rules come from `ward.yaml`. Each rule matches on who (identity globs, groups), where
+//! (target names/globs or `label=value`), which protocol, and what the command does (its
+//! kinds, the tables it reads or writes, the functions it calls, flags such as an UPDATE
+//! without WHERE). Adapters describe each command as [`CommandInfo`] — the PostgreSQL
+//! adapter derives it from PostgreSQL's own grammar — and ask [`Policy::decide`].
+//!
+//! Precedence is fixed and documented: **deny > review > allow**. `log` rules never change
+//! the decision; they are only named in the audit. When no deny/review/allow rule matches,
+//! the target's default action applies (`allow` unless configured). Procedural code (DO,
+//! CALL, CREATE FUNCTION/PROCEDURE/TRIGGER/RULE, COPY … PROGRAM, fast-path function calls)
+//! cannot be seen through, so it is denied unless an allow rule names it. Input the parser
+//! rejects is denied unless `policy.unparseable: allow`.
+
+use crate::approvals::OnTimeout;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What a rule does when it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Record the rule's name in the audit; no effect on the decision.
+    Log,
+    Allow,
+    /// Hold the command until enough approvers approve it.
+    Review,
+    Deny,
+}
+
+/// Flags a command can carry, for rules to match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flag {
+    /// An UPDATE or DELETE without a WHERE clause.
+    NoWhere,
+    /// Procedural code whose effects ward cannot see (DO, CALL, function bodies, COPY PROGRAM).
+    Procedural,
+    /// A COPY that runs a program on the database server.
+    CopyProgram,
+}
+
+/// One rule as written in ward.yaml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// Identity name globs (`ci-*`); any identity when absent.
+    #[serde(default)]
+    pub identities: Vec<String>,
+    /// Groups; the rule matches identities in any of them. Any groups when absent.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Target name globs or `label=value` selectors; any target when absent.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Protocols (`postgres`, later `ssh`, `mysql`, …); any when absent.
+    #[serde(default)]
+    pub protocols: Vec<String>,
+    /// Statement kinds: select, insert, update, delete, merge, create, alter, drop,
+    /// truncate, grant, revoke, copy, call, do, set, transaction, explain, prepare,
+    /// execute, function_call, other. Any when absent.
+    #[serde(default)]
+    pub statements: Vec<String>,
+    /// Schema-qualified table globs (`public.orders`, `*.users`, `audit.*`); the rule
+    /// matches commands touching any of them (see `access`). Any when absent.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// With `tables`: `read`, `write` or `any` (default) access to them.
+    #[serde(default)]
+    pub access: Access,
+    /// Function name globs (`pg_terminate_backend`, `dblink*`).
+    #[serde(default)]
+    pub functions: Vec<String>,
+    /// Flags the command must all carry (e.g. `[no_where]`).
+    #[serde(default)]
+    pub flags: Vec<Flag>,
+    pub action: Action,
+    /// Shown to the client when the rule denies.
+    pub message: Option<String>,
+    /// For `review`: who may approve (identity names or `group:NAME`).
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// For `review`: how many distinct approvals are needed (default 1).
+    #[serde(default = "one")]
+    pub approvals: u32,
+    /// For `review`: how long to wait (default 5m).
+    #[serde(default = "default_review_timeout", with = "duration_text")]
+    pub timeout: Duration,
+    /// For `review`: what a timeout means (default deny).
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_review_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Which access to `tables` a rule is about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    #[default]
+    Any,
+    Read,
+    Write,
+}
+
+/// Policy-wide settings (`policy:` in ward.yaml).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// What happens when no allow/deny/review rule matches (per-target override:
+    /// `targets.NAME.default_action`). Default `allow`.
+    #[serde(default = "default_allow")]
+    pub default_action: Action,
+    /// Input the parser rejects: `deny` (default) or `allow` (the server will reject it too).
+    #[serde(default = "default_deny")]
+    pub unparseable: Action,
+    /// Procedural commands not allowed by a rule: `deny` (default) or `allow`.
+    #[serde(default = "default_deny")]
+    pub procedural: Action,
+}
+
+fn default_allow() -> Action {
+    Action::Allow
+}
+
+fn default_deny() -> Action {
+    Action::Deny
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            default_action: Action::Allow,
+            unparseable: Action::Deny,
+            procedural: Action::Deny,
+        }
+    }
+}
+
+/// What one command does, as the adapter understood it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandInfo {
+    /// Every kind the command has: the top-level one first, then nested ones (a DELETE in a
+    /// CTE, the statement inside EXPLAIN ANALYZE or PREPARE).
+    pub kinds: Vec<&'static str>,
+    /// Tables read, as written (`orders` or `public.orders`).
+    pub tables_read: Vec<String>,
+    /// Tables written (DML targets, DDL objects).
+    pub tables_written: Vec<String>,
+    pub functions: Vec<String>,
+    pub flags: Vec<Flag>,
+}
+
+impl CommandInfo {
+    pub fn is_procedural(&self) -> bool {
+        self.flags.contains(&Flag::Procedural)
+    }
+}
+
+/// Who is asking, and where.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    pub identity: &'a str,
+    pub groups: &'a [String],
+    pub target: &'a str,
+    pub target_labels: &'a BTreeMap<String, String>,
+    pub protocol: &'a str,
+}
+
+/// The decision about a command (or a whole message of several).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny { rule: String, message: String },
+    Review(Review),
+}
+
+/// A `review` decision: what the approval request needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Review {
+    pub rule: String,
+    pub approvers: Vec<String>,
+    pub approvals: u32,
+    pub timeout: Duration,
+    pub on_timeout: OnTimeout,
+}
+
+/// A decision plus the names of every rule that matched (for the audit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub decision: Decision,
+    pub matched: Vec<String>,
+}
+
+impl Verdict {
+    fn allow() -> Self {
+        Verdict {
+            decision: Decision::Allow,
+            matched: Vec::new(),
+        }
+    }
+
+    /// `allowed`, `denied` or `review`, for the audit.
+    pub fn label(&self) -> &'static str {
+        match self.decision {
+            Decision::Allow => "allowed",
+            Decision::Deny { .. } => "denied",
+            Decision::Review(_) => "review",
+        }
+    }
+
+    /// The rule that decided, if a rule did.
+    pub fn rule(&self) -> Option<&str> {
+        match &self.decision {
+            Decision::Allow => None,
+            Decision::Deny { rule, .. } => Some(rule),
+            Decision::Review(r) => Some(&r.rule),
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self.decision {
+            Decision::Allow => 0,
+            Decision::Review(_) => 1,
+            Decision::Deny { .. } => 2,
+        }
+    }
+}
+
+/// The compiled rule set.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    rules: Vec<RuleConfig>,
+    settings: PolicyConfig,
+    /// Per-target default actions.
+    target_defaults: BTreeMap<String, Action>,
+}
+
+/// A rule that cannot work as written.
+#[derive(Debug, thiserror::Error)]
+#[error("rules[{index}] ({name}): {message}")]
+pub struct RuleError {
+    pub index: usize,
+    pub name: String,
+    pub message: String,
+}
+
+/// Statement kinds rules may name.
+pub const KINDS: &[&str] = &[
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "create",
+    "alter",
+    "drop",
+    "truncate",
+    "grant",
+    "revoke",
+    "copy",
+    "call",
+    "do",
+    "set",
+    "show",
+    "transaction",
+    "explain",
+    "prepare",
+    "execute",
+    "function_call",
+    "other",
+];
+
+impl Policy {
+    /// Checks and compiles the rules.
+    pub fn new(
+        rules: Vec<RuleConfig>,
+        settings: PolicyConfig,
+        target_defaults: BTreeMap<String, Action>,
+    ) -> Result<Policy, RuleError> {
+        let mut seen = std::collections::HashSet::new();
+        for (index, rule) in rules.iter().enumerate() {
+            let err = |message: String| RuleError {
+                index,
+                name: rule.name.clone(),
+                message,
+            };
+            if rule.name.is_empty() {
+                return Err(err(
+                    "every rule needs a name (it is shown to clients and in the audit)".into(),
+                ));
+            }
+            if !seen.insert(rule.name.clone()) {
+                return Err(err("another rule has the same name".into()));
+            }
+            for kind in &rule.statements {
+                if !KINDS.contains(&kind.to_ascii_lowercase().as_str()) {
+                    return Err(err(format!(
+                        "unknown statement kind {kind:?}; known kinds: {}",
+                        KINDS.join(", ")
+                    )));
+                }
+            }
+            if rule.action == Action::Review && rule.approvals == 0 {
+                return Err(err("approvals must be at least 1".into()));
+            }
+            if rule.action != Action::Review && !rule.approvers.is_empty() {
+                return Err(err("approvers only make sense with action: review".into()));
+            }
+        }
+        for action in [settings.unparseable, settings.procedural] {
+            if !matches!(action, Action::Allow | Action::Deny) {
+                return Err(RuleError {
+                    index: 0,
+                    name: "policy".into(),
+                    message: "policy.unparseable and policy.procedural must be allow or deny"
+                        .into(),
+                });
+            }
+        }
+        let rules = rules
+            .into_iter()
+            .map(|mut r| {
+                r.statements
+                    .iter_mut()
+                    .for_each(|k| k.make_ascii_lowercase());
+                r
+            })
+            .collect();
+        Ok(Policy {
+            rules,
+            settings,
+            target_defaults,
+        })
+    }
+
+    /// True when no rule could ever change a decision (lets adapters skip classification).
+    pub fn is_permissive(&self) -> bool {
+        self.rules.is_empty()
+            && self.settings.default_action == Action::Allow
+            && self.target_defaults.values().all(|a| *a == Action::Allow)
+            && self.settings.procedural == Action::Allow
+            && self.settings.unparseable == Action::Allow
+    }
+
+    /// Decides one message made of `commands` (the strictest decision wins). `None` means
+    /// the parser rejected the message.
+    pub fn decide(&self, subject: &Subject<'_>, commands: Option<&[CommandInfo]>) -> Verdict {
+        let Some(commands) = commands else {
+            return match self.settings.unparseable {
+                Action::Allow => Verdict::allow(),
+                _ => Verdict {
+                    decision: Decision::Deny {
+                        rule: "policy.unparseable".into(),
+                        message:
+                            "ward could not parse this statement, and unparseable input is denied"
+                                .into(),
+                    },
+                    matched: Vec::new(),
+                },
+            };
+        };
+        let mut worst = Verdict::allow();
+        let mut matched = Vec::new();
+        for command in commands {
+            let verdict = self.decide_one(subject, command);
+            for name in &verdict.matched {
+                if !matched.contains(name) {
+                    matched.push(name.clone());
+                }
+            }
+            if verdict.rank() > worst.rank() {
+                worst = verdict;
+            }
+        }
+        worst.matched = matched;
+        worst
+    }
+
+    fn decide_one(&self, subject: &Subject<'_>, command: &CommandInfo) -> Verdict {
+        let mut matched = Vec::new();
+        let mut best: Option<&RuleConfig> = None;
+        for rule in &self.rules {
+            if !self.matches(rule, subject, command) {
+                continue;
+            }
+            matched.push(rule.name.clone());
+            if rule.action == Action::Log {
+                continue;
+            }
+            if best.is_none_or(|b| rule.action > b.action) {
+                best = Some(rule);
+            }
+        }
+        let decision = match best {
+            Some(rule) => rule_decision(rule),
+            None if command.is_procedural() && self.settings.procedural == Action::Deny => Decision::Deny {
+                rule: "policy.procedural".into(),
+                message: "procedural code (DO, CALL, functions, triggers, rules, COPY PROGRAM) cannot be \
+                          inspected and is denied unless a rule allows it"
+                    .into(),
+            },
+            None => match self
+                .target_defaults
+                .get(subject.target)
+                .copied()
+                .unwrap_or(self.settings.default_action)
+            {
+                Action::Deny => Decision::Deny {
+                    rule: format!("targets.{}.default_action", subject.target),
+                    message: "no rule allows this statement on this target".into(),
+                },
+                _ => Decision::Allow,
+            },
+        };
+        Verdict { decision, matched }
+    }
+
+    fn matches(&self, rule: &RuleConfig, subject: &Subject<'_>, command: &CommandInfo) -> bool {
+        if !rule.identities.is_empty() && !rule.identities.iter().any(|g| glob(g, subject.identity))
+        {
+            return false;
+        }
+        if !rule.groups.is_empty() && !rule.groups.iter().any(|g| subject.groups.contains(g)) {
+            return false;
+        }
+        if !rule.targets.is_empty() && !rule.targets.iter().any(|t| target_matches(t, subject)) {
+            return false;
+        }
+        if !rule.protocols.is_empty() && !rule.protocols.iter().any(|p| p == subject.protocol) {
+            return false;
+        }
+        if !rule.statements.is_empty()
+            && !command
+                .kinds
+                .iter()
+                .any(|k| rule.statements.iter().any(|s| s == k))
+        {
+            return false;
+        }
+        if !rule.tables.is_empty() {
+            let candidates: Box<dyn Iterator<Item = &String>> = match rule.access {
+                Access::Any => Box::new(command.tables_read.iter().chain(&command.tables_written)),
+                Access::Read => Box::new(command.tables_read.iter()),
+                Access::Write => Box::new(command.tables_written.iter()),
+            };
+            let mut candidates = candidates;
+            if !candidates.any(|t| rule.tables.iter().any(|p| table_matches(p, t))) {
+                return false;
+            }
+        }
+        if !rule.functions.is_empty()
+            && !command.functions.iter().any(|f| {
+                rule.functions
+                    .iter()
+                    .any(|p| glob(p, f) || glob(p, f.rsplit('.').next().unwrap_or(f)))
+            })
+        {
+            return false;
+        }
+        rule.flags.iter().all(|f| command.flags.contains(f))
+    }
+}
+
+fn rule_decision(rule: &RuleConfig) -> Decision {
+    match rule.action {
+        Action::Deny => Decision::Deny {
+            rule: rule.name.clone(),
+            message: rule
+                .message
+                .clone()
+                .unwrap_or_else(|| "this statement is not allowed".into()),
+        },
+        Action::Review => Decision::Review(Review {
+            rule: rule.name.clone(),
+            approvers: rule.approvers.clone(),
+            approvals: rule.approvals,
+            timeout: rule.timeout,
+            on_timeout: rule.on_timeout,
+        }),
+        Action::Allow | Action::Log => Decision::Allow,
+    }
+}
+
+fn target_matches(pattern: &str, subject: &Subject<'_>) -> bool {
+    match pattern.split_once('=') {
+        Some((key, value)) => subject
+            .target_labels
+            .get(key)
+            .is_some_and(|v| glob(value, v)),
+        None => glob(pattern, subject.target),
+    }
+}
+
+/// `schema.table` globs against a table as written. An unqualified table matches on its
+/// name alone, whatever the pattern's schema: ward does not know the session's search_path,
+/// so it errs towards matching (a deny rule on `public.orders` also stops `orders`).
+fn table_matches(pattern: &str, table: &str) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    let table = table.to_ascii_lowercase();
+    match (pattern.rsplit_once('.'), table.rsplit_once('.')) {
+        (Some((ps, pt)), Some((ts, tt))) => glob(ps, ts) && glob(pt, tt),
+        (Some((_, pt)), None) => glob(pt, &table),
+        (None, Some((_, tt))) => glob(&pattern, tt),
+        (None, None) => glob(&pattern, &table),
+    }
+}
+
+/// Shell-style glob with `*` and `?`, case-sensitive.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    fn rec(p: &[u8], t: &[u8]) -> bool {
+        let (mut pi, mut ti) = (0, 0);
+        let (mut star, mut mark) = (None, 0);
+        while ti < t.len() {
+            if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+                pi += 1;
+                ti += 1;
+            } else if pi < p.len() && p[pi] == b'*' {
+                star = Some(pi);
+                mark = ti;
+                pi += 1;
+            } else if let Some(s) = star {
+                pi = s + 1;
+                mark += 1;
+                ti = mark;
+            } else {
+                return false;
+            }
+        }
+        while pi < p.len() && p[pi] == b'*' {
+            pi += 1;
+        }
+        pi == p.len()
+    }
+    rec(pattern.as_bytes(), text.as_bytes())
+}
+
+/// Durations written like `30s`, `5m`, `2h`.
+mod duration_text {
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::time::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(yaml: &str) -> Policy {
+        let rules: Vec<RuleConfig> = serde_yaml::from_str(yaml).unwrap();
+        Policy::new(rules, PolicyConfig::default(), BTreeMap::new()).unwrap()
+    }
+
+    fn cmd(kinds: &[&'static str]) -> CommandInfo {
+        CommandInfo {
+            kinds: kinds.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    const NO_LABELS: &BTreeMap<String, String> = &BTreeMap::new();
+
+    fn subject<'a>(identity: &'a str, groups: &'a [String]) -> Subject<'a> {
+        Subject {
+            identity,
+            groups,
+            target: "orders-db",
+            target_labels: NO_LABELS,
+            protocol: "postgres",
+        }
+    }
+
+    #[test]
+    fn deny_beats_review_beats_allow_and_log_only_records() {
+        let p = rules(
+            "[{name: ok, statements: [delete], action: allow},
+              {name: ask, statements: [delete], action: review, approvers: [group:sre]},
+              {name: no, statements: [delete], identities: [ci-*], action: deny, message: nope},
+              {name: watch, statements: [delete], action: log}]",
+        );
+        let v = p.decide(&subject("ci-nightly", &[]), Some(&[cmd(&["delete"])]));
+        assert_eq!(
+            v.decision,
+            Decision::Deny {
+                rule: "no".into(),
+                message: "nope".into()
+            }
+        );
+        assert_eq!(v.matched, ["ok", "ask", "no", "watch"]);
+        let v = p.decide(&subject("alice", &[]), Some(&[cmd(&["delete"])]));
+        assert!(matches!(v.decision, Decision::Review(ref r) if r.rule == "ask"));
+        let v = p.decide(&subject("alice", &[]), Some(&[cmd(&["select"])]));
+        assert_eq!(v.decision, Decision::Allow);
+    }
+
+    #[test]
+    fn strictest_statement_decides_a_multi_statement_message() {
+        let p = rules("[{name: no-delete, statements: [delete], action: deny}]");
+        let v = p.decide(
+            &subject("a", &[]),
+            Some(&[cmd(&["select"]), cmd(&["delete"])]),
+        );
+        assert!(matches!(v.decision, Decision::Deny { ref rule, .. } if rule == "no-delete"));
+        // Nested kinds (a DELETE inside a CTE) count.
+        let v = p.decide(&subject("a", &[]), Some(&[cmd(&["select", "delete"])]));
+        assert!(matches!(v.decision, Decision::Deny { .. }));
+    }
+
+    #[test]
+    fn procedural_and_unparseable_fail_closed_unless_allowed() {
+        let p = rules("[]");
+        let mut proc = cmd(&["do"]);
+        proc.flags.push(Flag::Procedural);
+        assert!(
+            matches!(p.decide(&subject("a", &[]), Some(&[proc.clone()])).decision, Decision::Deny { ref rule, .. } if rule == "policy.procedural")
+        );
+        assert!(
+            matches!(p.decide(&subject("a", &[]), None).decision, Decision::Deny { ref rule, .. } if rule == "policy.unparseable")
+        );
+        let p = rules("[{name: dba-may-do, statements: [do], groups: [dba], action: allow}]");
+        let dba = vec!["dba".to_string()];
+        assert_eq!(
+            p.decide(&subject("a", &dba), Some(&[proc.clone()]))
+                .decision,
+            Decision::Allow
+        );
+        assert!(matches!(
+            p.decide(&subject("a", &[]), Some(&[proc])).decision,
+            Decision::Deny { .. }
+        ));
+    }
+
+    #[test]
+    fn tables_flags_targets_and_defaults() {
+        let p = rules(
+            "[{name: no-bulk, statements: [update, delete], flags: [no_where], action: deny},
+              {name: pii, tables: ['public.customers'], access: read, action: review}]",
+        );
+        let mut bulk = cmd(&["delete"]);
+        assert_eq!(
+            p.decide(&subject("a", &[]), Some(&[bulk.clone()])).decision,
+            Decision::Allow
+        );
+        bulk.flags.push(Flag::NoWhere);
+        assert!(matches!(
+            p.decide(&subject("a", &[]), Some(&[bulk])).decision,
+            Decision::Deny { .. }
+        ));
+        let mut read = cmd(&["select"]);
+        read.tables_read.push("customers".into());
+        assert!(matches!(
+            p.decide(&subject("a", &[]), Some(&[read])).decision,
+            Decision::Review(_)
+        ));
+        let mut write = cmd(&["insert"]);
+        write.tables_written.push("public.customers".into());
+        assert_eq!(
+            p.decide(&subject("a", &[]), Some(&[write])).decision,
+            Decision::Allow
+        );
+
+        let mut labels = BTreeMap::new();
+        labels.insert("env".to_string(), "prod".to_string());
+        let rules: Vec<RuleConfig> = serde_yaml::from_str(
+            "[{name: prod-ro, targets: [env=prod], statements: [insert], action: deny}]",
+        )
+        .unwrap();
+        let mut defaults = BTreeMap::new();
+        defaults.insert("locked-db".to_string(), Action::Deny);
+        let p = Policy::new(rules, PolicyConfig::default(), defaults).unwrap();
+        let s = Subject {
+            identity: "a",
+            groups: &[],
+            target: "orders-db",
+            target_labels: &labels,
+            protocol: "postgres",
+        };
+        assert!(matches!(
+            p.decide(&s, Some(&[cmd(&["insert"])])).decision,
+            Decision::Deny { .. }
+        ));
+        let s = Subject {
+            target: "locked-db",
+            target_labels: NO_LABELS,
+            ..s
+        };
+        assert!(
+            matches!(p.decide(&s, Some(&[cmd(&["select"])])).decision, Decision::Deny { ref rule, .. } if rule == "targets.locked-db.default_action")
+        );
+    }
+
+    #[test]
+    fn bad_rules_are_rejected_with_their_position() {
+        let rules: Vec<RuleConfig> =
+            serde_yaml::from_str("[{name: a, statements: [dleete], action: deny}]").unwrap();
+        let err = Policy::new(rules, PolicyConfig::default(), BTreeMap::new()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("rules[0] (a): unknown statement kind \"dleete\""),
+            "{err}"
+        );
+        assert!(serde_yaml::from_str::<Vec<RuleConfig>>("[{name: a, action: maybe}]").is_err());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("ci-*", "ci-nightly"));
+        assert!(!glob("ci-*", "alice"));
+        assert!(glob("*", ""));
+        assert!(glob("a?c*", "abcdef"));
+        assert!(table_matches("public.orders", "orders"));
+        assert!(table_matches("*.users", "auth.users"));
+        assert!(!table_matches("audit.*", "public.orders"));
+    }
+}

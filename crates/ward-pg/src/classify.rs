@@ -1,0 +1,412 @@
+//! What a SQL string does, according to PostgreSQL's own grammar.
+//!
+//! libpg_query (through `pg_query`) is the server's real parser, so ward never disagrees
+//! with the server about what a statement is: comments, odd casing, quoting and
+//! multi-statement strings are handled exactly as the server handles them. Each statement
+//! becomes a [`CommandInfo`]: all its kinds (a DELETE hidden in a CTE, under EXPLAIN
+//! ANALYZE, inside PREPARE or COPY (…) TO counts as a delete), the tables it reads and
+//! writes, the functions it calls, and flags (UPDATE/DELETE without WHERE; procedural code
+//! that cannot be seen through).
+//!
+//! Results are cached per thread by SQL text, so a workload that repeats its statements
+//! (prepared or not) parses each text once.
+
+use pg_query::protobuf::{self, node::Node as NodeEnum};
+use pg_query::{Context, NodeRef};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use ward_core::policy::{CommandInfo, Flag};
+
+/// Distinct SQL texts remembered per thread. A workload that sends literal values inline
+/// (never the same text twice) only ever costs a parse per statement; the cache is cleared
+/// when full rather than tracking recency, which keeps the hit path to one hash lookup.
+const CACHE_CAPACITY: usize = 8192;
+/// Texts longer than this are classified but not cached (bulk INSERTs with inline data).
+const CACHE_MAX_TEXT: usize = 4096;
+
+/// The classification of one SQL string: one entry per statement, or `None` when the
+/// parser rejects it.
+pub type Classified = Option<Arc<[CommandInfo]>>;
+
+thread_local! {
+    static CACHE: RefCell<HashMap<Box<str>, Classified>> = RefCell::new(HashMap::new());
+}
+
+/// Classifies `sql`, using the per-thread cache.
+pub fn classify(sql: &str) -> Classified {
+    if sql.len() <= CACHE_MAX_TEXT
+        && let Some(hit) = CACHE.with(|c| c.borrow().get(sql).cloned())
+    {
+        return hit;
+    }
+    let result = classify_uncached(sql);
+    if sql.len() <= CACHE_MAX_TEXT {
+        CACHE.with(|c| {
+            let mut cache = c.borrow_mut();
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(sql.into(), result.clone());
+        });
+    }
+    result
+}
+
+/// Classifies without the cache (for benchmarks and tests).
+pub fn classify_uncached(sql: &str) -> Classified {
+    let parsed = pg_query::parse(sql).ok()?;
+    let commands: Vec<CommandInfo> = parsed
+        .protobuf
+        .stmts
+        .iter()
+        .filter_map(|raw| raw.stmt.as_ref().and_then(|s| s.node.as_ref()))
+        .map(describe)
+        .collect();
+    Some(commands.into())
+}
+
+/// Describes one top-level statement.
+fn describe(node: &NodeEnum) -> CommandInfo {
+    let mut info = CommandInfo::default();
+    info.kinds.push(top_kind(node));
+    match node {
+        NodeEnum::DoStmt(_)
+        | NodeEnum::CallStmt(_)
+        | NodeEnum::CreateFunctionStmt(_)
+        | NodeEnum::CreateTrigStmt(_)
+        | NodeEnum::CreateEventTrigStmt(_)
+        | NodeEnum::RuleStmt(_)
+        | NodeEnum::LoadStmt(_)
+        | NodeEnum::CreatePlangStmt(_) => info.flags.push(Flag::Procedural),
+        NodeEnum::CopyStmt(copy) => {
+            if copy.is_program {
+                info.flags.push(Flag::CopyProgram);
+                info.flags.push(Flag::Procedural);
+            }
+            if let Some(rel) = &copy.relation {
+                let table = range_var_name(rel);
+                if copy.is_from {
+                    info.tables_written.push(table);
+                } else {
+                    info.tables_read.push(table);
+                }
+            }
+        }
+        NodeEnum::PrepareStmt(prepare) => {
+            // PREPARE p AS DELETE …: judged as what it will run.
+            if let Some(inner) = prepare.query.as_ref().and_then(|q| q.node.as_ref()) {
+                merge(&mut info, describe(inner));
+            }
+        }
+        NodeEnum::TruncateStmt(t) => {
+            for rel in &t.relations {
+                if let Some(NodeEnum::RangeVar(rv)) = &rel.node {
+                    info.tables_written.push(range_var_name(rv));
+                }
+            }
+        }
+        _ => {}
+    }
+    walk(node, &mut info);
+    info.kinds.dedup();
+    info
+}
+
+/// Adds nested statement kinds, tables, functions and flags found anywhere in the tree.
+fn walk(node: &NodeEnum, info: &mut CommandInfo) {
+    for (nested, _depth, context, _) in node.nodes() {
+        match nested {
+            NodeRef::InsertStmt(_) => add_kind(info, "insert"),
+            NodeRef::UpdateStmt(u) => {
+                add_kind(info, "update");
+                if u.where_clause.is_none() {
+                    add_flag(info, Flag::NoWhere);
+                }
+            }
+            NodeRef::DeleteStmt(d) => {
+                add_kind(info, "delete");
+                if d.where_clause.is_none() {
+                    add_flag(info, Flag::NoWhere);
+                }
+            }
+            NodeRef::MergeStmt(_) => add_kind(info, "merge"),
+            NodeRef::SelectStmt(s) if s.into_clause.is_some() => add_kind(info, "create"),
+            NodeRef::RangeVar(rv) => {
+                let table = range_var_name(rv);
+                let list = match context {
+                    Context::DML | Context::DDL => &mut info.tables_written,
+                    _ => &mut info.tables_read,
+                };
+                if !list.contains(&table) {
+                    list.push(table);
+                }
+            }
+            NodeRef::FuncCall(call) => {
+                let name = call
+                    .funcname
+                    .iter()
+                    .filter_map(|n| match &n.node {
+                        Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(".");
+                if !info.functions.contains(&name) {
+                    info.functions.push(name);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn merge(into: &mut CommandInfo, from: CommandInfo) {
+    for k in from.kinds {
+        add_kind(into, k);
+    }
+    for f in from.flags {
+        add_flag(into, f);
+    }
+    into.tables_read.extend(from.tables_read);
+    into.tables_written.extend(from.tables_written);
+    into.functions.extend(from.functions);
+}
+
+fn add_kind(info: &mut CommandInfo, kind: &'static str) {
+    if !info.kinds.contains(&kind) {
+        info.kinds.push(kind);
+    }
+}
+
+fn add_flag(info: &mut CommandInfo, flag: Flag) {
+    if !info.flags.contains(&flag) {
+        info.flags.push(flag);
+    }
+}
+
+fn range_var_name(rv: &protobuf::RangeVar) -> String {
+    if rv.schemaname.is_empty() {
+        rv.relname.clone()
+    } else {
+        format!("{}.{}", rv.schemaname, rv.relname)
+    }
+}
+
+/// The kind of a top-level statement, as rules name it.
+fn top_kind(node: &NodeEnum) -> &'static str {
+    use NodeEnum as N;
+    match node {
+        N::SelectStmt(s) if s.into_clause.is_some() => "create",
+        N::SelectStmt(_) | N::SetOperationStmt(_) => "select",
+        N::InsertStmt(_) => "insert",
+        N::UpdateStmt(_) => "update",
+        N::DeleteStmt(_) => "delete",
+        N::MergeStmt(_) => "merge",
+        N::TruncateStmt(_) => "truncate",
+        N::CopyStmt(_) => "copy",
+        N::CallStmt(_) => "call",
+        N::DoStmt(_) => "do",
+        N::VariableSetStmt(_) | N::AlterSystemStmt(_) | N::ConstraintsSetStmt(_) => "set",
+        N::VariableShowStmt(_) => "show",
+        N::TransactionStmt(_) => "transaction",
+        N::ExplainStmt(_) => "explain",
+        N::PrepareStmt(_) => "prepare",
+        N::ExecuteStmt(_) => "execute",
+        N::GrantStmt(g) => {
+            if g.is_grant {
+                "grant"
+            } else {
+                "revoke"
+            }
+        }
+        N::GrantRoleStmt(g) => {
+            if g.is_grant {
+                "grant"
+            } else {
+                "revoke"
+            }
+        }
+        N::AlterDefaultPrivilegesStmt(_) => "grant",
+        N::CreateSchemaStmt(_)
+        | N::CreateStmt(_)
+        | N::CreateTableSpaceStmt(_)
+        | N::CreateExtensionStmt(_)
+        | N::CreateFdwStmt(_)
+        | N::CreateForeignServerStmt(_)
+        | N::CreateForeignTableStmt(_)
+        | N::CreateUserMappingStmt(_)
+        | N::ImportForeignSchemaStmt(_)
+        | N::CreatePolicyStmt(_)
+        | N::CreateAmStmt(_)
+        | N::CreateTrigStmt(_)
+        | N::CreateEventTrigStmt(_)
+        | N::CreatePlangStmt(_)
+        | N::CreateRoleStmt(_)
+        | N::CreateSeqStmt(_)
+        | N::DefineStmt(_)
+        | N::CreateDomainStmt(_)
+        | N::CreateOpClassStmt(_)
+        | N::CreateOpFamilyStmt(_)
+        | N::IndexStmt(_)
+        | N::CreateStatsStmt(_)
+        | N::CreateFunctionStmt(_)
+        | N::RuleStmt(_)
+        | N::CompositeTypeStmt(_)
+        | N::CreateEnumStmt(_)
+        | N::CreateRangeStmt(_)
+        | N::ViewStmt(_)
+        | N::CreatedbStmt(_)
+        | N::CreateTableAsStmt(_)
+        | N::CreateConversionStmt(_)
+        | N::CreateCastStmt(_)
+        | N::CreateTransformStmt(_)
+        | N::CreatePublicationStmt(_)
+        | N::CreateSubscriptionStmt(_) => "create",
+        N::AlterTableStmt(_)
+        | N::AlterCollationStmt(_)
+        | N::AlterDomainStmt(_)
+        | N::AlterTableSpaceOptionsStmt(_)
+        | N::AlterTableMoveAllStmt(_)
+        | N::AlterExtensionStmt(_)
+        | N::AlterExtensionContentsStmt(_)
+        | N::AlterFdwStmt(_)
+        | N::AlterForeignServerStmt(_)
+        | N::AlterUserMappingStmt(_)
+        | N::AlterPolicyStmt(_)
+        | N::AlterEventTrigStmt(_)
+        | N::AlterRoleStmt(_)
+        | N::AlterRoleSetStmt(_)
+        | N::AlterSeqStmt(_)
+        | N::AlterOpFamilyStmt(_)
+        | N::AlterStatsStmt(_)
+        | N::AlterFunctionStmt(_)
+        | N::RenameStmt(_)
+        | N::AlterObjectDependsStmt(_)
+        | N::AlterObjectSchemaStmt(_)
+        | N::AlterOwnerStmt(_)
+        | N::AlterOperatorStmt(_)
+        | N::AlterTypeStmt(_)
+        | N::AlterEnumStmt(_)
+        | N::AlterDatabaseStmt(_)
+        | N::AlterDatabaseRefreshCollStmt(_)
+        | N::AlterDatabaseSetStmt(_)
+        | N::AlterTsdictionaryStmt(_)
+        | N::AlterTsconfigurationStmt(_)
+        | N::AlterPublicationStmt(_)
+        | N::AlterSubscriptionStmt(_)
+        | N::ReplicaIdentityStmt(_)
+        | N::CommentStmt(_)
+        | N::SecLabelStmt(_)
+        | N::RefreshMatViewStmt(_)
+        | N::ReassignOwnedStmt(_) => "alter",
+        N::DropStmt(_)
+        | N::DropTableSpaceStmt(_)
+        | N::DropUserMappingStmt(_)
+        | N::DropRoleStmt(_)
+        | N::DropdbStmt(_)
+        | N::DropOwnedStmt(_)
+        | N::DropSubscriptionStmt(_) => "drop",
+        _ => "other",
+    }
+}
+
+/// The kinds of a fast-path FunctionCall message: it runs a function by OID, which ward
+/// cannot see into, so it is procedural.
+pub fn function_call() -> CommandInfo {
+    CommandInfo {
+        kinds: vec!["function_call"],
+        flags: vec![Flag::Procedural],
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(sql: &str) -> Vec<Vec<&'static str>> {
+        classify_uncached(sql)
+            .unwrap_or_else(|| panic!("{sql} did not parse"))
+            .iter()
+            .map(|c| c.kinds.clone())
+            .collect()
+    }
+
+    fn has(sql: &str, kind: &str) -> bool {
+        kinds(sql).iter().flatten().any(|k| *k == kind)
+    }
+
+    #[test]
+    fn evasions_of_a_delete_rule_are_still_deletes() {
+        for sql in [
+            "DELETE FROM orders WHERE id = 1",
+            "/* hi */ dElEtE /* x */ FROM \"orders\"",
+            "select 1; delete from orders",
+            "WITH x AS (DELETE FROM orders RETURNING *) SELECT * FROM x",
+            "PREPARE p AS DELETE FROM orders WHERE id = $1",
+            "EXPLAIN ANALYZE DELETE FROM orders",
+            "COPY (DELETE FROM orders RETURNING *) TO STDOUT",
+            "WITH a AS (SELECT 1), b AS (DELETE FROM orders RETURNING 1) SELECT * FROM a",
+        ] {
+            assert!(has(sql, "delete"), "{sql}: {:?}", kinds(sql));
+        }
+        assert!(!has("select 'delete from orders'", "delete"));
+    }
+
+    #[test]
+    fn procedural_code_is_flagged() {
+        for sql in [
+            "DO $$ BEGIN DELETE FROM orders; END $$",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DELETE FROM orders'",
+            "CALL cleanup()",
+            "CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM orders",
+            "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+            "COPY orders FROM PROGRAM 'rm -rf /'",
+            "LOAD 'somelib'",
+        ] {
+            let c = classify_uncached(sql).unwrap();
+            assert!(c[0].is_procedural(), "{sql}: {:?}", c[0]);
+        }
+        assert!(!classify_uncached("select 1").unwrap()[0].is_procedural());
+    }
+
+    #[test]
+    fn tables_where_flags_and_kinds() {
+        let c = classify_uncached("update public.orders set x = 1").unwrap();
+        assert_eq!(c[0].kinds, ["update"]);
+        assert!(c[0].flags.contains(&Flag::NoWhere));
+        assert_eq!(c[0].tables_written, ["public.orders"]);
+        let c = classify_uncached("delete from orders using customers c where c.id = orders.cid")
+            .unwrap();
+        assert!(!c[0].flags.contains(&Flag::NoWhere));
+        let c = classify_uncached("select lower(email) from customers").unwrap();
+        assert_eq!(c[0].tables_read, ["customers"]);
+        assert_eq!(c[0].functions, ["lower"]);
+        assert_eq!(
+            kinds(
+                "drop table t; truncate t; create table u (a int); alter table u add b int; grant select on u to x; revoke all on u from x; begin; set x = 1; show x"
+            ),
+            [
+                vec!["drop"],
+                vec!["truncate"],
+                vec!["create"],
+                vec!["alter"],
+                vec!["grant"],
+                vec!["revoke"],
+                vec!["transaction"],
+                vec!["set"],
+                vec!["show"]
+            ]
+        );
+        assert_eq!(kinds("select * into newt from t")[0][0], "create");
+        assert!(classify_uncached("selec 1").is_none());
+    }
+
+    #[test]
+    fn cache_returns_the_same_answer() {
+        let a = classify("select * from t where id = 1");
+        let b = classify("select * from t where id = 1");
+        assert_eq!(a, b);
+    }
+}

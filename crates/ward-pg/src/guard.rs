@@ -1,0 +1,388 @@
+//! The client-to-target direction of the relay, with guardrails.
+//!
+//! Every Query, Parse and FunctionCall is judged by the policy before it may reach the
+//! target. Allowed messages are forwarded untouched, in chunks, as before. For the others:
+//!
+//! - **Deny.** ward does not forward the statement. Instead it sends the target a tiny
+//!   statement that fails with ward's own message (`DO … RAISE EXCEPTION … 42501`), so the
+//!   *server* produces the ErrorResponse and ReadyForQuery. That keeps the session exactly
+//!   as consistent as a real failed statement would: inside a transaction block the
+//!   transaction is aborted (a later COMMIT cannot commit work around the denied statement),
+//!   an implicit extended-protocol transaction is rolled back, and responses stay in order
+//!   with anything pipelined before. In the extended protocol the denied Parse and
+//!   everything after it up to Sync are dropped, as the server itself would discard them
+//!   after an error, and the replacement is sent in place of the Sync.
+//! - **Review.** ward forwards what came before, tells the client with a NoticeResponse that
+//!   the statement waits for approval, and holds this direction of the session until the
+//!   request is decided. Approved statements then go through unchanged; refused or timed-out
+//!   ones are denied as above. Results of earlier statements keep flowing meanwhile.
+//! - **Pause.** While the identity is paused, each statement waits before being judged.
+
+use crate::PgGateway;
+use crate::classify::{self, Classified};
+use crate::codec::{Framer, Scan, put_cstr, put_message};
+use crate::messages;
+use crate::session::{End, fill, write_batch};
+use crate::stream::MaybeTls;
+use crate::tracker::{Decided, Frontend, Note, Tracker};
+use bytes::{Buf, BytesMut};
+use std::sync::{Arc, Mutex};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc::UnboundedSender;
+use ward_core::approvals::{ApprovalOutcome, ApprovalRequest};
+use ward_core::event::SessionId;
+use ward_core::identity::Identity;
+use ward_core::policy::{Decision, Subject, Verdict};
+
+/// Who is speaking and where: what the policy needs besides the statement.
+pub(crate) struct SessionContext<'a> {
+    pub gateway: &'a PgGateway,
+    pub identity: &'a Identity,
+    pub target: &'a ward_core::config::PostgresTarget,
+    pub session_id: &'a SessionId,
+}
+
+impl SessionContext<'_> {
+    fn judge(&self, classified: Option<&Classified>) -> Verdict {
+        let policy = self.gateway.policy();
+        let subject = Subject {
+            identity: &self.identity.name,
+            groups: &self.identity.groups,
+            target: &self.target.name,
+            target_labels: &self.target.labels,
+            protocol: "postgres",
+        };
+        match classified {
+            None => policy.decide(&subject, Some(&[])),
+            Some(Some(commands)) => policy.decide(&subject, Some(commands)),
+            Some(None) => policy.decide(&subject, None),
+        }
+    }
+}
+
+/// A statement the policy refused, waiting for the Sync that ends its extended batch.
+struct Refusal {
+    text: String,
+    rule: String,
+    message: String,
+    decision: &'static str,
+}
+
+/// One message found in a chunk: its tag and byte range (`streamed`: only its start is here).
+struct FrameAt {
+    tag: u8,
+    start: usize,
+    end: usize,
+    streamed: bool,
+}
+
+/// Relays client messages to the target until either side ends, judging statements.
+pub(crate) async fn client_to_target(
+    client: &mut ReadHalf<MaybeTls>,
+    target: &mut WriteHalf<MaybeTls>,
+    tracker: &Mutex<Tracker>,
+    ctx: &SessionContext<'_>,
+    notices: &UnboundedSender<Vec<u8>>,
+    max: u32,
+) -> End {
+    let mut buf = BytesMut::with_capacity(crate::session::INITIAL_BUFFER);
+    let mut framer = Framer::new(max);
+    let mut frames: Vec<FrameAt> = Vec::new();
+    let mut refusal: Option<Refusal> = None;
+    loop {
+        match fill(client, &mut buf).await {
+            Ok(0) => return End::ClientGone("connection closed without Terminate".into()),
+            Ok(_) => {}
+            Err(e) => return End::ClientGone(e.to_string()),
+        }
+        frames.clear();
+        let base = buf.as_ptr() as usize;
+        let len = buf.len();
+        let scanned = framer.scan::<()>(
+            &buf,
+            |tag| tag == b'd',
+            |scan| {
+                match scan {
+                    Scan::Whole { tag, body } => {
+                        let body_at = body.as_ptr() as usize - base;
+                        frames.push(FrameAt {
+                            tag,
+                            start: body_at - crate::codec::HEADER_LEN,
+                            end: body_at + body.len(),
+                            streamed: false,
+                        });
+                    }
+                    Scan::Streamed { tag } => {
+                        let start = frames.last().map_or(0, |f| f.end);
+                        frames.push(FrameAt {
+                            tag,
+                            start,
+                            end: len,
+                            streamed: true,
+                        });
+                    }
+                }
+                Ok(())
+            },
+        );
+        let ready = match scanned {
+            Ok(Ok(n)) => n,
+            Ok(Err(frame)) => return End::ClientProtocol(frame.to_string()),
+            Err(()) => unreachable!("the scan callback never fails"),
+        };
+        // Bytes of a message streamed from the previous chunk come first; they belong to a
+        // discarded batch when a refusal is pending.
+        let mut out_from = if refusal.is_some() {
+            frames.first().map_or(ready, |f| f.start)
+        } else {
+            0
+        };
+        let mut terminate = false;
+        for frame in &frames {
+            if let Some(refused) = &refusal {
+                if frame.tag == b'S' && !frame.streamed {
+                    if let Err(end) = send_refusal(target, tracker, ctx, refused).await {
+                        return end;
+                    }
+                    refusal = None;
+                }
+                out_from = frame.end;
+                continue;
+            }
+            if frame.streamed {
+                continue;
+            }
+            let body = &buf[frame.start + crate::codec::HEADER_LEN..frame.end];
+            if matches!(frame.tag, b'Q' | b'P' | b'F') {
+                if ctx.gateway.controls.is_paused(&ctx.identity.name) {
+                    if let Err(end) = forward(target, &buf[out_from..frame.start]).await {
+                        return end;
+                    }
+                    out_from = frame.start;
+                    ctx.gateway
+                        .controls
+                        .wait_until_resumed(&ctx.identity.name)
+                        .await;
+                }
+                let (text, classified) = statement_of(frame.tag, body);
+                let verdict = ctx.judge(classified.as_ref());
+                let mut note: Note = verdict.rule().map(|rule| {
+                    Arc::new(Decided {
+                        decision: "allowed",
+                        rule: Some(rule.to_string()),
+                    })
+                });
+                let mut denied: Option<Refusal> = None;
+                match verdict.decision {
+                    Decision::Allow => {}
+                    Decision::Deny { rule, message } => {
+                        denied = Some(Refusal {
+                            text: text.clone(),
+                            rule,
+                            message,
+                            decision: "denied",
+                        });
+                    }
+                    Decision::Review(review) => {
+                        if let Err(end) = forward(target, &buf[out_from..frame.start]).await {
+                            return end;
+                        }
+                        out_from = frame.start;
+                        let request = ApprovalRequest {
+                            session_id: ctx.session_id.to_string(),
+                            identity: ctx.identity.name.to_string(),
+                            target: ctx.target.name.clone(),
+                            protocol: "postgres".into(),
+                            command: text.clone(),
+                            rule: review.rule.clone(),
+                            approvers: review.approvers.clone(),
+                            approvals_required: review.approvals,
+                            timeout: review.timeout,
+                            on_timeout: review.on_timeout,
+                        };
+                        let (id, outcome) = ctx.gateway.approvals.submit(request);
+                        let mut notice = Vec::new();
+                        messages::notice_response(
+                            &mut notice,
+                            &format!(
+                                "waiting for approval: request {id} — approve with: ward approve {id}"
+                            ),
+                        );
+                        let _ = notices.send(notice);
+                        match outcome.await {
+                            ApprovalOutcome::Approved { by } => {
+                                note = Some(Arc::new(Decided {
+                                    decision: "approved",
+                                    rule: Some(format!(
+                                        "{} (approved by {})",
+                                        review.rule,
+                                        by.join(", ")
+                                    )),
+                                }));
+                            }
+                            ApprovalOutcome::TimedOut { allowed: true } => {
+                                note = Some(Arc::new(Decided {
+                                    decision: "approved",
+                                    rule: Some(format!("{} (allowed on timeout)", review.rule)),
+                                }));
+                            }
+                            ApprovalOutcome::TimedOut { allowed: false } => {
+                                denied = Some(Refusal {
+                                    text: text.clone(),
+                                    rule: review.rule.clone(),
+                                    message: format!("approval request {id} timed out"),
+                                    decision: "review_timed_out",
+                                });
+                            }
+                            ApprovalOutcome::Denied { by, reason } => {
+                                denied = Some(Refusal {
+                                    text: text.clone(),
+                                    rule: review.rule.clone(),
+                                    message: format!(
+                                        "approval request {id} was denied by {by}: {reason}"
+                                    ),
+                                    decision: "review_denied",
+                                });
+                            }
+                        }
+                    }
+                }
+                if let Some(refused) = denied {
+                    if let Err(end) = forward(target, &buf[out_from..frame.start]).await {
+                        return end;
+                    }
+                    out_from = frame.end;
+                    if frame.tag == b'P' {
+                        // Extended protocol: drop everything up to the Sync, then refuse.
+                        refusal = Some(refused);
+                    } else if let Err(end) = send_refusal(target, tracker, ctx, &refused).await {
+                        return end;
+                    }
+                    continue;
+                }
+                let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                t.set_note(note);
+                if let Frontend::Invalid(why) = t.frontend(frame.tag, body) {
+                    return End::ClientProtocol(why);
+                }
+                continue;
+            }
+            let noted = tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .frontend(frame.tag, body);
+            match noted {
+                Frontend::Forward => {}
+                Frontend::Terminate => terminate = true,
+                Frontend::Invalid(why) => return End::ClientProtocol(why),
+            }
+        }
+        if out_from < ready
+            && let Err(end) = forward(target, &buf[out_from..ready]).await
+        {
+            return end;
+        }
+        buf.advance(ready);
+        if terminate {
+            return End::ClientTerminated;
+        }
+    }
+}
+
+/// The SQL text of a statement-bearing message and its classification.
+fn statement_of(tag: u8, body: &[u8]) -> (String, Option<Classified>) {
+    let raw = match tag {
+        b'Q' => messages::parse_query(body),
+        b'P' => messages::parse_parse(body).map(|p| p.query),
+        _ => {
+            let oid = messages::parse_function_call(body).unwrap_or_default();
+            return (
+                format!("<function call oid={oid}>"),
+                Some(Some(Arc::from(vec![classify::function_call()]))),
+            );
+        }
+    };
+    match raw.map(std::str::from_utf8) {
+        Some(Ok(sql)) => (sql.to_string(), Some(classify::classify(sql))),
+        // Not UTF-8 or malformed: the parser cannot judge it.
+        Some(Err(_)) | None => (
+            String::from_utf8_lossy(raw.unwrap_or_default()).into_owned(),
+            Some(None),
+        ),
+    }
+}
+
+async fn forward(target: &mut WriteHalf<MaybeTls>, bytes: &[u8]) -> Result<(), End> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    write_batch(target, bytes)
+        .await
+        .map_err(|e| End::TargetGone(e.to_string()))
+}
+
+/// Sends the target the statement that fails with ward's message, and notes it so the
+/// audit records the client's original text with the denial.
+async fn send_refusal(
+    target: &mut WriteHalf<MaybeTls>,
+    tracker: &Mutex<Tracker>,
+    ctx: &SessionContext<'_>,
+    refused: &Refusal,
+) -> Result<(), End> {
+    tracing::info!(
+        session = %ctx.session_id,
+        identity = %ctx.identity.name,
+        rule = %refused.rule,
+        decision = refused.decision,
+        "statement refused"
+    );
+    let message = format!(
+        "blocked by ward rule \"{}\": {} (session {})",
+        refused.rule, refused.message, ctx.session_id
+    );
+    let query = refusal_query(&message);
+    tracker
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .note_replacement(
+            &refused.text,
+            Some(Arc::new(Decided {
+                decision: refused.decision,
+                rule: Some(refused.rule.clone()),
+            })),
+        );
+    forward(target, &query).await
+}
+
+/// A Query message whose statement fails with SQLSTATE 42501 and `message`.
+pub fn refusal_query(message: &str) -> Vec<u8> {
+    // The message sits in a string literal inside a dollar-quoted body: double the quotes,
+    // keep the dollar tag out of it, and drop backslashes and NULs, which a server with
+    // standard_conforming_strings off would interpret.
+    let literal: String = message
+        .replace('\'', "''")
+        .replace("$ward$", "$ ward $")
+        .chars()
+        .filter(|c| *c != '\\' && *c != '\0')
+        .collect();
+    let sql = format!(
+        "DO $ward$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = '{literal}'; END$ward$"
+    );
+    let mut out = Vec::with_capacity(sql.len() + 6);
+    put_message(&mut out, b'Q', |b| put_cstr(b, &sql));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_query_survives_hostile_messages() {
+        let q = refusal_query("it's $ward$ a \\ trap\0");
+        let text = std::str::from_utf8(&q[5..q.len() - 1]).unwrap();
+        assert!(text.contains("it''s $ ward $ a  trap"), "{text}");
+        assert_eq!(text.matches("$ward$").count(), 2);
+        assert!(pg_query::parse(text).is_ok());
+    }
+}
