@@ -47,7 +47,12 @@ fn start(name: &str) -> Env {
     let ward = Ward::start(
         WardOptions::new()
             .target(Target::postgres(TARGET, &db))
-            .token(IDENTITY),
+            .token(IDENTITY)
+            // Procedural code is denied by default; these tests exercise the protocol with
+            // DO blocks (notices) and fast-path function calls (large objects).
+            .extra_yaml(
+                "rules:\n  - { name: protocol-tests-run-procedural-code, statements: [do, function_call], action: allow }\n",
+            ),
     );
     Env { db, ward }
 }

@@ -592,6 +592,12 @@ fn a_wrong_token_is_refused_with_28p01() {
         assert!(!out.status.success(), "{}", harness::describe(&out));
         assert_good_client_works(&ward, "ci", "db");
     }
+    // The audit is written in batches: wait for the four good sessions to land, then check
+    // that nothing else did.
+    harness::wait_for(
+        || audit_sessions(&ward, "ci").len() >= 4,
+        "the four good sessions in the audit",
+    );
     assert_eq!(
         audit_sessions(&ward, "ci").len(),
         4,

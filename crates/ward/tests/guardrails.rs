@@ -1,0 +1,397 @@
+//! Guardrails: statements refused by policy never reach the target, the client gets a clear
+//! error in its own protocol, and the session stays usable and consistent.
+
+mod harness;
+
+use harness::{AuthMethod, PgTarget, Postgres, Target, Ward, WardOptions, wait_for};
+use std::process::Output;
+
+const RULES: &str = "
+rules:
+  - { name: no-deletes, statements: [delete], action: deny, message: deletes are not allowed here }
+  - { name: no-drops, statements: [drop, truncate], action: deny }
+  - { name: no-bulk-updates, statements: [update], flags: [no_where], action: deny }
+";
+
+struct Env {
+    db: PgTarget,
+    ward: Ward,
+}
+
+/// A target with a table `orders` of 10 rows, behind a ward with `rules`.
+fn start(name: &str, rules: &str) -> Env {
+    let pg = Postgres::get();
+    let db = pg.create_target(name, AuthMethod::ScramSha256);
+    pg.admin_sql(
+        &db.database,
+        &format!(
+            "create table orders (id int primary key, note text);
+             insert into orders select g, 'n' || g from generate_series(1, 10) g;
+             alter table orders owner to {}",
+            db.user
+        ),
+    );
+    let ward = Ward::start(
+        WardOptions::new()
+            .target(Target::postgres("shop", &db))
+            .token("ci-nightly")
+            .extra_yaml(rules),
+    );
+    Env { db, ward }
+}
+
+impl Env {
+    fn rows(&self) -> i64 {
+        Postgres::get()
+            .admin_sql(&self.db.database, "select count(*) from orders")
+            .parse()
+            .unwrap()
+    }
+
+    fn psql(&self, sql: &str) -> Output {
+        self.ward.psql("ci-nightly", "shop", sql)
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_blocked(out: &Output, rule: &str) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "statement was not refused: {}",
+        harness::describe(out)
+    );
+    assert!(
+        err.contains(&format!("blocked by ward rule \"{rule}\"")),
+        "expected a refusal by {rule}: {err}"
+    );
+    assert!(
+        err.contains("(session "),
+        "the refusal names the session: {err}"
+    );
+    assert!(
+        !err.contains("CONTEXT"),
+        "no PL/pgSQL context leaks into the refusal: {err}"
+    );
+}
+
+#[test]
+fn denied_statement_never_reaches_the_target_and_the_session_goes_on() {
+    let env = start("guard_simple", RULES);
+    let out = env.psql("delete from orders where id = 1");
+    assert_blocked(&out, "no-deletes");
+    assert!(stderr(&out).contains("deletes are not allowed here"));
+    assert_eq!(env.rows(), 10);
+
+    // Same session: refused, then a normal query works.
+    let out = env.ward.psql_args(
+        &env.ward.conninfo("ci-nightly", "shop"),
+        &[
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-c",
+            "delete from orders",
+            "-c",
+            "select count(*) from orders",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
+    assert!(stderr(&out).contains("no-deletes"));
+
+    // A bulk UPDATE is refused; a targeted one is not.
+    assert_blocked(&env.psql("update orders set note = 'x'"), "no-bulk-updates");
+    assert_eq!(
+        env.ward.psql_ok(
+            "ci-nightly",
+            "shop",
+            "update orders set note = 'x' where id = 2"
+        ),
+        "UPDATE 1"
+    );
+}
+
+#[test]
+fn a_refusal_inside_a_transaction_aborts_it_as_a_failed_statement_would() {
+    let env = start("guard_tx", RULES);
+    let script = "begin;\n\
+                  insert into orders values (100, 'inside');\n\
+                  delete from orders where id = 1;\n\
+                  select 'after refusal';\n\
+                  commit;\n\
+                  select count(*) from orders;\n";
+    let out = env.ward.psql_args(
+        &env.ward.conninfo("ci-nightly", "shop"),
+        &["-At", "-v", "ON_ERROR_STOP=0", "-c", script],
+    );
+    let err = stderr(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // psql -c sends the script as one Query: the refusal covers the whole message, and the
+    // insert in it never runs.
+    assert!(err.contains("no-deletes"), "{err}");
+    assert_eq!(env.rows(), 10, "{stdout}");
+
+    // Statement by statement (psql -f sends each separately): the insert runs, the delete is
+    // refused, the transaction is aborted, and COMMIT rolls it back.
+    let file = harness::fresh_dir("guard_tx").join("tx.sql");
+    harness::write_file(&file, script, 0o644);
+    let out = env.ward.psql_args(
+        &env.ward.conninfo("ci-nightly", "shop"),
+        &["-At", "-v", "ON_ERROR_STOP=0", "-f", file.to_str().unwrap()],
+    );
+    let err = stderr(&out);
+    assert!(err.contains("blocked by ward rule \"no-deletes\""), "{err}");
+    assert!(err.contains("current transaction is aborted"), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ROLLBACK") || !stdout.contains("after refusal"),
+        "{stdout}"
+    );
+    assert_eq!(
+        env.rows(),
+        10,
+        "the insert before the refusal was rolled back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_refusals_keep_the_connection_in_step() {
+    let env = start("guard_ext", RULES);
+    let (mut client, conn) = env.ward.client("ci-nightly", "shop").await;
+
+    // Prepared statement: refused at Parse with 42501; the connection stays usable.
+    let err = client
+        .prepare("delete from orders where id = $1")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42501");
+    assert!(
+        db.message().contains("blocked by ward rule \"no-deletes\""),
+        "{}",
+        db.message()
+    );
+    let n: i64 = client
+        .query_one("select count(*) from orders where id > $1", &[&0i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 10);
+
+    // Inside a transaction: the insert before the refusal is rolled back with it.
+    let tx = client.transaction().await.unwrap();
+    tx.execute("insert into orders values ($1, 'tx')", &[&200i32])
+        .await
+        .unwrap();
+    let err = tx
+        .execute("delete from orders where id = $1", &[&1i32])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
+    let err = tx.query_one("select 1", &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "25P02");
+    let _ = tx.commit().await;
+    assert_eq!(env.rows(), 10);
+
+    // A refused statement in the middle of a pipeline: earlier and later ones are answered
+    // in order.
+    let a = client.query_one("select 1::int", &[]);
+    let b = client.execute("delete from orders where id = $1", &[&3i32]);
+    let c = client.query_one("select 3::int", &[]);
+    let (a, b, c) = tokio::join!(a, b, c);
+    assert_eq!(a.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(b.unwrap_err().code().unwrap().code(), "42501");
+    assert_eq!(c.unwrap().get::<_, i32>(0), 3);
+    assert_eq!(env.rows(), 10);
+
+    // Simple protocol, multi-statement message: the strictest decision covers all of it.
+    let err = client
+        .simple_query("select 1; delete from orders")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
+    let rows = client.simple_query("select 1").await.unwrap();
+    assert!(
+        rows.iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+    );
+    drop(client);
+    conn.await.unwrap().unwrap();
+    assert_eq!(env.rows(), 10);
+}
+
+#[test]
+fn evasions_do_not_slip_past_delete_and_drop_rules() {
+    let env = start("guard_evasion", RULES);
+    let pg = Postgres::get();
+    // A function that deletes, created by the owner outside ward, for the CALL/SELECT cases.
+    pg.admin_sql(
+        &env.db.database,
+        &format!(
+            "create procedure purge() language sql as 'delete from orders';
+             alter procedure purge() owner to {}",
+            env.db.user
+        ),
+    );
+    let attempts: &[(&str, &str)] = &[
+        ("DeLeTe /* sneaky */ FROM \"orders\"", "no-deletes"),
+        ("-- comment\ndelete\nfrom orders where true", "no-deletes"),
+        ("SELECT 1; DELETE FROM orders", "no-deletes"),
+        (
+            "WITH x AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM x",
+            "no-deletes",
+        ),
+        (
+            "PREPARE p AS DELETE FROM orders WHERE id > $1; EXECUTE p(0)",
+            "no-deletes",
+        ),
+        ("EXPLAIN ANALYZE DELETE FROM orders", "no-deletes"),
+        (
+            "COPY (DELETE FROM orders RETURNING *) TO STDOUT",
+            "no-deletes",
+        ),
+        ("DO $$ BEGIN DELETE FROM orders; END $$", "no-deletes"),
+        (
+            "DO $x$ BEGIN EXECUTE 'DEL' || 'ETE FROM orders'; END $x$",
+            "policy.procedural",
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DELETE FROM orders'",
+            "policy.procedural",
+        ),
+        ("CALL purge()", "policy.procedural"),
+        (
+            "CREATE RULE r AS ON INSERT TO orders DO ALSO DELETE FROM orders",
+            "no-deletes",
+        ),
+        (
+            "CREATE TRIGGER t AFTER INSERT ON orders EXECUTE FUNCTION f()",
+            "policy.procedural",
+        ),
+        ("COPY orders FROM PROGRAM 'true'", "policy.procedural"),
+        ("DROP TABLE orders", "no-drops"),
+        ("/**/dRoP/**/TABLE/**/orders", "no-drops"),
+        ("select 1; truncate orders", "no-drops"),
+        (
+            "selec 1 from orders; delete from orders",
+            "policy.unparseable",
+        ),
+    ];
+    for (sql, rule) in attempts {
+        let out = env.psql(sql);
+        let err = stderr(&out);
+        assert!(
+            !out.status.success(),
+            "{sql:?} was not refused: {}",
+            harness::describe(&out)
+        );
+        assert!(
+            err.contains("blocked by ward rule"),
+            "{sql:?} failed for another reason: {err}"
+        );
+        // DO with a DELETE inside is caught by the delete rule or the procedural default,
+        // whichever the classification meets first; both refuse.
+        if !sql.starts_with("DO $$") && !sql.starts_with("CREATE RULE") {
+            assert!(
+                err.contains(&format!("\"{rule}\"")),
+                "{sql:?}: expected rule {rule}: {err}"
+            );
+        }
+        assert_eq!(env.rows(), 10, "{sql:?} changed the table");
+    }
+    assert_eq!(
+        pg.admin_sql(
+            &env.db.database,
+            "select count(*) from pg_proc where proname = 'f'"
+        ),
+        "0"
+    );
+    // Reads still work.
+    assert_eq!(
+        env.ward
+            .psql_ok("ci-nightly", "shop", "select count(*) from orders"),
+        "10"
+    );
+}
+
+#[test]
+fn policy_reloads_on_sighup_and_a_bad_file_keeps_the_running_rules() {
+    let mut env = start("guard_reload", RULES);
+    assert_eq!(
+        env.ward
+            .psql_ok("ci-nightly", "shop", "insert into orders values (50, 'x')"),
+        "INSERT 0 1"
+    );
+
+    // Add a rule and signal ward.
+    let config = std::fs::read_to_string(env.ward.config_path()).unwrap();
+    let with_insert_rule = config.replace(
+        "rules:\n",
+        "rules:\n  - { name: no-inserts, statements: [insert], action: deny }\n",
+    );
+    assert_ne!(config, with_insert_rule);
+    std::fs::write(env.ward.config_path(), &with_insert_rule).unwrap();
+    let pid = env.ward.pid().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    wait_for(
+        || env.ward.log().contains("policy reloaded"),
+        "ward to reload the policy",
+    );
+    assert_blocked(
+        &env.psql("insert into orders values (51, 'y')"),
+        "no-inserts",
+    );
+
+    // A broken file is rejected with a precise error and the rules stay as they were.
+    std::fs::write(
+        env.ward.config_path(),
+        with_insert_rule.replace("statements: [insert]", "statements: [insrt]"),
+    )
+    .unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    wait_for(
+        || env.ward.log().contains("config reload rejected"),
+        "ward to reject the bad file",
+    );
+    assert!(
+        env.ward
+            .log()
+            .contains("unknown statement kind \\\"insrt\\\"")
+            || env.ward.log().contains("unknown statement kind \"insrt\""),
+        "{}",
+        env.ward.log()
+    );
+    assert_blocked(
+        &env.psql("insert into orders values (52, 'z')"),
+        "no-inserts",
+    );
+    assert_blocked(&env.psql("delete from orders"), "no-deletes");
+    assert_eq!(
+        env.ward
+            .psql_ok("ci-nightly", "shop", "select count(*) from orders"),
+        "11"
+    );
+    assert!(env.ward.is_running());
+}
+
+#[test]
+fn target_default_deny_allows_only_what_rules_allow() {
+    let pg = Postgres::get();
+    let db = pg.create_target("guard_default", AuthMethod::ScramSha256);
+    let ward = Ward::start(
+        WardOptions::new()
+            .target(Target::postgres("locked", &db).extra_yaml("default_action: deny"))
+            .token("reader")
+            .extra_yaml("rules:\n  - { name: reads-only, statements: [select], action: allow }\n"),
+    );
+    assert_eq!(ward.psql_ok("reader", "locked", "select 40 + 2"), "42");
+    let out = ward.psql("reader", "locked", "create table t (a int)");
+    assert!(
+        stderr(&out).contains("blocked by ward rule \"targets.locked.default_action\""),
+        "{}",
+        stderr(&out)
+    );
+}
