@@ -9,7 +9,10 @@
 //! that cannot be seen through).
 //!
 //! Results are cached per thread by SQL text, so a workload that repeats its statements
-//! (prepared or not) parses each text once.
+//! (prepared or not) parses each text once. Texts that differ only in literal values (the
+//! usual shape of an application's queries without bind parameters) share a second cache
+//! keyed by their token stream with literals and comments left out, built with the same
+//! server scanner: literals never change what a statement does, so the parse is skipped.
 
 use pg_query::protobuf::{self, node::Node as NodeEnum};
 use pg_query::{Context, NodeRef};
@@ -33,24 +36,62 @@ thread_local! {
     static CACHE: RefCell<HashMap<Box<str>, Classified>> = RefCell::new(HashMap::new());
 }
 
-/// Classifies `sql`, using the per-thread cache.
+/// Classifies `sql`, using the per-thread caches.
 pub fn classify(sql: &str) -> Classified {
-    if sql.len() <= CACHE_MAX_TEXT
-        && let Some(hit) = CACHE.with(|c| c.borrow().get(sql).cloned())
-    {
+    let cacheable = sql.len() <= CACHE_MAX_TEXT;
+    if cacheable && let Some(hit) = CACHE.with(|c| c.borrow().get(sql).cloned()) {
+        return hit;
+    }
+    let shape = if cacheable { shape_of(sql) } else { None };
+    let shape_hit = shape
+        .as_deref()
+        .and_then(|key| CACHE.with(|c| c.borrow().get(key).cloned()));
+    if let Some(hit) = shape_hit {
+        // Same shape as a statement seen before: no parse, and the text itself is not kept
+        // (with inline literals it will hardly ever be seen again).
         return hit;
     }
     let result = classify_uncached(sql);
-    if sql.len() <= CACHE_MAX_TEXT {
+    if cacheable {
         CACHE.with(|c| {
             let mut cache = c.borrow_mut();
-            if cache.len() >= CACHE_CAPACITY {
+            if cache.len() + 2 > CACHE_CAPACITY {
                 cache.clear();
+            }
+            if let Some(key) = shape {
+                cache.insert(key.into(), result.clone());
             }
             cache.insert(sql.into(), result.clone());
         });
     }
     result
+}
+
+/// The statement's token stream with literal values and comments left out, prefixed with a
+/// NUL (which no SQL text contains, so shapes and texts never collide in the shared cache).
+/// `None` when the scanner rejects the text.
+fn shape_of(sql: &str) -> Option<String> {
+    use pg_query::protobuf::Token;
+    let scanned = pg_query::scan(sql).ok()?;
+    let mut key = String::with_capacity(sql.len() + 1);
+    key.push('\0');
+    for token in &scanned.tokens {
+        let text = match Token::try_from(token.token) {
+            Ok(
+                Token::Iconst
+                | Token::Fconst
+                | Token::Sconst
+                | Token::Usconst
+                | Token::Bconst
+                | Token::Xconst,
+            ) => "?",
+            Ok(Token::SqlComment | Token::CComment) => continue,
+            _ => sql.get(token.start as usize..token.end as usize)?,
+        };
+        key.push_str(text);
+        key.push('\0');
+    }
+    Some(key)
 }
 
 /// Classifies without the cache (for benchmarks and tests).
@@ -401,6 +442,27 @@ mod tests {
         );
         assert_eq!(kinds("select * into newt from t")[0][0], "create");
         assert!(classify_uncached("selec 1").is_none());
+    }
+
+    #[test]
+    fn statements_differing_only_in_literals_share_a_shape() {
+        assert_eq!(
+            shape_of("select * from t where id = 1"),
+            shape_of("select  * from t /* c */ where id = 42")
+        );
+        assert_eq!(shape_of("select 'a'"), shape_of("select $$b$$"));
+        assert_ne!(
+            shape_of("select * from t where id = 1"),
+            shape_of("delete from t where id = 1")
+        );
+        assert_ne!(
+            shape_of("select \"a b\" from t"),
+            shape_of("select \"a\", b from t")
+        );
+        // The shape cache gives the parse of the first text to later ones of the same shape.
+        let first = classify("delete from t where id = 7");
+        assert_eq!(classify("delete from t where id = 8"), first);
+        assert_eq!(first.unwrap()[0].kinds, ["delete"]);
     }
 
     #[test]
