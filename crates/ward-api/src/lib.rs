@@ -6,6 +6,16 @@
 //! - `GET /api/v1/sessions?identity=&target=&since=&until=&limit=`: sessions, newest first.
 //! - `GET /api/v1/sessions/{id}`: one session (full id or unique prefix of at least 8
 //!   characters) with all its statements.
+//! - Containment (bodies are optional JSON, `{"reason": "..."}`; lock also takes
+//!   `"for": "2h"`): `POST /api/v1/sessions/{id}/kill` ends one live session;
+//!   `POST /api/v1/identities/{name}/lock` refuses the identity's new sessions and ends its
+//!   live ones (the answer says how many); `DELETE …/lock` or `POST …/unlock` lifts it;
+//!   `POST …/pause` holds its statements until `POST …/resume`; `GET /api/v1/controls` lists
+//!   the locks and pauses in force and `GET /api/v1/controls/events?identity=&limit=` the
+//!   recorded actions.
+//! - Approvals of held statements: `GET /api/v1/approvals`, `GET /api/v1/approvals/{id}`,
+//!   `POST /api/v1/approvals/{id}/approve` and `…/deny`; these also accept an identity's own
+//!   token as `Bearer <identity>:<ward token>` (see [`approvals`]).
 //!
 //! Everything under `/api/v1` requires `Authorization: Bearer <admin token>`. The token is
 //! checked by hashing it with SHA-256 and comparing the digest in constant time with the
@@ -13,7 +23,10 @@
 //! how much of a guess was right. Errors are JSON `{"error": "..."}` with a sentence that
 //! says what to do. JSON shapes and the timestamp scheme are in [`model`].
 
+pub mod approvals;
+mod containment;
 pub mod model;
+pub mod webhook;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
@@ -27,6 +40,7 @@ use serde::Deserialize;
 use std::future::Future;
 use std::sync::Arc;
 use ward_core::SessionRegistry;
+use ward_core::control::Controls;
 use ward_core::identity::{hash_token, parse_token_hash, secrets_equal};
 use ward_store::{MAX_LIST_LIMIT, SessionFilter, StoreError, StoreReader};
 
@@ -40,6 +54,12 @@ pub struct ApiState {
     pub registry: Arc<SessionRegistry>,
     /// SHA-256 of the admin token (see [`admin_token_digest`]).
     pub admin_token_hash: [u8; 32],
+    /// Identity locks and pauses: must be the instance the adapters consult (see
+    /// [`ApiState::with_controls`]).
+    pub controls: Arc<Controls>,
+    /// Held statements and the tokens approvers prove themselves with; `None` (the
+    /// approval endpoints answer 503) until [`ApiState::with_approvals`].
+    pub approvals: Option<approvals::ApprovalAccess>,
 }
 
 impl ApiState {
@@ -53,9 +73,34 @@ impl ApiState {
             store,
             registry,
             admin_token_hash,
+            controls: Arc::new(Controls::new()),
+            approvals: None,
         }
     }
+
+    /// Serves the approval endpoints from `approvals`, the instance the adapters submit to;
+    /// approvers that are identities authenticate against `tokens` (`identity.tokens`).
+    pub fn with_approvals(
+        mut self,
+        approvals: Arc<ward_core::approvals::Approvals>,
+        tokens: ward_core::TokenBook,
+    ) -> ApiState {
+        self.approvals = Some(approvals::ApprovalAccess { approvals, tokens });
+        self
+    }
+
+    /// Uses `controls`, the instance shared with the adapters, for the containment endpoints.
+    /// (Without it the API has a private one, which is only right in tests.)
+    pub fn with_controls(mut self, controls: Arc<Controls>) -> ApiState {
+        self.controls = controls;
+        self
+    }
 }
+
+/// Who made an authenticated request, for the audit of what it did: `admin` for the admin
+/// token (the only credential the API accepts today). Set by the authentication middleware.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor(pub String);
 
 /// The SHA-256 digest of an admin token, in the form [`ApiState::admin_token_hash`] wants.
 ///
@@ -72,10 +117,13 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(show_session))
+        .merge(containment::routes())
         .fallback(not_found)
         // `layer`, not `route_layer`: unknown paths under /api/v1 also need the token, so
         // the API's shape is not visible without it.
-        .layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        // After the admin layer: approvals authenticate approvers themselves.
+        .merge(approvals::routes(&state));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -179,6 +227,8 @@ async fn require_admin(
             format!("wrong admin token: {TOKEN_HINT}"),
         ));
     }
+    let mut request = request;
+    request.extensions_mut().insert(Actor("admin".into()));
     Ok(next.run(request).await)
 }
 

@@ -70,6 +70,12 @@ pub struct StatementView {
     pub command: Option<String>,
     pub sqlstate: Option<String>,
     pub error: Option<String>,
+    /// The policy decision when a rule was involved (`denied`, `approved`, …).
+    #[serde(default)]
+    pub decision: Option<String>,
+    /// The rule behind `decision`.
+    #[serde(default)]
+    pub rule: Option<String>,
 }
 
 impl From<StatementRecord> for StatementView {
@@ -86,6 +92,8 @@ impl From<StatementRecord> for StatementView {
             command: s.command,
             sqlstate: s.sqlstate,
             error: s.error,
+            decision: s.decision,
+            rule: s.rule,
         }
     }
 }
@@ -122,4 +130,182 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub status: String,
+}
+
+// Containment: kill, lock, unlock, pause, resume (see the crate docs for the endpoints).
+
+/// Body of `POST /api/v1/identities/{name}/lock`; every field is optional and an empty body
+/// is allowed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockRequest {
+    /// Why; shown to clients that are refused and recorded in the audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How long the lock lasts, e.g. `2h`, `30m`, `7d`; absent means until unlocked.
+    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+}
+
+/// Body of kill, unlock, pause and resume; optional, and an empty body is allowed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A lock in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockView {
+    pub identity: String,
+    pub reason: String,
+    pub by: String,
+    pub at: String,
+    pub at_us: i64,
+    /// When the lock lapses; `None` = until unlocked.
+    pub until: Option<String>,
+    pub until_us: Option<i64>,
+}
+
+impl From<ward_core::control::LockInfo> for LockView {
+    fn from(l: ward_core::control::LockInfo) -> Self {
+        LockView {
+            at: format_micros(l.at),
+            at_us: l.at,
+            until: l.until.map(format_micros),
+            until_us: l.until,
+            identity: l.identity,
+            reason: l.reason,
+            by: l.by,
+        }
+    }
+}
+
+/// A pause in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseView {
+    pub identity: String,
+    pub reason: String,
+    pub by: String,
+    pub at: String,
+    pub at_us: i64,
+    /// Statements waiting for `resume` right now.
+    pub held_statements: u64,
+    /// Live sessions of the identity (connected, their statements held).
+    pub live_sessions: u64,
+}
+
+impl PauseView {
+    pub fn new(p: ward_core::control::PauseInfo, held_statements: u64, live_sessions: u64) -> Self {
+        PauseView {
+            at: format_micros(p.at),
+            at_us: p.at,
+            identity: p.identity,
+            reason: p.reason,
+            by: p.by,
+            held_statements,
+            live_sessions,
+        }
+    }
+}
+
+/// `GET /api/v1/controls`: everything in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlsView {
+    pub locks: Vec<LockView>,
+    pub pauses: Vec<PauseView>,
+}
+
+/// `POST /api/v1/sessions/{id}/kill`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillResult {
+    pub session_id: String,
+    pub identity: String,
+    pub target: String,
+    pub reason: String,
+    pub by: String,
+    pub at: String,
+    pub at_us: i64,
+}
+
+/// `POST /api/v1/identities/{name}/lock`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockResult {
+    pub lock: LockView,
+    /// How many live sessions of the identity were ended.
+    pub sessions_ended: u64,
+    pub ended_sessions: Vec<String>,
+    /// The lock this one replaced, if the identity was already locked.
+    pub replaced: Option<LockView>,
+}
+
+/// `DELETE /api/v1/identities/{name}/lock` and `POST …/unlock`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockResult {
+    pub identity: String,
+    /// Whether a lock was in force (false: nothing to do, or it had already lapsed).
+    pub was_locked: bool,
+    /// The lock that was lifted, if there was one.
+    pub lock: Option<LockView>,
+}
+
+/// `POST /api/v1/identities/{name}/pause`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseResult {
+    /// The pause in force (the earlier one when the identity was already paused).
+    pub pause: PauseView,
+    pub already_paused: bool,
+}
+
+/// `POST /api/v1/identities/{name}/resume`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeResult {
+    pub identity: String,
+    pub was_paused: bool,
+    /// Held statements that were released.
+    pub released_statements: u64,
+    /// The pause that was lifted, if there was one.
+    pub pause: Option<PauseView>,
+}
+
+/// One recorded containment action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlEventView {
+    pub id: i64,
+    /// `lock`, `unlock`, `pause`, `resume` or `kill`.
+    pub action: String,
+    pub identity: String,
+    pub session_id: Option<String>,
+    pub reason: String,
+    pub by: String,
+    pub at: String,
+    pub at_us: i64,
+    pub until: Option<String>,
+    pub until_us: Option<i64>,
+    pub sessions_ended: u64,
+}
+
+impl From<ward_store::ControlEventRecord> for ControlEventView {
+    fn from(e: ward_store::ControlEventRecord) -> Self {
+        ControlEventView {
+            at: format_micros(e.at),
+            at_us: e.at,
+            until: e.until.map(format_micros),
+            until_us: e.until,
+            id: e.id,
+            action: e.action,
+            identity: e.identity,
+            session_id: e.session_id,
+            reason: e.reason,
+            by: e.by,
+            sessions_ended: e.sessions_ended,
+        }
+    }
+}
+
+/// `GET /api/v1/controls/events`, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlEventList {
+    pub events: Vec<ControlEventView>,
 }

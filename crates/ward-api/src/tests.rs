@@ -49,6 +49,8 @@ fn app() -> (tempfile::TempDir, Router) {
                 command: Some("SELECT".into()),
                 sqlstate: None,
                 error: None,
+                decision: None,
+                rule: None,
             }),
             AuditEvent::SessionEnd(SessionEnd {
                 session_id: SessionId(A.into()),
@@ -59,11 +61,11 @@ fn app() -> (tempfile::TempDir, Router) {
             start(C, "alice", "hr-db", now),
         ])
         .unwrap();
-    let state = ApiState {
-        store: StoreReader::open(&path).unwrap(),
-        registry: SessionRegistry::new(),
-        admin_token_hash: admin_token_digest(TOKEN),
-    };
+    let state = ApiState::new(
+        StoreReader::open(&path).unwrap(),
+        SessionRegistry::new(),
+        admin_token_digest(TOKEN),
+    );
     (dir, router(state))
 }
 
@@ -225,11 +227,11 @@ async fn serves_on_a_socket_and_shuts_down() {
     let (_dir, app) = app();
     drop(app);
     let dir = tempfile::tempdir().unwrap();
-    let state = ApiState {
-        store: StoreReader::open(&dir.path().join("ward.db")).unwrap(),
-        registry: SessionRegistry::new(),
-        admin_token_hash: admin_token_digest(TOKEN),
-    };
+    let state = ApiState::new(
+        StoreReader::open(&dir.path().join("ward.db")).unwrap(),
+        SessionRegistry::new(),
+        admin_token_digest(TOKEN),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

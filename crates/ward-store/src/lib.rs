@@ -17,6 +17,8 @@
 //! Timestamps are microseconds since the Unix epoch everywhere in this crate; rendering them
 //! for humans is the API's job.
 
+mod approvals;
+mod controls;
 mod query;
 mod schema;
 mod writer;
@@ -28,6 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use ward_core::AuditEvent;
 
+pub use approvals::{ApprovalEventFilter, ApprovalEventRecord, DEFAULT_APPROVAL_EVENTS};
+pub use controls::{ControlEventFilter, ControlEventRecord, DEFAULT_CONTROL_EVENTS};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{ORPHAN_END_REASON, spawn_writer};
 
@@ -194,6 +198,10 @@ pub struct StatementRecord {
     pub command: Option<String>,
     pub sqlstate: Option<String>,
     pub error: Option<String>,
+    /// The policy decision when a rule was involved (`denied`, `approved`, …).
+    pub decision: Option<String>,
+    /// The rule behind `decision`.
+    pub rule: Option<String>,
 }
 
 /// A session with all its statements, in the order it ran them.
@@ -297,6 +305,29 @@ impl SqliteStore {
     pub fn session_detail(&self, id_or_prefix: &str) -> Result<Option<SessionDetail>, StoreError> {
         query::session_detail(&self.conn, id_or_prefix)
     }
+
+    /// The locks and pauses recorded as in force, for [`ward_core::control::Controls::load`]
+    /// at start (locks that have expired are included; `load` skips them).
+    pub fn controls(&self) -> Result<ward_core::control::ControlState, StoreError> {
+        controls::load_controls(&self.conn)
+    }
+
+    /// Recorded approval steps matching `filter` (one request's oldest first, otherwise
+    /// newest first).
+    pub fn approval_events(
+        &self,
+        filter: &ApprovalEventFilter,
+    ) -> Result<Vec<ApprovalEventRecord>, StoreError> {
+        approvals::approval_events(&self.conn, filter)
+    }
+
+    /// Recorded control actions matching `filter`, newest first.
+    pub fn control_events(
+        &self,
+        filter: &ControlEventFilter,
+    ) -> Result<Vec<ControlEventRecord>, StoreError> {
+        controls::control_events(&self.conn, filter)
+    }
 }
 
 /// Creates the store file readable by its owner only, if it does not exist yet. The audit
@@ -373,6 +404,49 @@ impl StoreReader {
         self.run(move |conn| query::session_detail(conn, &id)).await
     }
 
+    /// Recorded approval steps matching `filter` (one request's oldest first, otherwise
+    /// newest first).
+    pub async fn approval_events(
+        &self,
+        filter: ApprovalEventFilter,
+    ) -> Result<Vec<ApprovalEventRecord>, StoreError> {
+        self.run(move |conn| approvals::approval_events(conn, &filter))
+            .await
+    }
+
+    /// Recorded control actions matching `filter`, newest first.
+    pub async fn control_events(
+        &self,
+        filter: ControlEventFilter,
+    ) -> Result<Vec<ControlEventRecord>, StoreError> {
+        self.run(move |conn| controls::control_events(conn, &filter))
+            .await
+    }
+
+    /// Records a control action and applies it to the persisted locks and pauses, and
+    /// returns once it is committed.
+    ///
+    /// The one write made through this otherwise read-only handle, on its own short-lived
+    /// read-write connection, rather than through the audit queue: when the admin API says
+    /// an identity is locked, the lock must already be on disk and survive a crash of ward a
+    /// moment later, which the batched writer (which lingers between batches) cannot
+    /// promise. SQLite serializes this transaction with the writer's batches (busy timeout).
+    pub async fn record_control(
+        &self,
+        event: ward_core::event::ControlEvent,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let write = |source| StoreError::Write { source };
+            let mut conn = open_writer(&path)?;
+            let tx = conn.transaction().map_err(write)?;
+            controls::write_control(&tx, &event).map_err(write)?;
+            tx.commit().map_err(write)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -386,6 +460,19 @@ impl StoreReader {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// A read-write connection on an existing store (see [`StoreReader::record_control`]);
+/// like [`open_reader`], it never creates the file.
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    Ok(conn)
 }
 
 /// A query-only connection on an existing store. It is opened read-write (but with

@@ -50,6 +50,8 @@ fn statement_from_row(row: &Row<'_>) -> rusqlite::Result<StatementRecord> {
         command: row.get(8)?,
         sqlstate: row.get(9)?,
         error: row.get(10)?,
+        decision: row.get(11)?,
+        rule: row.get(12)?,
     })
 }
 
@@ -127,7 +129,7 @@ fn statements_of(conn: &Connection, id: &str) -> Result<Vec<StatementRecord>, St
     let mut stmt = conn
         .prepare_cached(
             "SELECT session_id, seq, origin, text, params, started_at, duration_us, rows,
-                    command, sqlstate, error
+                    command, sqlstate, error, decision, rule
              FROM statements WHERE session_id = ?1 ORDER BY seq",
         )
         .map_err(query_err)?;

@@ -10,7 +10,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::Path;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1: sessions and their statements.
 ///
@@ -19,7 +19,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// (the audit keeps the statement either way). `statements` is a WITHOUT ROWID table: its
 /// primary key is the only B-tree, so each recorded statement costs one tree insert instead
 /// of two, and a session's statements are stored together in order.
-const V1: &str = "
+pub(crate) const V1: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
     id             TEXT PRIMARY KEY NOT NULL,
     identity       TEXT NOT NULL,
@@ -49,6 +49,65 @@ CREATE TABLE IF NOT EXISTS statements (
 CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_at);
 CREATE INDEX IF NOT EXISTS sessions_by_identity ON sessions (identity, started_at);
 CREATE INDEX IF NOT EXISTS sessions_by_target ON sessions (target, started_at);
+";
+
+/// Version 2: containment. `control_events` is the audit of every lock, unlock, pause,
+/// resume and kill; `controls` holds the locks and pauses in force (one row per identity and
+/// kind), kept in step with the events by the same transaction, so that `ward serve` restores
+/// them at start without replaying history. Expired locks are left in `controls` and skipped
+/// when loaded; the next lock or unlock of that identity replaces or removes the row.
+const V2: &str = "
+CREATE TABLE IF NOT EXISTS control_events (
+    id             INTEGER PRIMARY KEY,
+    action         TEXT NOT NULL,
+    identity       TEXT NOT NULL,
+    session_id     TEXT,
+    reason         TEXT NOT NULL,
+    actor          TEXT NOT NULL,
+    until          INTEGER,
+    at             INTEGER NOT NULL,
+    sessions_ended INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS control_events_by_at ON control_events (at);
+CREATE INDEX IF NOT EXISTS control_events_by_identity ON control_events (identity, at);
+CREATE TABLE IF NOT EXISTS controls (
+    identity TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('lock', 'pause')),
+    reason   TEXT NOT NULL,
+    actor    TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    until    INTEGER,
+    PRIMARY KEY (identity, kind)
+) WITHOUT ROWID;
+";
+
+/// Version 3: approvals. `approval_events` is the audit of every approval request: its
+/// opening and each decision with who made it (`actor`: an identity or `admin`). Append-only,
+/// one row per step, read in time order (see `approvals.rs`).
+const V3: &str = "
+CREATE TABLE IF NOT EXISTS approval_events (
+    id         INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    identity   TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    command    TEXT NOT NULL,
+    rule       TEXT NOT NULL,
+    actor      TEXT,
+    reason     TEXT,
+    at         INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS approval_events_by_request ON approval_events (request_id, at);
+CREATE INDEX IF NOT EXISTS approval_events_by_at ON approval_events (at);
+CREATE INDEX IF NOT EXISTS approval_events_by_identity ON approval_events (identity, at);
+";
+
+/// Version 4: the policy decision behind each statement (`denied`, `approved`, …) and the rule
+/// that made it; NULL for statements allowed without any rule involved.
+const V4: &str = "
+ALTER TABLE statements ADD COLUMN decision TEXT;
+ALTER TABLE statements ADD COLUMN rule TEXT;
 ";
 
 /// Sets the connection's journal and sync modes, then brings the schema up to
@@ -89,7 +148,16 @@ pub(crate) fn configure_and_migrate(conn: &Connection, path: &Path) -> Result<()
     if current < 1 {
         tx.execute_batch(V1).map_err(schema_err)?;
     }
-    // Later versions: `if current < 2 { tx.execute_batch(V2)?; }` and so on.
+    if current < 2 {
+        tx.execute_batch(V2).map_err(schema_err)?;
+    }
+    if current < 3 {
+        tx.execute_batch(V3).map_err(schema_err)?;
+    }
+    if current < 4 {
+        tx.execute_batch(V4).map_err(schema_err)?;
+    }
+    // Later versions: `if current < 4 { tx.execute_batch(V4)?; }` and so on.
     if current != SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(schema_err)?;

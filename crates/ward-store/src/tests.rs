@@ -28,6 +28,8 @@ fn statement(id: &str, seq: u64, text: &str, started_at: i64) -> AuditEvent {
         command: Some("SELECT".into()),
         sqlstate: None,
         error: None,
+        decision: None,
+        rule: None,
     })
 }
 

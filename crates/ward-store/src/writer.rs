@@ -158,6 +158,12 @@ fn describe(event: &AuditEvent) -> String {
         AuditEvent::SessionStart(s) => format!("session_start of session {}", s.session_id),
         AuditEvent::Statement(s) => format!("statement #{} of session {}", s.seq, s.session_id),
         AuditEvent::SessionEnd(s) => format!("session_end of session {}", s.session_id),
+        AuditEvent::Control(c) => {
+            format!("control {} of identity {}", c.action.as_str(), c.identity)
+        }
+        AuditEvent::Approval(a) => {
+            format!("approval {} of request {}", a.state.as_str(), a.request_id)
+        }
     }
 }
 
@@ -190,8 +196,9 @@ pub(crate) fn write_event(conn: &Connection, event: &AuditEvent) -> rusqlite::Re
         AuditEvent::Statement(s) => {
             conn.prepare_cached(
                 "INSERT INTO statements (session_id, seq, origin, text, params, started_at,
-                                         duration_us, rows, command, sqlstate, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                         duration_us, rows, command, sqlstate, error,
+                                         decision, rule)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 s.session_id.as_str(),
@@ -205,6 +212,8 @@ pub(crate) fn write_event(conn: &Connection, event: &AuditEvent) -> rusqlite::Re
                 s.command,
                 s.sqlstate,
                 s.error,
+                s.decision,
+                s.rule,
             ])?;
         }
         AuditEvent::SessionEnd(s) => {
@@ -221,6 +230,8 @@ pub(crate) fn write_event(conn: &Connection, event: &AuditEvent) -> rusqlite::Re
                 );
             }
         }
+        AuditEvent::Control(c) => crate::controls::write_control(conn, c)?,
+        AuditEvent::Approval(a) => crate::approvals::write_approval(conn, a)?,
     }
     Ok(())
 }

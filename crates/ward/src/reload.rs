@@ -41,12 +41,12 @@ pub async fn watch(path: PathBuf, gateway: Arc<ward_pg::PgGateway>, shutdown: Ca
     }
 }
 
-fn modified(path: &PathBuf) -> Option<SystemTime> {
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Loads `path` and puts its rules in force, or keeps the running ones if it is invalid.
-pub fn reload(path: &PathBuf, gateway: &ward_pg::PgGateway, why: &str) {
+pub fn reload(path: &std::path::Path, gateway: &ward_pg::PgGateway, why: &str) {
     let loaded = Config::load(path)
         .map_err(|e| e.to_string())
         .and_then(|config| {

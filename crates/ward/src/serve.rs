@@ -64,7 +64,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             "containment in force from before the restart (see `ward controls`)"
         );
     }
-    let approvals = Arc::new(ward_core::approvals::Approvals::new(audit.clone()));
+    let mut approvals = ward_core::approvals::Approvals::new(audit.clone());
+    if let Some(webhook) = &config.approvals.webhook {
+        let notifier = ward_api::webhook::WebhookNotifier::new(webhook)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
+        tracing::info!(webhook = ?webhook.url, format = ?webhook.format, "approval requests are announced by webhook");
+        approvals = approvals.with_notifier(Arc::new(notifier));
+    }
+    let approvals = Arc::new(approvals);
     let shared = ward_pg::Shared {
         registry: registry.clone(),
         audit: audit.clone(),
@@ -103,7 +110,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         registry.clone(),
         admin_token_hash,
     )
-    .with_controls(controls.clone());
+    .with_controls(controls.clone())
+    .with_approvals(approvals.clone(), config.token_book());
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(ward_api::serve(api_listener, api_state, async move {
         api_shutdown.cancelled().await

@@ -395,3 +395,43 @@ fn target_default_deny_allows_only_what_rules_allow() {
         stderr(&out)
     );
 }
+
+#[test]
+fn refusals_are_audited_with_their_decision_and_rule() {
+    let env = start("guard_audit", RULES);
+    let out = env.ward.psql_args(
+        &env.ward.conninfo("ci-nightly", "shop"),
+        &[
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-c",
+            "select count(*) from orders",
+            "-c",
+            "delete from orders where id = 4",
+        ],
+    );
+    assert!(stderr(&out).contains("no-deletes"));
+    let id = harness::wait_until(
+        || {
+            let list = env.ward.sessions_json();
+            list["sessions"]
+                .as_array()?
+                .iter()
+                .find(|s| s["active"] == false)
+                .map(|s| s["id"].as_str().unwrap().to_string())
+        },
+        "the session in the audit",
+    );
+    let detail = env.ward.session_json(&id);
+    let statements = detail["statements"].as_array().unwrap();
+    assert_eq!(statements.len(), 2, "{statements:#?}");
+    assert_eq!(statements[0]["text"], "select count(*) from orders");
+    assert!(statements[0]["decision"].is_null());
+    assert_eq!(statements[1]["text"], "delete from orders where id = 4");
+    assert_eq!(statements[1]["decision"], "denied");
+    assert_eq!(statements[1]["rule"], "no-deletes");
+    assert_eq!(statements[1]["sqlstate"], "42501");
+    let shown = env.ward.cli_ok(&["sessions", "show", &id]);
+    assert!(shown.contains("DENIED by rule no-deletes"), "{shown}");
+}

@@ -24,6 +24,8 @@ pub struct ApiClient {
     /// Where the token came from, for error messages (never the token itself).
     token_source: String,
     agent: ureq::Agent,
+    /// Set when acting as an identity (`<identity>:<ward token>`) rather than as the admin.
+    identity: Option<String>,
 }
 
 impl ApiClient {
@@ -64,6 +66,46 @@ impl ApiClient {
             token,
             token_source,
             agent,
+            identity: None,
+        })
+    }
+
+    /// Like [`ApiClient::resolve`], but authenticates as `identity` with its own ward token
+    /// (`Bearer <identity>:<token>`, which the approval endpoints accept) instead of the
+    /// admin token, which is then neither needed nor read.
+    pub fn resolve_as_identity(
+        config: &ConfigLocation,
+        args: &ApiArgs,
+        identity: &str,
+        token: &str,
+        token_source: &str,
+    ) -> anyhow::Result<ApiClient> {
+        let identity = identity.trim();
+        let token = token.trim();
+        if identity.is_empty() {
+            bail!("--as needs an identity name");
+        }
+        if token.is_empty() {
+            bail!("the ward token from {token_source} is empty");
+        }
+        let base = match &args.api {
+            Some(url) => normalize_base(url)?,
+            None => match config.load_optional()? {
+                Some(c) => base_from_listen(c.listen.api),
+                None => DEFAULT_API.to_string(),
+            },
+        };
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .redirects(0)
+            .build();
+        Ok(ApiClient {
+            base,
+            token: format!("{identity}:{token}"),
+            token_source: token_source.to_string(),
+            agent,
+            identity: Some(identity.to_string()),
         })
     }
 
@@ -84,13 +126,53 @@ impl ApiClient {
         for (name, value) in query {
             request = request.query(name, value);
         }
-        match request.call() {
+        self.answer(&url, request.call(), not_found)
+    }
+
+    /// `METHOD base + path` with an optional JSON body, decoding the JSON answer; errors as
+    /// for [`ApiClient::get`]. For the API's actions (kill, lock, …).
+    pub fn send<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        not_found: Option<String>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let request = self
+            .agent
+            .request(method, &url)
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .set("Accept", "application/json");
+        let result = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        self.answer(&url, result, not_found)
+    }
+
+    /// Decodes a successful answer, or turns a failure into a sentence that says what to do.
+    fn answer<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        result: Result<ureq::Response, ureq::Error>,
+        not_found: Option<String>,
+    ) -> anyhow::Result<T> {
+        match result {
             Ok(response) => serde_json::from_reader(response.into_reader()).with_context(|| {
                 format!(
                     "unexpected answer from {url}; is {} ward's admin API? (set --api or WARD_API)",
                     self.base
                 )
             }),
+            Err(ureq::Error::Status(401, _)) if self.identity.is_some() => bail!(
+                "the ward admin API at {} refused identity {:?} with the token from {}: the \
+                 identity is unknown, or the token is wrong or expired (it must be one of that \
+                 identity's tokens under identity.tokens)",
+                self.base,
+                self.identity.as_deref().unwrap_or_default(),
+                self.token_source,
+            ),
             Err(ureq::Error::Status(401, _)) => bail!(
                 "the ward admin API at {} refused the admin token from {}; pass the right token \
                  with --admin-token or WARD_ADMIN_TOKEN, or let the CLI read admin.token from \

@@ -1,6 +1,8 @@
 //! The command line: argument definitions (clap derive) and the verbs other than `serve`.
 
 mod api;
+mod approvals;
+mod controls;
 mod output;
 mod sessions;
 mod token;
@@ -25,7 +27,16 @@ const DEFAULT_CONFIG: &str = "ward.yaml";
         Verbs:\n  \
           serve      run the gateway and its admin API            ward serve --config ward.yaml\n  \
           token      mint a service token for an identity         ward token create ci-nightly --target orders-db\n  \
-          sessions   browse the audit through the admin API       ward sessions list --since 1h\n\n\
+          sessions   browse the audit through the admin API       ward sessions list --since 1h\n  \
+          kill       end one live session                         ward kill 0190a1b2-7c3d --reason \"incident 42\"\n  \
+          lock       refuse an identity and end its sessions      ward lock ci-nightly --for 2h --reason \"token leaked\"\n  \
+          unlock     let a locked identity connect again          ward unlock ci-nightly\n  \
+          pause      hold an identity's statements                ward pause ci-nightly --reason \"looking\"\n  \
+          resume     release a paused identity's statements       ward resume ci-nightly\n  \
+          controls   list the locks and pauses in force           ward controls --history\n  \
+          approvals  list statements held for approval            ward approvals list\n  \
+          approve    approve a held statement                     ward approve r-7k2m9qxa --as bob\n  \
+          deny       refuse a held statement                      ward deny r-7k2m9qxa --reason \"not now\"\n\n\
         Run `ward <verb> --help` for details and examples.",
     propagate_version = true
 )]
@@ -76,6 +87,129 @@ pub enum Command {
           ward sessions list --since 1h --identity ci-nightly\n  \
           ward sessions show 0190a1b2-7c3d")]
     Sessions(SessionsArgs),
+
+    /// End one live session now; its client is told why.
+    #[command(long_about = "End one live session now.\n\n\
+        The client gets an error naming ward and the reason (PostgreSQL: FATAL 57P01 \
+        \"terminating connection: session <id> was ended by ward (killed: <reason>)\"), the \
+        statement running on the target is cancelled, and the audit records the kill with \
+        the reason. Other sessions, including the identity's, are not affected: to stop an \
+        identity altogether use `ward lock`.\n\n\
+        SESSION is a live session's id from `ward sessions list` or a unique prefix of it of \
+        at least 8 characters.\n\n\
+        Like `ward sessions`, this asks the admin API of the running `ward serve` (see \
+        --api and --admin-token).\n\n\
+        Examples:\n  \
+          ward kill 0190a1b2-7c3d --reason \"incident 42: runaway export\"")]
+    Kill(controls::KillArgs),
+
+    /// Lock an identity: refuse its new connections and end its live sessions.
+    #[command(
+        long_about = "Lock an identity: refuse its new connections and end every \
+        live session it has, at once.\n\n\
+        Refused clients are told the identity is locked and why (PostgreSQL: FATAL 28000); \
+        ended sessions are told they were ended by ward. The lock lasts until `ward unlock`, \
+        or for --for; it survives restarts of ward and is recorded in the audit. Locking an \
+        identity that is already locked replaces the lock (e.g. to change its reason or \
+        duration). Prints how many live sessions were ended.\n\n\
+        Examples:\n  \
+          ward lock ci-nightly --reason \"token leaked in build log\"\n  \
+          ward lock alice --for 2h --reason \"incident 42\""
+    )]
+    Lock(controls::LockArgs),
+
+    /// Lift an identity's lock so that it may connect again.
+    #[command(long_about = "Lift an identity's lock so that it may connect again. \
+        Sessions ended by the lock stay ended; clients reconnect on their own.\n\n\
+        Example:\n  ward unlock ci-nightly --reason \"token rotated\"")]
+    Unlock(controls::IdentityArgs),
+
+    /// Pause an identity: its sessions stay connected, its statements wait.
+    #[command(
+        long_about = "Pause an identity: its sessions stay connected, but every \
+        new statement they send (and those of sessions opened meanwhile) is held by ward, \
+        without reaching the target, until `ward resume`. Statements already running finish. \
+        Clients simply wait (their own timeouts still apply). The pause survives restarts of \
+        ward and is recorded in the audit; `ward controls` shows how many statements are \
+        held.\n\n\
+        Example:\n  ward pause ci-nightly --reason \"checking what the nightly job is doing\""
+    )]
+    Pause(controls::IdentityArgs),
+
+    /// Resume a paused identity, releasing its held statements.
+    #[command(
+        long_about = "Resume a paused identity: its held statements go to the \
+        target, in order, and new ones flow again.\n\n\
+        Example:\n  ward resume ci-nightly"
+    )]
+    Resume(controls::IdentityArgs),
+
+    /// List the locks and pauses in force, or (--history) every containment action.
+    #[command(
+        long_about = "List the locks and pauses in force: who, since when, until \
+        when, by whom, why, and for pauses how many statements are held right now.\n\n\
+        With --history, list the recorded containment actions instead (lock, unlock, pause, \
+        resume, kill), newest first.\n\n\
+        Examples:\n  \
+          ward controls\n  \
+          ward controls --history --identity ci-nightly\n  \
+          ward controls --format json"
+    )]
+    Controls(controls::ControlsArgs),
+
+    /// Statements held for approval by `review` rules.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+
+    /// Approve a held statement; once enough approvers agree, it runs.
+    #[command(
+        long_about = "Approve a statement that a `review` rule is holding.\n\n\
+        The client that sent it was told `waiting for approval: request ID — approve with: \
+        ward approve ID`; ID also appears in `ward approvals list`. Once the rule's number of \
+        distinct approvals is reached, the statement goes to the target and the client gets \
+        its result. Each approval is recorded in the audit with the approver's name.\n\n\
+        Who may approve: when the rule lists approvers (identity names, group:NAME), only \
+        they may, each as itself: --as NAME with that identity's ward token in WARD_TOKEN (or \
+        --token). When the rule lists none, the admin token may (the default credential). \
+        Nobody may approve their own statement.\n\n\
+        Examples:\n  \
+          WARD_TOKEN=$BOB_TOKEN ward approve r-7k2m9qxa --as bob --reason \"checked the WHERE clause\"\n  \
+          ward approve r-7k2m9qxa"
+    )]
+    Approve(approvals::ApproveArgs),
+
+    /// Deny a held statement; its client gets an error with your reason.
+    #[command(
+        long_about = "Deny a statement that a `review` rule is holding: it is not \
+        run, and the client gets an error naming you and your reason. The denial is recorded \
+        in the audit.\n\n\
+        The same people who may approve may deny (see `ward approve --help`); the identity \
+        that sent the statement may also cancel it this way.\n\n\
+        Examples:\n  \
+          WARD_TOKEN=$BOB_TOKEN ward deny r-7k2m9qxa --as bob --reason \"use the archive job\"\n  \
+          ward deny r-7k2m9qxa --reason \"not during the freeze\""
+    )]
+    Deny(approvals::DenyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List pending approval requests, then recently decided ones.
+    #[command(
+        long_about = "List approval requests: statements that `review` rules are \
+        holding (pending, the next to expire first), then recently decided ones (approved, \
+        denied, timed out, or withdrawn because its session ended), newest first.\n\n\
+        With the admin token (the default) every request is listed; with --as NAME (and \
+        that identity's ward token in WARD_TOKEN) only the requests NAME may decide, and \
+        NAME's own.\n\n\
+        Like `ward sessions`, this asks the admin API of the running `ward serve` (see --api \
+        and --admin-token).\n\n\
+        Examples:\n  \
+          ward approvals list\n  \
+          WARD_TOKEN=$BOB_TOKEN ward approvals list --as bob\n  \
+          ward approvals list --format json"
+    )]
+    List(approvals::ListArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +302,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(config.for_serve()),
         Command::Token(TokenCommand::Create(args)) => token::create(&config, &args),
         Command::Sessions(args) => sessions::run(&config, &args.api, &args.command),
+        Command::Kill(args) => controls::kill(&config, &args),
+        Command::Lock(args) => controls::lock(&config, &args),
+        Command::Unlock(args) => controls::unlock(&config, &args),
+        Command::Pause(args) => controls::pause(&config, &args),
+        Command::Resume(args) => controls::resume(&config, &args),
+        Command::Controls(args) => controls::list(&config, &args),
+        Command::Approvals(ApprovalsCommand::List(args)) => approvals::list(&config, &args),
+        Command::Approve(args) => approvals::approve(&config, &args),
+        Command::Deny(args) => approvals::deny(&config, &args),
     }
 }
 

@@ -201,6 +201,14 @@ fn render_statement(st: &StatementView) -> String {
         head.push(format!("SQLSTATE {}", clean(state, false)));
     }
     head.push(format!("[{}]", clean(&st.origin, false)));
+    if let Some(decision) = &st.decision {
+        let rule = st
+            .rule
+            .as_deref()
+            .map(|r| format!(" by rule {}", clean(r, false)))
+            .unwrap_or_default();
+        head.push(format!("{}{rule}", clean(decision, false).to_uppercase()));
+    }
     let mut out = head.join("  ");
     out.push('\n');
     for line in clean(&st.text.replace("\r\n", "\n"), true).lines() {
@@ -266,6 +274,8 @@ mod tests {
                 command: None,
                 sqlstate: Some("42P01".into()),
                 error: Some("relation \"orders\" does not exist".into()),
+                decision: None,
+                rule: None,
             }],
         };
         let text = render_detail(&detail);
