@@ -153,17 +153,21 @@ pub(crate) async fn client_to_target(
                 continue;
             }
             let body = &buf[frame.start + crate::codec::HEADER_LEN..frame.end];
-            if matches!(frame.tag, b'Q' | b'P' | b'F') {
-                if ctx.gateway.controls.is_paused(&ctx.identity.name) {
-                    if let Err(end) = forward(target, &buf[out_from..frame.start]).await {
-                        return end;
-                    }
-                    out_from = frame.start;
-                    ctx.gateway
-                        .controls
-                        .wait_until_resumed(&ctx.identity.name)
-                        .await;
+            // A paused identity's next statement waits here, unjudged: a Query, a Parse, a
+            // FunctionCall, or the Bind/Execute of a statement prepared before the pause.
+            if matches!(frame.tag, b'Q' | b'P' | b'F' | b'B' | b'E')
+                && ctx.gateway.controls.is_paused(&ctx.identity.name)
+            {
+                if let Err(end) = forward(target, &buf[out_from..frame.start]).await {
+                    return end;
                 }
+                out_from = frame.start;
+                ctx.gateway
+                    .controls
+                    .wait_until_resumed(&ctx.identity.name)
+                    .await;
+            }
+            if matches!(frame.tag, b'Q' | b'P' | b'F') {
                 let (text, classified) = statement_of(frame.tag, body);
                 let verdict = ctx.judge(classified.as_ref());
                 let mut note: Note = verdict.rule().map(|rule| {

@@ -112,6 +112,11 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
         peer.to_string(),
     );
     let live = registration.session.clone();
+    // A lock that landed between authentication and registration would have missed this
+    // session in its sweep of the registry: look again now that the session is visible.
+    if let Some(lock) = gateway.controls.check_lock(&identity.name) {
+        live.end(format!("locked: {}", lock.reason));
+    }
     let (pid, secret) = gateway
         .cancels
         .register(connector.clone(), upstream.backend_key.unwrap_or((0, 0)));

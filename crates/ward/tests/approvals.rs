@@ -166,6 +166,17 @@ fn an_approver_releases_a_held_delete_and_nobody_approves_their_own() {
         let id = env.pending("approve-deletes");
         assert!(id.starts_with("r-"), "{id}");
         assert_eq!(env.rows(), 10, "the statement is held, not run");
+        // Other sessions are unaffected while it is held.
+        assert_eq!(
+            env.ward
+                .psql_ok("bob", "shop", "select count(*) from orders"),
+            "10"
+        );
+        assert_eq!(
+            env.ward
+                .psql_ok("carol", "shop", "create temp table scratch (a int)"),
+            "CREATE TABLE"
+        );
 
         // The webhook announced it.
         let hook = env.hooks.recv_timeout(Duration::from_secs(15)).unwrap();

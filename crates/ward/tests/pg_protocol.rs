@@ -48,10 +48,11 @@ fn start(name: &str) -> Env {
         WardOptions::new()
             .target(Target::postgres(TARGET, &db))
             .token(IDENTITY)
-            // Procedural code is denied by default; these tests exercise the protocol with
-            // DO blocks (notices) and fast-path function calls (large objects).
+            // Procedural code and unparseable input are denied by default; these tests
+            // exercise the protocol with DO blocks (notices), fast-path function calls
+            // (large objects) and the server's own syntax errors.
             .extra_yaml(
-                "rules:\n  - { name: protocol-tests-run-procedural-code, statements: [do, function_call], action: allow }\n",
+                "policy: { unparseable: allow }\nrules:\n  - { name: protocol-tests-run-procedural-code, statements: [do, function_call], action: allow }\n",
             ),
     );
     Env { db, ward }

@@ -38,6 +38,7 @@ pub struct KillArgs {
     #[arg(long, short, value_name = "TEXT")]
     pub reason: Option<String>,
 
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -60,6 +61,7 @@ pub struct LockArgs {
     #[arg(long = "for", value_name = "DURATION")]
     pub duration: Option<String>,
 
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -78,6 +80,7 @@ pub struct IdentityArgs {
     #[arg(long, short, value_name = "TEXT")]
     pub reason: Option<String>,
 
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -99,6 +102,7 @@ pub struct ControlsArgs {
     #[arg(long, value_name = "N", default_value_t = 50, requires = "history")]
     pub limit: usize,
 
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }

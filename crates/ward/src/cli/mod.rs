@@ -91,7 +91,7 @@ pub enum Command {
     /// End one live session now; its client is told why.
     #[command(long_about = "End one live session now.\n\n\
         The client gets an error naming ward and the reason (PostgreSQL: FATAL 57P01 \
-        \"terminating connection: session <id> was ended by ward (killed: <reason>)\"), the \
+        \"terminating connection: session <id> was ended by ward (<reason>)\"), the \
         statement running on the target is cancelled, and the audit records the kill with \
         the reason. Other sessions, including the identity's, are not affected: to stop an \
         identity altogether use `ward lock`.\n\n\
