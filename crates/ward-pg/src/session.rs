@@ -28,6 +28,9 @@ pub(crate) const INITIAL_BUFFER: usize = 8 * 1024;
 /// A drained buffer larger than this is released, so one big result does not pin memory
 /// for the rest of a long session.
 const RETAINED_BUFFER: usize = 64 * 1024;
+/// How long a killed session waits after closing its client before closing its target
+/// connection (see `run`).
+const KILL_TARGET_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Read at least this much at a time when the buffer has less room left.
 const MIN_READ_ROOM: usize = 4 * 1024;
 
@@ -197,6 +200,15 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             (end, _) => end,
         };
         tell_client(&mut client_write, &end, &session_id).await;
+        if matches!(end, End::Killed(_)) {
+            // Containment ends many sessions at once (a lock sweeps every session of an
+            // identity). Close every client first, then the target connections: each closed
+            // target connection wakes a database backend that exits, and on a busy host
+            // those exits would otherwise compete with closing the remaining clients.
+            drop(client_write);
+            drop(client_read);
+            tokio::time::sleep(KILL_TARGET_CLOSE_DELAY).await;
+        }
         if pending > 0
             && !matches!(
                 end,
