@@ -1,0 +1,584 @@
+//! Content-aware masking engine for values flowing back through the gateway.
+//!
+//! Column-level policies cannot see PII smuggled inside free-text or JSON
+//! columns (`notes`, `payload`, log lines). This crate scans individual
+//! values for sensitive *content* (emails, card numbers, keys, …) and
+//! rewrites only the matched spans, so it can later sit on the result-set
+//! data path without knowing the schema.
+//!
+//! Design goals, in order:
+//! 1. **Low false positives** — every detector validates its candidate
+//!    (Luhn, mod-97, SSN ranges, octet ranges, JWT header decode, …) because
+//!    masking order ids or timestamps breaks applications.
+//! 2. **Cheap clean path** — most values contain nothing sensitive. A value
+//!    is first run through one Aho-Corasick prefilter over trigger strings
+//!    (`@`, `-----BEGIN`, `AKIA`, `ASIA`, `eyJ`, `:`) plus a SWAR byte scan
+//!    for digit runs; validators only run at those candidates, and a clean
+//!    value returns [`MaskResult::Unchanged`] without allocating.
+//! 3. **No double masking** — overlapping matches are resolved before any
+//!    rewrite: the earliest match wins, ties go to the longest.
+//!
+//! # Non-UTF-8 input
+//! Values are scanned as raw bytes; no UTF-8 validation is performed. All
+//! built-in detectors match ASCII-only spans and all replacements are ASCII,
+//! so valid UTF-8 input always stays valid UTF-8, and binary/other-encoding
+//! input is still scanned for ASCII-shaped secrets. Custom detectors use
+//! `regex::bytes`, so they also scan non-UTF-8 input (Unicode classes in a
+//! custom pattern simply won't match invalid sequences).
+//!
+//! # Known limitations
+//! * Phone: only E.164 without spaces (`+14155552671`) and North-American
+//!   10-digit formats are recognised; `+44 20 7946 0958` or bare
+//!   `5551234567` are not (too ambiguous with ids without more context).
+//! * Payment cards must start with a major-network digit (2–6).
+//! * IBANs are recognised for the countries in the built-in length table.
+//! * Values are masked one at a time; a secret split across two values (or
+//!   two protocol chunks) is not detected.
+
+mod detect;
+mod strategy;
+
+use std::cmp::Reverse;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::bytes::Regex;
+
+pub use detect::{luhn_valid, mod97_valid};
+
+/// Errors building a [`Masker`].
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    /// A custom detector's regex did not compile.
+    #[error("custom detector `{name}`: invalid pattern: {source}")]
+    InvalidPattern {
+        name: String,
+        #[source]
+        source: regex::Error,
+    },
+    /// `tokenize` was requested but no (non-empty) key was configured;
+    /// tokens without a secret key would be reversible by dictionary attack.
+    #[error("strategy `tokenize` requires a non-empty token_key")]
+    MissingTokenKey,
+    /// The same detector was configured twice; which strategy applies would
+    /// be ambiguous.
+    #[error("detector `{0}` configured more than once")]
+    DuplicateDetector(String),
+    /// Failed to build the prefilter automaton.
+    #[error("prefilter build failed: {0}")]
+    Prefilter(#[from] aho_corasick::BuildError),
+}
+
+/// Post-match validation for custom detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Validator {
+    /// Accept every regex match.
+    #[default]
+    None,
+    /// Luhn checksum over the digits of the match.
+    Luhn,
+    /// ISO 13616 mod-97 over the alphanumerics of the match.
+    Mod97,
+}
+
+/// A user-defined regex detector.
+#[derive(Debug, Clone)]
+pub struct CustomDetector {
+    /// Name used in errors and reported by [`Masker::find`].
+    pub name: String,
+    /// `regex` syntax; matched against raw bytes.
+    pub pattern: String,
+    /// Extra check applied to each regex match.
+    pub validator: Validator,
+}
+
+/// What to look for.
+#[derive(Debug, Clone)]
+pub enum Detector {
+    Email,
+    /// 13–19 digit Luhn-valid card numbers, optionally grouped by spaces/dashes.
+    PaymentCard,
+    Iban,
+    UsSsn,
+    /// E.164 (`+` 8–15 digits) and North-American formatted numbers.
+    Phone,
+    Ipv4,
+    Ipv6,
+    Jwt,
+    AwsAccessKey,
+    PemPrivateKey,
+    Custom(CustomDetector),
+}
+
+impl Detector {
+    /// Stable name, used for errors and [`Match::detector`].
+    pub fn name(&self) -> &str {
+        match self {
+            Detector::Email => "email",
+            Detector::PaymentCard => "payment_card",
+            Detector::Iban => "iban",
+            Detector::UsSsn => "us_ssn",
+            Detector::Phone => "phone",
+            Detector::Ipv4 => "ipv4",
+            Detector::Ipv6 => "ipv6",
+            Detector::Jwt => "jwt",
+            Detector::AwsAccessKey => "aws_access_key",
+            Detector::PemPrivateKey => "pem_private_key",
+            Detector::Custom(c) => &c.name,
+        }
+    }
+
+    fn builtin_index(&self) -> Option<usize> {
+        Some(match self {
+            Detector::Email => B_EMAIL,
+            Detector::PaymentCard => B_CARD,
+            Detector::Iban => B_IBAN,
+            Detector::UsSsn => B_SSN,
+            Detector::Phone => B_PHONE,
+            Detector::Ipv4 => B_IPV4,
+            Detector::Ipv6 => B_IPV6,
+            Detector::Jwt => B_JWT,
+            Detector::AwsAccessKey => B_AWS,
+            Detector::PemPrivateKey => B_PEM,
+            Detector::Custom(_) => return None,
+        })
+    }
+}
+
+const B_EMAIL: usize = 0;
+const B_CARD: usize = 1;
+const B_IBAN: usize = 2;
+const B_SSN: usize = 3;
+const B_PHONE: usize = 4;
+const B_IPV4: usize = 5;
+const B_IPV6: usize = 6;
+const B_JWT: usize = 7;
+const B_AWS: usize = 8;
+const B_PEM: usize = 9;
+const N_BUILTIN: usize = 10;
+
+/// How a matched span is rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    /// Format-preserving partial mask (cards keep the last 4 digits, emails
+    /// keep the first letter and the TLD, everything else keeps punctuation
+    /// and length) so masked output still looks plausible to applications.
+    Redact,
+    /// Deterministic keyed token `tok_` + 16 hex chars of
+    /// HMAC-SHA256(key, value): joins and group-bys on masked data still
+    /// work, but values can't be recovered without the key.
+    Tokenize,
+    /// The whole value becomes SQL NULL.
+    Null,
+    /// Replace the span with a fixed string.
+    Fixed(String),
+}
+
+/// One enabled detector and the strategy applied to its matches.
+#[derive(Debug, Clone)]
+pub struct DetectorConfig {
+    pub detector: Detector,
+    pub strategy: Strategy,
+}
+
+impl DetectorConfig {
+    pub fn new(detector: Detector, strategy: Strategy) -> Self {
+        Self { detector, strategy }
+    }
+}
+
+/// Full masker configuration.
+#[derive(Debug, Clone, Default)]
+pub struct MaskerConfig {
+    pub detectors: Vec<DetectorConfig>,
+    /// Secret for [`Strategy::Tokenize`]; required if any detector uses it.
+    pub token_key: Option<Vec<u8>>,
+}
+
+/// Result of [`Masker::mask`], borrowing the input when nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaskResult<'a> {
+    /// Nothing sensitive found; the input slice is returned as-is and no
+    /// allocation happened.
+    Unchanged(&'a [u8]),
+    /// The value with sensitive spans rewritten.
+    Masked(Vec<u8>),
+    /// A matched detector uses [`Strategy::Null`]: the value must become NULL.
+    Null,
+}
+
+impl MaskResult<'_> {
+    /// The output bytes, or `None` for [`MaskResult::Null`].
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            MaskResult::Unchanged(b) => Some(b),
+            MaskResult::Masked(v) => Some(v),
+            MaskResult::Null => None,
+        }
+    }
+
+    pub fn is_unchanged(&self) -> bool {
+        matches!(self, MaskResult::Unchanged(_))
+    }
+}
+
+/// A resolved (non-overlapping) detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match<'m> {
+    pub start: usize,
+    pub end: usize,
+    /// [`Detector::name`] of the detector that matched.
+    pub detector: &'m str,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    start: usize,
+    end: usize,
+    det: usize,
+}
+
+/// Trigger kinds for the Aho-Corasick prefilter.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    At,
+    Pem,
+    Aws,
+    Jwt,
+    Colon,
+}
+
+struct Custom {
+    det: usize,
+    re: Regex,
+    validator: Validator,
+}
+
+/// Compiled, immutable, thread-safe masker. Build once per policy and share.
+///
+/// ```
+/// use ward_mask::{Detector, DetectorConfig, MaskResult, Masker, MaskerConfig, Strategy};
+///
+/// let masker = Masker::new(MaskerConfig {
+///     detectors: vec![
+///         DetectorConfig::new(Detector::Email, Strategy::Redact),
+///         DetectorConfig::new(Detector::PaymentCard, Strategy::Redact),
+///     ],
+///     token_key: None,
+/// })?;
+/// assert!(masker.mask(b"order 1234 shipped").is_unchanged());
+/// assert_eq!(
+///     masker.mask(b"john@example.com paid with 4111-1111-1111-1111"),
+///     MaskResult::Masked(b"j***@*******.com paid with ****-****-****-1111".to_vec())
+/// );
+/// # Ok::<(), ward_mask::MaskError>(())
+/// ```
+pub struct Masker {
+    configs: Vec<DetectorConfig>,
+    /// Built-in kind → index into `configs`.
+    builtin: [Option<usize>; N_BUILTIN],
+    prefilter: Option<(AhoCorasick, Vec<Trigger>)>,
+    digits: bool,
+    customs: Vec<Custom>,
+    hmac: Option<strategy::HmacKey>,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Deliberately omits the token key.
+        f.debug_struct("Masker")
+            .field(
+                "detectors",
+                &self
+                    .configs
+                    .iter()
+                    .map(|c| c.detector.name())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Masker {
+    /// Compile a configuration. Fails on bad custom regexes, duplicate
+    /// detectors, or `tokenize` without a key.
+    pub fn new(config: MaskerConfig) -> Result<Self, MaskError> {
+        let mut builtin = [None; N_BUILTIN];
+        let mut customs = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, dc) in config.detectors.iter().enumerate() {
+            if !names.insert(dc.detector.name().to_owned()) {
+                return Err(MaskError::DuplicateDetector(dc.detector.name().to_owned()));
+            }
+            if dc.strategy == Strategy::Tokenize
+                && config.token_key.as_ref().is_none_or(|k| k.is_empty())
+            {
+                return Err(MaskError::MissingTokenKey);
+            }
+            match (&dc.detector, dc.detector.builtin_index()) {
+                (_, Some(b)) => builtin[b] = Some(i),
+                (Detector::Custom(c), None) => {
+                    let re =
+                        Regex::new(&c.pattern).map_err(|source| MaskError::InvalidPattern {
+                            name: c.name.clone(),
+                            source,
+                        })?;
+                    customs.push(Custom {
+                        det: i,
+                        re,
+                        validator: c.validator,
+                    });
+                }
+                _ => unreachable!("non-custom detectors always have a builtin index"),
+            }
+        }
+        let mut pats: Vec<&str> = Vec::new();
+        let mut kinds = Vec::new();
+        let mut add = |p: &'static str, t: Trigger| {
+            pats.push(p);
+            kinds.push(t);
+        };
+        if builtin[B_EMAIL].is_some() {
+            add("@", Trigger::At);
+        }
+        if builtin[B_PEM].is_some() {
+            add("-----BEGIN ", Trigger::Pem);
+        }
+        if builtin[B_AWS].is_some() {
+            add("AKIA", Trigger::Aws);
+            add("ASIA", Trigger::Aws);
+        }
+        if builtin[B_JWT].is_some() {
+            add("eyJ", Trigger::Jwt);
+        }
+        if builtin[B_IPV6].is_some() {
+            add(":", Trigger::Colon);
+        }
+        let prefilter = if pats.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(&pats)?;
+            Some((ac, kinds))
+        };
+        let digits = [B_CARD, B_IBAN, B_SSN, B_PHONE, B_IPV4]
+            .iter()
+            .any(|&b| builtin[b].is_some());
+        let hmac = config
+            .token_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(strategy::HmacKey::new);
+        Ok(Self {
+            configs: config.detectors,
+            builtin,
+            prefilter,
+            digits,
+            customs,
+            hmac,
+        })
+    }
+
+    /// Mask one value. Allocation-free when nothing matches.
+    pub fn mask<'a>(&self, value: &'a [u8]) -> MaskResult<'a> {
+        let hits = self.scan(value);
+        if hits.is_empty() {
+            return MaskResult::Unchanged(value);
+        }
+        if hits
+            .iter()
+            .any(|h| self.configs[h.det].strategy == Strategy::Null)
+        {
+            return MaskResult::Null;
+        }
+        let mut out = Vec::with_capacity(value.len() + 16);
+        let mut pos = 0;
+        for h in &hits {
+            out.extend_from_slice(&value[pos..h.start]);
+            let span = &value[h.start..h.end];
+            match &self.configs[h.det].strategy {
+                Strategy::Redact => {
+                    let kind = self.configs[h.det].detector.builtin_index();
+                    strategy::redact(kind, span, &mut out);
+                }
+                Strategy::Tokenize => {
+                    let key = self.hmac.as_ref().expect("checked in Masker::new");
+                    strategy::tokenize(key, span, &mut out);
+                }
+                Strategy::Fixed(s) => out.extend_from_slice(s.as_bytes()),
+                Strategy::Null => unreachable!("handled above"),
+            }
+            pos = h.end;
+        }
+        out.extend_from_slice(&value[pos..]);
+        MaskResult::Masked(out)
+    }
+
+    /// Report the resolved matches without rewriting (for audit/debugging).
+    pub fn find(&self, value: &[u8]) -> Vec<Match<'_>> {
+        self.scan(value)
+            .into_iter()
+            .map(|h| Match {
+                start: h.start,
+                end: h.end,
+                detector: self.configs[h.det].detector.name(),
+            })
+            .collect()
+    }
+
+    /// Candidate generation + validation + overlap resolution. Returns an
+    /// empty (non-allocated) Vec on the clean path.
+    fn scan(&self, b: &[u8]) -> Vec<Hit> {
+        let mut hits: Vec<Hit> = Vec::new();
+        if let Some((ac, kinds)) = &self.prefilter {
+            self.scan_triggers(ac, kinds, b, &mut hits);
+        }
+        if self.digits {
+            self.scan_digits(b, &mut hits);
+        }
+        for c in &self.customs {
+            for m in c.re.find_iter(b) {
+                let ok = match c.validator {
+                    Validator::None => true,
+                    Validator::Luhn => luhn_valid(m.as_bytes()),
+                    Validator::Mod97 => mod97_valid(m.as_bytes()),
+                };
+                if ok && !m.is_empty() {
+                    hits.push(Hit {
+                        start: m.start(),
+                        end: m.end(),
+                        det: c.det,
+                    });
+                }
+            }
+        }
+        if hits.len() > 1 {
+            // Earliest start wins; among equal starts the longest wins.
+            hits.sort_unstable_by_key(|h| (h.start, Reverse(h.end)));
+            let mut last_end = 0;
+            hits.retain(|h| {
+                let keep = h.start >= last_end;
+                if keep {
+                    last_end = h.end;
+                }
+                keep
+            });
+        }
+        hits
+    }
+
+    fn scan_triggers(&self, ac: &AhoCorasick, kinds: &[Trigger], b: &[u8], hits: &mut Vec<Hit>) {
+        let mut skip_until = 0;
+        for m in ac.find_iter(b) {
+            let s = m.start();
+            if s < skip_until {
+                continue;
+            }
+            let found = match kinds[m.pattern().as_usize()] {
+                Trigger::At => detect::email(b, s).map(|r| (r, B_EMAIL)),
+                Trigger::Pem => detect::pem(b, s).map(|e| ((s, e), B_PEM)),
+                Trigger::Aws => detect::aws_key(b, s).map(|e| ((s, e), B_AWS)),
+                Trigger::Jwt => detect::jwt(b, s).map(|e| ((s, e), B_JWT)),
+                Trigger::Colon => {
+                    let (cs, ce, ok) = detect::ipv6(b, s);
+                    // Don't re-examine the other colons of the same token.
+                    skip_until = ce;
+                    ok.then_some(((cs, ce), B_IPV6))
+                }
+            };
+            if let Some(((start, end), kind)) = found {
+                let det = self.builtin[kind].expect("trigger only registered when enabled");
+                hits.push(Hit { start, end, det });
+                skip_until = skip_until.max(end);
+            }
+        }
+    }
+
+    fn scan_digits(&self, b: &[u8], hits: &mut Vec<Hit>) {
+        let mut i = 0;
+        while let Some(p) = next_digit(b, i) {
+            let run = detect::digit_run(b, p);
+            let end = self.on_digit_run(b, p, run, hits);
+            i = end.unwrap_or(p + run).max(p + run);
+        }
+    }
+
+    /// Try the digit-anchored detectors at the start of a digit run.
+    /// Context before the run decides which ones are plausible so the common
+    /// case (a number inside a word, date, version or time) exits early.
+    fn on_digit_run(&self, b: &[u8], p: usize, run: usize, hits: &mut Vec<Hit>) -> Option<usize> {
+        let mut push = |kind: usize, start: usize, end: usize| {
+            let det = self.builtin[kind]?;
+            hits.push(Hit { start, end, det });
+            Some(end)
+        };
+        let on = |k: usize| self.builtin[k].is_some();
+        let prev = if p > 0 { Some(b[p - 1]) } else { None };
+        match prev {
+            Some(b'+') if on(B_PHONE) => {
+                return detect::phone_e164(b, p - 1).and_then(|e| push(B_PHONE, p - 1, e));
+            }
+            Some(b'(') if on(B_PHONE) => {
+                return detect::phone_formatted(b, p - 1).and_then(|e| push(B_PHONE, p - 1, e));
+            }
+            Some(c) if c.is_ascii_uppercase() => {
+                if on(B_IBAN) && p >= 2 && b[p - 2].is_ascii_uppercase() && run >= 2 {
+                    return detect::iban(b, p - 2).and_then(|e| push(B_IBAN, p - 2, e));
+                }
+                return None;
+            }
+            Some(c) if detect::is_alnum(c) || matches!(c, b'.' | b'-' | b':' | b'/' | b'_') => {
+                return None;
+            }
+            _ => {}
+        }
+        let next = b.get(p + run).copied();
+        if run <= 3 && next == Some(b'.') && on(B_IPV4) {
+            if let Some(e) = detect::ipv4(b, p) {
+                return push(B_IPV4, p, e);
+            }
+        }
+        if run == 3 {
+            if on(B_SSN) {
+                if let Some(e) = detect::ssn(b, p) {
+                    return push(B_SSN, p, e);
+                }
+            }
+            if on(B_PHONE) {
+                if let Some(e) = detect::phone_formatted(b, p) {
+                    return push(B_PHONE, p, e);
+                }
+            }
+        }
+        if on(B_CARD) {
+            if let Some(e) = detect::card(b, p, run) {
+                return push(B_CARD, p, e);
+            }
+        }
+        None
+    }
+}
+
+/// Position of the next ASCII digit at or after `i`. Processes 8 bytes per
+/// step with a SWAR "has byte in range" test (exact for ASCII-range bounds),
+/// which keeps the digit prefilter close to memchr speed on text.
+#[inline]
+fn next_digit(b: &[u8], mut i: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const M: u64 = 0x2F; // exclusive lower bound ('0' - 1)
+    const N: u64 = 0x3A; // exclusive upper bound ('9' + 1)
+    while i + 8 <= b.len() {
+        let x = u64::from_le_bytes(b[i..i + 8].try_into().expect("8-byte slice"));
+        let low7 = x & (LO * 127);
+        let t = ((LO * (127 + N)).wrapping_sub(low7)) & !x & (low7 + LO * (127 - M)) & HI;
+        if t != 0 {
+            return Some(i + (t.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i..].iter().position(u8::is_ascii_digit).map(|p| i + p)
+}
+
+#[cfg(test)]
+mod tests;
