@@ -27,7 +27,7 @@ use crate::stream::MaybeTls;
 use crate::tracker::{Decided, Frontend, Note, Tracker};
 use bytes::{Buf, BytesMut};
 use std::sync::{Arc, Mutex};
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::UnboundedSender;
 use ward_core::approvals::{ApprovalOutcome, ApprovalRequest};
 use ward_core::event::SessionId;
@@ -60,6 +60,10 @@ impl SessionContext<'_> {
     }
 }
 
+/// Most client bytes buffered while a statement is held; past this ward stops reading and
+/// the client's own sends block, as they would against a busy server.
+const MAX_HELD_INPUT: usize = 1 << 20;
+
 /// A statement the policy refused, waiting for the Sync that ends its extended batch.
 struct Refusal {
     text: String,
@@ -89,11 +93,18 @@ pub(crate) async fn client_to_target(
     let mut framer = Framer::new(max);
     let mut frames: Vec<FrameAt> = Vec::new();
     let mut refusal: Option<Refusal> = None;
+    // Client bytes read while a statement was held for approval, not yet processed.
+    let mut held_input = BytesMut::new();
     loop {
-        match fill(client, &mut buf).await {
-            Ok(0) => return End::ClientGone("connection closed without Terminate".into()),
-            Ok(_) => {}
-            Err(e) => return End::ClientGone(e.to_string()),
+        if held_input.is_empty() {
+            match fill(client, &mut buf).await {
+                Ok(0) => return End::ClientGone("connection closed without Terminate".into()),
+                Ok(_) => {}
+                Err(e) => return End::ClientGone(e.to_string()),
+            }
+        } else {
+            buf.extend_from_slice(&held_input);
+            held_input.clear();
         }
         frames.clear();
         let base = buf.as_ptr() as usize;
@@ -213,7 +224,23 @@ pub(crate) async fn client_to_target(
                             ),
                         );
                         let _ = notices.send(notice);
-                        match outcome.await {
+                        // Keep reading the client while the statement is held, so that a
+                        // client that goes away withdraws its request at once; whatever it
+                        // sends meanwhile is kept, in order, for after the decision.
+                        tokio::pin!(outcome);
+                        let decided = loop {
+                            tokio::select! {
+                                decided = &mut outcome => break decided,
+                                read = client.read_buf(&mut held_input), if held_input.len() < MAX_HELD_INPUT => {
+                                    match read {
+                                        Ok(0) => return End::ClientGone("disconnected while a statement awaited approval".into()),
+                                        Ok(_) => {}
+                                        Err(e) => return End::ClientGone(e.to_string()),
+                                    }
+                                }
+                            }
+                        };
+                        match decided {
                             ApprovalOutcome::Approved { by } => {
                                 note = Some(Arc::new(Decided {
                                     decision: "approved",

@@ -308,6 +308,29 @@ fn denials_and_timeouts_reach_the_client_as_errors() {
         assert_eq!(env.rows(), 10);
     });
 
+    // The client itself goes away while its statement is held: the request is withdrawn
+    // at once, not when it would have timed out.
+    let mut psql = std::process::Command::new("psql");
+    psql.args([
+        "-X",
+        "-At",
+        "-d",
+        &env.ward.conninfo("alice", "shop"),
+        "-c",
+        "delete from orders where id = 4",
+    ]);
+    psql.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = psql.spawn().expect("start psql");
+    let id = env.pending("approve-deletes");
+    child.kill().expect("kill psql");
+    let _ = child.wait();
+    wait_until(
+        || (env.detail(&id)["approval"]["state"] == "withdrawn").then_some(()),
+        "the request of a vanished client to be withdrawn",
+    );
+    assert_eq!(env.rows(), 10);
+
     let out = env.cli_as(None, &["approvals", "list", "--format", "json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let states: Vec<(&str, &str)> = list["approvals"]
