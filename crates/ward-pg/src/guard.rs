@@ -43,7 +43,7 @@ pub(crate) struct SessionContext<'a> {
 }
 
 impl SessionContext<'_> {
-    fn judge(&self, classified: Option<&Classified>) -> Verdict {
+    fn judge(&self, classified: &Classified) -> Verdict {
         let policy = self.gateway.policy();
         let subject = Subject {
             identity: &self.identity.name,
@@ -52,11 +52,7 @@ impl SessionContext<'_> {
             target_labels: &self.target.labels,
             protocol: "postgres",
         };
-        match classified {
-            None => policy.decide(&subject, Some(&[])),
-            Some(Some(commands)) => policy.decide(&subject, Some(commands)),
-            Some(None) => policy.decide(&subject, None),
-        }
+        policy.decide(&subject, classified.as_deref())
     }
 }
 
@@ -180,7 +176,7 @@ pub(crate) async fn client_to_target(
             }
             if matches!(frame.tag, b'Q' | b'P' | b'F') {
                 let (text, classified) = statement_of(frame.tag, body);
-                let verdict = ctx.judge(classified.as_ref());
+                let verdict = ctx.judge(&classified);
                 let mut note: Note = verdict.rule().map(|rule| {
                     Arc::new(Decided {
                         decision: "allowed",
@@ -321,7 +317,7 @@ pub(crate) async fn client_to_target(
 }
 
 /// The SQL text of a statement-bearing message and its classification.
-fn statement_of(tag: u8, body: &[u8]) -> (String, Option<Classified>) {
+fn statement_of(tag: u8, body: &[u8]) -> (String, Classified) {
     let raw = match tag {
         b'Q' => messages::parse_query(body),
         b'P' => messages::parse_parse(body).map(|p| p.query),
@@ -329,16 +325,16 @@ fn statement_of(tag: u8, body: &[u8]) -> (String, Option<Classified>) {
             let oid = messages::parse_function_call(body).unwrap_or_default();
             return (
                 format!("<function call oid={oid}>"),
-                Some(Some(Arc::from(vec![classify::function_call()]))),
+                Some(Arc::from(vec![classify::function_call()])),
             );
         }
     };
     match raw.map(std::str::from_utf8) {
-        Some(Ok(sql)) => (sql.to_string(), Some(classify::classify(sql))),
+        Some(Ok(sql)) => (sql.to_string(), classify::classify(sql)),
         // Not UTF-8 or malformed: the parser cannot judge it.
         Some(Err(_)) | None => (
             String::from_utf8_lossy(raw.unwrap_or_default()).into_owned(),
-            Some(None),
+            None,
         ),
     }
 }

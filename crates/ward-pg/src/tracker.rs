@@ -30,6 +30,17 @@ pub struct Decided {
     pub rule: Option<String>,
 }
 
+impl Decided {
+    /// True for the decisions whose statement ward refused (the target ran ward's
+    /// replacement instead).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self.decision,
+            "denied" | "review_denied" | "review_timed_out"
+        )
+    }
+}
+
 /// A shared [`Decided`]; `None` = allowed without any rule involved.
 pub type Note = Option<Arc<Decided>>;
 
@@ -604,7 +615,7 @@ impl Tracker {
     pub fn answering_refusal(&self) -> bool {
         matches!(
             self.pending.front(),
-            Some(Pending::Simple { note: Some(n), .. }) if n.decision != "allowed" && n.decision != "approved"
+            Some(Pending::Simple { note: Some(n), .. }) if n.is_refusal()
         )
     }
 
