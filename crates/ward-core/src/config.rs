@@ -60,6 +60,9 @@ pub struct Config {
     /// Held statements (`review` rules): where new requests are announced.
     #[serde(default)]
     pub approvals: crate::approvals::ApprovalsConfig,
+    /// Masking of sensitive values in results (see docs/masking.md).
+    #[serde(default)]
+    pub masking: crate::masking::MaskingConfig,
     /// Filled in at load: the directory the file was read from.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -363,6 +366,9 @@ impl Config {
         if let Some(webhook) = &mut self.approvals.webhook {
             webhook.url.rebase(&base);
         }
+        if let Some(r) = &mut self.masking.token_key {
+            r.rebase(&base);
+        }
         for target in self.targets.values_mut() {
             if let Some(p) = &mut target.tls.ca {
                 fix(p);
@@ -400,6 +406,16 @@ impl Config {
             }
         }
         self.policy().map_err(|e| e.to_string())?;
+        // The key itself is read when the gateway starts (like target credentials); here a
+        // placeholder stands in so the rules are checked whether or not it is set yet.
+        crate::masking::Masking::with_key(
+            &self.masking,
+            self.masking
+                .token_key
+                .as_ref()
+                .map(|_| b"placeholder".to_vec()),
+        )
+        .map_err(|e| e.to_string())?;
         for (name, target) in &self.targets {
             let Some(address) = &target.postgres else {
                 return Err(format!(
@@ -436,6 +452,11 @@ impl Config {
             .filter_map(|(name, t)| t.default_action.map(|a| (name.clone(), a)))
             .collect();
         crate::policy::Policy::new(self.rules.clone(), self.policy.clone(), defaults)
+    }
+
+    /// The compiled masking rules, with the tokenize key read from its reference.
+    pub fn masking(&self) -> Result<crate::masking::Masking, crate::masking::MaskingError> {
+        crate::masking::Masking::new(&self.masking)
     }
 
     /// The SQLite file of the store.

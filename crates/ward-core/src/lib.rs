@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod event;
 pub mod identity;
+pub mod masking;
 pub mod policy;
 pub mod registry;
 pub mod secret;

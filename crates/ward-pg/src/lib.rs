@@ -7,10 +7,12 @@
 //! Identity, the session registry and the audit sink come from `ward-core`.
 
 pub mod cancel;
+pub mod catalog;
 pub mod classify;
 pub mod codec;
 pub mod guard;
 pub mod listener;
+pub mod mask;
 pub mod messages;
 pub mod session;
 pub mod stream;
@@ -22,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use ward_core::approvals::Approvals;
 use ward_core::config::{Config, Limits};
 use ward_core::control::Controls;
+use ward_core::masking::Masking;
 use ward_core::policy::Policy;
 use ward_core::{AuditSink, SessionRegistry, TokenBook};
 
@@ -45,6 +48,10 @@ pub struct PgGateway {
     pub approvals: Arc<Approvals>,
     /// The guardrail rules; replaced as a whole when the config is reloaded.
     policy: RwLock<Arc<Policy>>,
+    /// The masking rules; replaced as a whole when the config is reloaded.
+    masking: RwLock<Arc<Masking>>,
+    /// Table names per target, for masking rules written as `schema.table.column`.
+    catalogs: BTreeMap<String, Arc<catalog::Catalog>>,
 }
 
 impl PgGateway {
@@ -59,6 +66,28 @@ impl PgGateway {
     /// Puts new rules in force for every statement judged from now on.
     pub fn set_policy(&self, policy: Policy) {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
+    /// The masking rules in force now.
+    pub fn masking(&self) -> Arc<Masking> {
+        self.masking
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts new masking rules in force; sessions apply them from their next result on.
+    /// Cached table names are dropped too, so renamed tables are looked up again.
+    pub fn set_masking(&self, masking: Masking) {
+        *self.masking.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(masking);
+        for catalog in self.catalogs.values() {
+            catalog.clear();
+        }
+    }
+
+    /// The catalog cache of a target.
+    pub fn catalog(&self, target: &str) -> Option<Arc<catalog::Catalog>> {
+        self.catalogs.get(target).cloned()
     }
 }
 
@@ -82,7 +111,13 @@ impl PgGateway {
         for (name, target) in config.postgres_targets()? {
             targets.insert(name, upstream::UpstreamConnector::new(Arc::new(target))?);
         }
+        let catalogs = targets
+            .iter()
+            .map(|(name, c)| (name.clone(), Arc::new(catalog::Catalog::new(c.clone()))))
+            .collect();
         Ok(PgGateway {
+            masking: RwLock::new(Arc::new(config.masking().map_err(|e| e.to_string())?)),
+            catalogs,
             tokens: config.token_book(),
             targets,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),

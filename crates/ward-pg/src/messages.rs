@@ -286,6 +286,28 @@ pub fn parse_bind<'a>(
     })
 }
 
+/// The result-column format codes a Bind asks for (empty: all text; one: all columns).
+pub fn parse_bind_result_formats(body: &[u8]) -> Option<Arc<[i16]>> {
+    let (_, rest) = read_cstr(body)?;
+    let (_, rest) = read_cstr(rest)?;
+    let (n_formats, rest) = read_i16(rest)?;
+    let mut rest = rest.get(usize::try_from(n_formats).ok()? * 2..)?;
+    let (n_params, after) = read_i16(rest)?;
+    rest = after;
+    for _ in 0..n_params {
+        let (len, after) = read_i32(rest)?;
+        rest = skip_value(after, len)?;
+    }
+    let (n_results, mut rest) = read_i16(rest)?;
+    let mut formats = Vec::with_capacity(usize::try_from(n_results).ok()?);
+    for _ in 0..n_results {
+        let (f, tail) = read_i16(rest)?;
+        formats.push(f);
+        rest = tail;
+    }
+    Some(formats.into())
+}
+
 fn skip_value(after: &[u8], len: i32) -> Option<&[u8]> {
     if len < 0 {
         Some(after)
@@ -565,6 +587,17 @@ mod tests {
                 "$1=42, $2='tea', $3='12345678-9abc-def0-0102-030405060708', $4='2000-01-02T00:00:00.000Z', $5=true, $6=\\xff00"
             )
         );
+    }
+
+    #[test]
+    fn bind_result_formats_follow_the_parameters() {
+        let mut body = bind_body(&[0], &[Some(b"x"), None]);
+        body.truncate(body.len() - 2);
+        body.extend(2i16.to_be_bytes());
+        body.extend(1i16.to_be_bytes());
+        body.extend(0i16.to_be_bytes());
+        assert_eq!(&*parse_bind_result_formats(&body).unwrap(), &[1, 0]);
+        assert!(parse_bind_result_formats(&body[..body.len() - 3]).is_none());
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! socket writes are batched per read rather than per message.
 
 use crate::PgGateway;
-use crate::codec::{Framer, Scan};
+use crate::codec::{Framer, HEADER_LEN, Scan};
 use crate::listener::{login_complete, refuse};
+use crate::mask::ResultMasker;
 use crate::messages::{self, sqlstate};
 use crate::stream::MaybeTls;
 use crate::tracker::Tracker;
@@ -184,9 +185,17 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
         // Messages ward itself sends the client mid-session (approval notices) go through the
         // target-to-client direction, so they never interleave with a relayed message.
         let (notice_tx, mut notice_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let mut masking = SessionMasker::new(&gateway, &identity, &connector.target);
+        if !masking.rules.is_empty() {
+            // Masking needs each result's columns, which the tracker then keeps.
+            tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keep_row_descriptions();
+        }
         let end = tokio::select! {
             end = crate::guard::client_to_target(&mut client_read, &mut target_write, &tracker, &ctx, &notice_tx, max) => end,
-            end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max, pid_map, &mut notice_rx) => end,
+            end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max, pid_map, &mut notice_rx, &mut masking) => end,
             _ = live.stop.cancelled() => End::Killed(live.end_reason().unwrap_or_else(|| "by an administrator".into())),
         };
         let (pending, target_fatal) = {
@@ -311,6 +320,71 @@ pub(crate) async fn fill<R: AsyncRead + Unpin>(
     r.read_buf(buf).await
 }
 
+/// The masking state of a session's results, re-derived when the rules are reloaded.
+struct SessionMasker<'a> {
+    gateway: &'a PgGateway,
+    identity: &'a Identity,
+    target: &'a ward_core::config::PostgresTarget,
+    /// The rules the current state was derived from.
+    rules: Arc<ward_core::masking::Masking>,
+    masker: Option<ResultMasker>,
+}
+
+impl<'a> SessionMasker<'a> {
+    fn new(
+        gateway: &'a PgGateway,
+        identity: &'a Identity,
+        target: &'a ward_core::config::PostgresTarget,
+    ) -> Self {
+        let rules = gateway.masking();
+        let mut this = SessionMasker {
+            gateway,
+            identity,
+            target,
+            rules: rules.clone(),
+            masker: None,
+        };
+        this.derive(rules);
+        this
+    }
+
+    fn derive(&mut self, rules: Arc<ward_core::masking::Masking>) {
+        let session = rules.for_session(&ward_core::masking::MaskSubject {
+            identity: &self.identity.name,
+            groups: &self.identity.groups,
+            target: &self.target.name,
+            target_labels: &self.target.labels,
+        });
+        self.rules = rules;
+        self.masker = match (session, self.masker.take()) {
+            (None, _) => None,
+            (Some(s), Some(mut m)) => {
+                m.replace_rules(s);
+                Some(m)
+            }
+            (Some(s), None) => self
+                .gateway
+                .catalog(&self.target.name)
+                .map(|catalog| ResultMasker::new(s, catalog)),
+        };
+    }
+
+    /// Picks up reloaded rules (one pointer comparison when nothing changed).
+    fn refresh(&mut self) {
+        let current = self.gateway.masking();
+        if !Arc::ptr_eq(&current, &self.rules) {
+            self.derive(current);
+        }
+    }
+}
+
+/// Why the scan of a chunk stopped early.
+enum Stop {
+    /// A RowDescription at this offset names tables the catalog must name first.
+    Resolve { at: usize, oids: Vec<u32> },
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn target_to_client(
     target: &mut ReadHalf<MaybeTls>,
     client: &mut WriteHalf<MaybeTls>,
@@ -319,55 +393,128 @@ async fn target_to_client(
     max: u32,
     pid_map: Option<(i32, i32)>,
     notices: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    masking: &mut SessionMasker<'_>,
 ) -> End {
     let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let mut framer = Framer::new(max);
     let mut events: Vec<StatementEvent> = Vec::new();
     let mut own_notifications: Vec<usize> = Vec::new();
-    // ErrorResponses answering ward's refusals, rewritten without the PL/pgSQL context
-    // line the refusal statement would otherwise add: (start, end, replacement).
-    let mut rewrites: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+    // Messages forwarded in a rewritten form — ErrorResponses answering ward's refusals
+    // (without the PL/pgSQL context line the refusal statement adds) and masked results:
+    // (start, end) in `buf`, replaced by (start, end) in `arena`. One arena per chunk, so
+    // masking a million rows allocates nothing per row.
+    let mut rewrites: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut arena: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    // Bytes already buffered must be scanned again before reading more (after a stop).
+    let mut rescan = false;
     loop {
-        let filled = tokio::select! {
-            biased;
-            filled = fill(target, &mut buf) => filled,
-            Some(notice) = notices.recv() => {
-                if let Err(e) = write_batch(client, &notice).await {
-                    return End::ClientGone(e.to_string());
+        if !rescan {
+            let filled = tokio::select! {
+                biased;
+                filled = fill(target, &mut buf) => filled,
+                Some(notice) = notices.recv() => {
+                    if let Err(e) = write_batch(client, &notice).await {
+                        return End::ClientGone(e.to_string());
+                    }
+                    continue;
                 }
-                continue;
+            };
+            match filled {
+                Ok(0) => return End::TargetGone("connection closed".into()),
+                Ok(_) => {}
+                Err(e) => return End::TargetGone(e.to_string()),
             }
-        };
-        match filled {
-            Ok(0) => return End::TargetGone("connection closed".into()),
-            Ok(_) => {}
-            Err(e) => return End::TargetGone(e.to_string()),
         }
+        rescan = false;
+        masking.refresh();
+        let masker = &mut masking.masker;
+        let masked = masker.is_some();
         let scanned = {
             let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
             let start = buf.as_ptr() as usize;
-            framer.scan::<()>(
+            framer.scan::<Stop>(
                 &buf,
-                |tag| matches!(tag, b'D' | b'd'),
+                // Masked sessions hold every DataRow and CopyData whole, so values are never
+                // split across reads; memory stays bounded by the largest message.
+                |tag| !masked && matches!(tag, b'D' | b'd'),
                 |scan| {
                     match scan {
                         Scan::Whole { tag: b'A', body } => {
-                            if let Some((target_pid, _)) = pid_map
-                                && body.get(..4) == Some(&target_pid.to_be_bytes()[..])
+                            let at = body.as_ptr() as usize - start;
+                            let own = pid_map.is_some_and(|(target_pid, _)| {
+                                body.get(..4) == Some(&target_pid.to_be_bytes()[..])
+                            });
+                            let from = arena.len();
+                            if let Some(m) = masker.as_ref()
+                                && m.notification(body, &mut arena)
                             {
-                                own_notifications.push(body.as_ptr() as usize - start);
+                                if own && let Some((_, ward_pid)) = pid_map {
+                                    arena[from + HEADER_LEN..from + HEADER_LEN + 4]
+                                        .copy_from_slice(&ward_pid.to_be_bytes());
+                                }
+                                rewrites.push((
+                                    at - HEADER_LEN,
+                                    at + body.len(),
+                                    from,
+                                    arena.len(),
+                                ));
+                            } else if own {
+                                own_notifications.push(at);
                             }
                         }
                         Scan::Whole { tag, body } => {
+                            let at = body.as_ptr() as usize - start;
+                            let from = arena.len();
+                            let mut seen = body;
                             if tag == b'E' && t.answering_refusal() {
-                                let at = body.as_ptr() as usize - start;
+                                arena.extend_from_slice(&messages::without_context(body));
                                 rewrites.push((
-                                    at - crate::codec::HEADER_LEN,
+                                    at - HEADER_LEN,
                                     at + body.len(),
-                                    messages::without_context(body),
+                                    from,
+                                    arena.len(),
                                 ));
+                            } else if let Some(m) = masker.as_mut() {
+                                let rewritten = match tag {
+                                    b'T' => {
+                                        let oids = m.tables_to_resolve(body);
+                                        if !oids.is_empty() {
+                                            return Err(Stop::Resolve {
+                                                at: at - HEADER_LEN,
+                                                oids,
+                                            });
+                                        }
+                                        false
+                                    }
+                                    b'D' => m.data_row(t.current_row(), body, &mut arena),
+                                    b'd' => m.copy_data(body, &mut arena),
+                                    b'E' | b'N' => m.error_or_notice(tag, body, &mut arena),
+                                    b'H' => {
+                                        m.copy_out_started(body, t.current_text());
+                                        false
+                                    }
+                                    b'c' | b'Z' => {
+                                        m.copy_out_ended();
+                                        false
+                                    }
+                                    _ => false,
+                                };
+                                if rewritten {
+                                    rewrites.push((
+                                        at - HEADER_LEN,
+                                        at + body.len(),
+                                        from,
+                                        arena.len(),
+                                    ));
+                                    // The tracker (and so the audit) sees the masked form.
+                                    seen = &arena[from + HEADER_LEN..];
+                                }
+                                if tag == b'E' {
+                                    m.copy_out_ended();
+                                }
                             }
-                            t.backend(tag, body, &mut events)
+                            t.backend(tag, seen, &mut events)
                         }
                         Scan::Streamed { tag: b'D' } => t.data_row(),
                         Scan::Streamed { .. } => {}
@@ -376,10 +523,10 @@ async fn target_to_client(
                 },
             )
         };
-        let ready = match scanned {
-            Ok(Ok(n)) => n,
+        let (ready, resolve) = match scanned {
+            Ok(Ok(n)) => (n, None),
             Ok(Err(frame)) => return End::TargetProtocol(frame.to_string()),
-            Err(()) => unreachable!("the backend scan callback never fails"),
+            Err(Stop::Resolve { at, oids }) => (at, Some(oids)),
         };
         if let Some((_, ward_pid)) = pid_map {
             for at in own_notifications.drain(..) {
@@ -388,7 +535,10 @@ async fn target_to_client(
         }
         // Events are queued before the results are released to the client, so whatever a
         // client has seen is already on its way to the audit log.
-        for event in events.drain(..) {
+        for mut event in events.drain(..) {
+            if let Some(m) = masking.masker.as_ref() {
+                m.mask_event(&mut event);
+            }
             if gateway
                 .audit
                 .record(AuditEvent::Statement(event))
@@ -399,23 +549,43 @@ async fn target_to_client(
             }
         }
         if !rewrites.is_empty() {
-            let mut out = Vec::with_capacity(ready);
+            out.clear();
+            out.reserve(ready + arena.len());
             let mut from = 0;
-            for (start, end, replacement) in rewrites.drain(..) {
+            for (start, end, a, b) in rewrites.drain(..) {
                 out.extend_from_slice(&buf[from..start]);
-                out.extend_from_slice(&replacement);
+                out.extend_from_slice(&arena[a..b]);
                 from = end;
             }
             out.extend_from_slice(&buf[from..ready]);
+            arena.clear();
             if let Err(e) = write_batch(client, &out).await {
                 return End::ClientGone(e.to_string());
             }
             buf.advance(ready);
+            release_if_large(&mut out);
+            release_if_large(&mut arena);
         } else if ready > 0 {
+            arena.clear();
             if let Err(e) = write_batch(client, &buf[..ready]).await {
                 return End::ClientGone(e.to_string());
             }
             buf.advance(ready);
         }
+        if let Some(oids) = resolve {
+            // The RowDescription (now at the front of `buf`) names tables the column rules
+            // need: look them up before any of its rows are released, then scan again.
+            if let Some(m) = masking.masker.as_ref() {
+                m.catalog().resolve(&oids).await;
+            }
+            rescan = true;
+        }
+    }
+}
+
+/// Drops a scratch buffer that grew for one large result, as `fill` does for reads.
+fn release_if_large(v: &mut Vec<u8>) {
+    if v.capacity() > RETAINED_BUFFER {
+        *v = Vec::new();
     }
 }

@@ -44,6 +44,15 @@ impl Decided {
 /// A shared [`Decided`]; `None` = allowed without any rule involved.
 pub type Note = Option<Arc<Decided>>;
 
+/// The columns of a result as the server described them, kept for masking: the
+/// RowDescription body, and the result formats a Bind asked for (which override the
+/// RowDescription's when it answered a Describe of a statement, whose formats are unknown).
+#[derive(Debug, Clone)]
+pub struct RowDesc {
+    pub desc: Arc<[u8]>,
+    pub formats: Option<Arc<[i16]>>,
+}
+
 /// A request whose response has not finished yet.
 #[derive(Debug)]
 enum Pending {
@@ -65,6 +74,8 @@ enum Pending {
     /// that answers it can record the parameter types.
     Describe {
         statement: Option<(Box<[u8]>, u64)>,
+        /// For a portal, its name (its RowDescription then carries the real formats).
+        portal: Option<Box<[u8]>>,
     },
     Close,
     Execute {
@@ -73,6 +84,8 @@ enum Pending {
         started: i64,
         rows: u64,
         note: Note,
+        /// The portal's result columns, when known (for masking its DataRows).
+        row: Option<RowDesc>,
     },
     FunctionCall {
         oid: i32,
@@ -91,6 +104,8 @@ struct Prepared {
     /// Distinguishes successive statements of the same name (the unnamed one especially).
     generation: u64,
     note: Note,
+    /// The RowDescription that answered a Describe of this statement.
+    row: Option<Arc<[u8]>>,
 }
 
 #[derive(Debug)]
@@ -98,6 +113,7 @@ struct Portal {
     text: Arc<str>,
     params: Option<String>,
     note: Note,
+    row: Option<RowDesc>,
 }
 
 /// Per-session attribution state, shared by the two directions of the relay.
@@ -118,6 +134,10 @@ pub struct Tracker {
     next_note: Note,
     param_cap: usize,
     text_cap: usize,
+    /// Keep RowDescriptions (only when the session masks results).
+    keep_rows: bool,
+    /// The RowDescription of the simple-query result being received.
+    simple_row: Option<RowDesc>,
 }
 
 /// What a frontend message means for the relay.
@@ -145,6 +165,33 @@ impl Tracker {
             next_note: None,
             param_cap,
             text_cap,
+            keep_rows: false,
+            simple_row: None,
+        }
+    }
+
+    /// Keeps result descriptions so [`Tracker::current_row`] can describe DataRows.
+    pub fn keep_row_descriptions(&mut self) {
+        self.keep_rows = true;
+    }
+
+    /// The columns of the DataRows arriving now, when known.
+    pub fn current_row(&self) -> Option<&RowDesc> {
+        match self.pending.front()? {
+            Pending::Execute { row, .. } => row.as_ref(),
+            Pending::Simple { .. } => self.simple_row.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The SQL text of the statement whose response arrives now.
+    pub fn current_text(&self) -> Option<&str> {
+        match self.pending.front()? {
+            Pending::Execute { text, .. } => Some(text),
+            Pending::Simple {
+                statements, next, ..
+            } => statements.get(*next).map(|t| &**t),
+            _ => None,
         }
     }
 
@@ -181,6 +228,7 @@ impl Tracker {
                     types: messages::parse_param_types(body),
                     generation: self.generation,
                     note: note.clone(),
+                    row: None,
                 };
                 self.statements.insert(parse.name.into(), prepared);
                 self.pending.push_back(Pending::Parse { text, note });
@@ -192,11 +240,15 @@ impl Tracker {
                 }) else {
                     return Frontend::Invalid("malformed Bind message".into());
                 };
-                let (text, note) = self
+                let (text, note, desc) = self
                     .statements
                     .get(bind.statement)
-                    .map(|p| (p.text.clone(), p.note.clone()))
-                    .unwrap_or_else(|| (unknown_statement(bind.statement), None));
+                    .map(|p| (p.text.clone(), p.note.clone(), p.row.clone()))
+                    .unwrap_or_else(|| (unknown_statement(bind.statement), None, None));
+                let row = desc.map(|desc| RowDesc {
+                    desc,
+                    formats: Some(messages::parse_bind_result_formats(body).unwrap_or_default()),
+                });
                 if self.portals.len() >= MAX_TRACKED_PORTALS && !bind.portal.is_empty() {
                     self.portals.retain(|name, _| name.is_empty());
                 }
@@ -206,6 +258,7 @@ impl Tracker {
                         text,
                         params: bind.params,
                         note,
+                        row,
                     },
                 );
                 self.pending.push_back(Pending::Bind);
@@ -214,9 +267,14 @@ impl Tracker {
                 let Some((portal, _max_rows)) = messages::parse_execute(body) else {
                     return Frontend::Invalid("malformed Execute message".into());
                 };
-                let (text, params, note) = match self.portals.get(portal) {
-                    Some(p) => (p.text.clone(), p.params.clone(), p.note.clone()),
-                    None => (unknown_portal(portal), None, None),
+                let (text, params, note, row) = match self.portals.get(portal) {
+                    Some(p) => (
+                        p.text.clone(),
+                        p.params.clone(),
+                        p.note.clone(),
+                        p.row.clone(),
+                    ),
+                    None => (unknown_portal(portal), None, None, None),
                 };
                 self.pending.push_back(Pending::Execute {
                     text,
@@ -224,6 +282,7 @@ impl Tracker {
                     started: now_micros(),
                     rows: 0,
                     note,
+                    row,
                 });
             }
             b'D' => {
@@ -237,7 +296,9 @@ impl Tracker {
                             .map(|p| (Box::from(name), p.generation))
                     })
                     .flatten();
-                self.pending.push_back(Pending::Describe { statement });
+                let portal = (kind == b'P').then(|| Box::from(name));
+                self.pending
+                    .push_back(Pending::Describe { statement, portal });
             }
             b'C' => {
                 let Some((kind, name)) = messages::parse_target_kind(body) else {
@@ -301,7 +362,7 @@ impl Tracker {
             b't' => self.parameter_description(body),
             b'G' => self.copy_in_started(),
             b'n' => self.pop_if(|p| matches!(p, Pending::Describe { .. })),
-            b'T' => self.pop_if(|p| matches!(p, Pending::Describe { .. })),
+            b'T' => self.row_description(body),
             b'C' => self.command_complete(Some(body), false, events),
             b's' => self.command_complete(None, true, events),
             b'I' => self.empty_query(),
@@ -345,6 +406,7 @@ impl Tracker {
     fn parameter_description(&mut self, body: &[u8]) {
         let Some(Pending::Describe {
             statement: Some((name, generation)),
+            ..
         }) = self.pending.front()
         else {
             return;
@@ -353,6 +415,43 @@ impl Tracker {
             && prepared.generation == *generation
         {
             prepared.types = messages::parse_parameter_description(body);
+        }
+    }
+
+    /// A RowDescription: the header of a simple query's result, or the answer to a Describe
+    /// (kept on the statement or portal for the DataRows of later Executes).
+    fn row_description(&mut self, body: &[u8]) {
+        if !self.keep_rows {
+            self.pop_if(|p| matches!(p, Pending::Describe { .. }));
+            return;
+        }
+        match self.pending.front() {
+            Some(Pending::Simple { .. }) => {
+                self.simple_row = Some(RowDesc {
+                    desc: body.into(),
+                    formats: None,
+                });
+            }
+            Some(Pending::Describe { .. }) => {
+                let Some(Pending::Describe { statement, portal }) = self.pending.pop_front() else {
+                    unreachable!("front was a Describe")
+                };
+                if let Some((name, generation)) = statement
+                    && let Some(prepared) = self.statements.get_mut(&name)
+                    && prepared.generation == generation
+                {
+                    prepared.row = Some(body.into());
+                }
+                if let Some(name) = portal
+                    && let Some(p) = self.portals.get_mut(&name)
+                {
+                    p.row = Some(RowDesc {
+                        desc: body.into(),
+                        formats: None,
+                    });
+                }
+            }
+            _ => {}
         }
     }
 
@@ -383,6 +482,7 @@ impl Tracker {
                     started,
                     rows,
                     note,
+                    ..
                 }) = self.pending.pop_front()
                 else {
                     unreachable!("front was an Execute")

@@ -1,4 +1,4 @@
-//! Reloading the policy while ward runs: on SIGHUP and when the config file changes.
+//! Reloading the policy and masking rules while ward runs: on SIGHUP and when the config file changes.
 //!
 //! A new file is loaded and validated in full first; if anything is wrong the running
 //! policy stays in force and the precise error is logged, so a typo never disables the
@@ -50,14 +50,16 @@ pub fn reload(path: &std::path::Path, gateway: &ward_pg::PgGateway, why: &str) {
     let loaded = Config::load(path)
         .map_err(|e| e.to_string())
         .and_then(|config| {
-            config
-                .policy()
-                .map_err(|e| format!("invalid config file {}: {e}", path.display()))
+            let invalid = |e: String| format!("invalid config file {}: {e}", path.display());
+            let policy = config.policy().map_err(|e| invalid(e.to_string()))?;
+            let masking = config.masking().map_err(|e| invalid(e.to_string()))?;
+            Ok((policy, masking))
         });
     match loaded {
-        Ok(policy) => {
+        Ok((policy, masking)) => {
             gateway.set_policy(policy);
-            tracing::info!(trigger = why, path = %path.display(), "policy reloaded");
+            gateway.set_masking(masking);
+            tracing::info!(trigger = why, path = %path.display(), "policy reloaded (guardrail and masking rules)");
         }
         Err(e) => {
             tracing::error!(trigger = why, error = %e, "config reload rejected; the running policy stays in force");

@@ -1,0 +1,803 @@
+//! Masking results on their way to the client: the target-to-client transform.
+//!
+//! The relay hands every message that can carry row values here — DataRow, CopyData of a
+//! COPY TO, ErrorResponse, NoticeResponse, NotificationResponse — and gets back either
+//! "unchanged" (the original bytes are forwarded, nothing was allocated) or a re-framed
+//! message written into the relay's output arena. Rules come from
+//! `ward_core::masking::SessionMasking`; value transforms from `ward-mask`.
+//!
+//! Per result, a [`Plan`] says what each column needs, from its RowDescription entry: the
+//! column rule covering it (resolved through the target's catalog, see `catalog`), the
+//! detectors to run on it, its type and its wire format. Plans are cached per
+//! RowDescription, so a million-row result costs one plan and a walk over each row.
+//!
+//! Values by type and format:
+//! * text format: every value is text. Textual types are masked in place (lengths change;
+//!   messages are re-framed). Numeric types whose text contains a detection (a card number
+//!   stored as `bigint`) become NULL, because a masked number would not parse.
+//! * binary format: textual types (`text`, `varchar`, `char`, `name`, `json`, `xml`,
+//!   `unknown`; `jsonb` after its version byte; `bytea` as raw bytes) are masked like text.
+//!   `int8` is checked in its decimal form and becomes NULL when it holds a detection.
+//!   Other binary values (arrays, records, …) are scanned as raw bytes and detected spans
+//!   are overwritten with `*` in place, which keeps the binary structure valid. A column
+//!   rule on a non-textual binary column makes the value NULL: no other masked form is a
+//!   valid value of such a type.
+//! * JSON (`json`/`jsonb`, and text values that parse as a JSON document): members named
+//!   by `json_keys` or by a column rule are masked, and detectors run inside every string.
+//! * `bytea` in text format (`\x…` hex) is decoded, scanned and re-encoded; so are text
+//!   values that are entirely hex or base64 (`encode(email::bytea, 'base64')`).
+
+use crate::catalog::{Catalog, Entry};
+use crate::codec::{HEADER_LEN, put_message, read_cstr, read_i16, read_i32};
+use crate::tracker::RowDesc;
+use std::sync::Arc;
+use ward_core::masking::{ColumnMask, ColumnRef, Origin, SessionMasking};
+use ward_mask::{Masker, Outcome, Strategy};
+
+/// Type OIDs masking distinguishes.
+mod oid {
+    pub const BYTEA: u32 = 17;
+    pub const CHAR: u32 = 18;
+    pub const NAME: u32 = 19;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const TEXT: u32 = 25;
+    pub const OID: u32 = 26;
+    pub const JSON: u32 = 114;
+    pub const XML: u32 = 142;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const MONEY: u32 = 790;
+    pub const UNKNOWN: u32 = 705;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const NUMERIC: u32 = 1700;
+    pub const JSONB: u32 = 3802;
+}
+
+/// How a column's values are represented, for choosing a transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Text of any type whose text form is free (strings, arrays, records, extension types).
+    Text,
+    /// Text of a number type: a masked value would not parse.
+    NumberText,
+    Json,
+    ByteaText,
+    /// Binary of a textual type: the bytes are the text.
+    BinaryText,
+    /// Binary jsonb: a version byte, then the text.
+    BinaryJsonb,
+    BinaryInt8,
+    /// Any other binary value.
+    BinaryOther,
+}
+
+fn kind_of(type_oid: u32, binary: bool) -> Kind {
+    match (binary, type_oid) {
+        (false, oid::JSON | oid::JSONB) => Kind::Json,
+        (false, oid::BYTEA) => Kind::ByteaText,
+        (
+            false,
+            oid::INT2
+            | oid::INT4
+            | oid::INT8
+            | oid::OID
+            | oid::FLOAT4
+            | oid::FLOAT8
+            | oid::NUMERIC
+            | oid::MONEY,
+        ) => Kind::NumberText,
+        (false, _) => Kind::Text,
+        (
+            true,
+            oid::TEXT
+            | oid::VARCHAR
+            | oid::BPCHAR
+            | oid::NAME
+            | oid::CHAR
+            | oid::UNKNOWN
+            | oid::JSON
+            | oid::XML
+            | oid::BYTEA,
+        ) => Kind::BinaryText,
+        (true, oid::JSONB) => Kind::BinaryJsonb,
+        (true, oid::INT8) => Kind::BinaryInt8,
+        (true, _) => Kind::BinaryOther,
+    }
+}
+
+/// What one column needs.
+#[derive(Debug)]
+struct ColumnPlan {
+    mask: ColumnMask,
+    kind: Kind,
+}
+
+/// The per-column plan of one result.
+#[derive(Debug)]
+struct Plan {
+    /// The RowDescription and Bind formats the plan was made for (kept so the cache key's
+    /// allocations cannot be reused by another description).
+    desc: Arc<[u8]>,
+    formats: Option<Arc<[i16]>>,
+    columns: Vec<ColumnPlan>,
+    /// Every column passes untouched: rows are forwarded without a walk.
+    clear: bool,
+}
+
+/// One RowDescription field.
+struct Field<'a> {
+    name: &'a [u8],
+    table_oid: u32,
+    attnum: i16,
+    type_oid: u32,
+    format: i16,
+}
+
+fn row_description_fields(body: &[u8]) -> Option<Vec<Field<'_>>> {
+    let (n, mut rest) = read_i16(body)?;
+    let mut fields = Vec::with_capacity(usize::try_from(n).ok()?);
+    for _ in 0..n {
+        let (name, tail) = read_cstr(rest)?;
+        let (table_oid, tail) = read_i32(tail)?;
+        let (attnum, tail) = read_i16(tail)?;
+        let (type_oid, tail) = read_i32(tail)?;
+        let (_typlen, tail) = read_i16(tail)?;
+        let (_typmod, tail) = read_i32(tail)?;
+        let (format, tail) = read_i16(tail)?;
+        fields.push(Field {
+            name,
+            table_oid: table_oid as u32,
+            attnum,
+            type_oid: type_oid as u32,
+            format,
+        });
+        rest = tail;
+    }
+    Some(fields)
+}
+
+/// The masking state of one session's target-to-client direction.
+pub struct ResultMasker {
+    session: Arc<SessionMasking>,
+    catalog: Arc<Catalog>,
+    plan: Option<Plan>,
+    /// A COPY TO is streaming rows: `Some(csv)`.
+    copy_out: Option<CopyFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyFormat {
+    Text,
+    Csv,
+    Binary,
+}
+
+impl ResultMasker {
+    pub fn new(session: Arc<SessionMasking>, catalog: Arc<Catalog>) -> ResultMasker {
+        ResultMasker {
+            session,
+            catalog,
+            plan: None,
+            copy_out: None,
+        }
+    }
+
+    /// The rules in force.
+    pub fn session(&self) -> &Arc<SessionMasking> {
+        &self.session
+    }
+
+    /// Puts newly reloaded rules in force (plans are rebuilt for the next result).
+    pub fn replace_rules(&mut self, session: Arc<SessionMasking>) {
+        self.session = session;
+        self.plan = None;
+    }
+
+    /// Table OIDs of a RowDescription that must be named through the catalog before its
+    /// rows can be planned (empty when no column rule needs table names or all are cached).
+    pub fn tables_to_resolve(&self, row_description: &[u8]) -> Vec<u32> {
+        if !self.session.has_column_rules() {
+            return Vec::new();
+        }
+        let mut oids: Vec<u32> = row_description_fields(row_description)
+            .unwrap_or_default()
+            .iter()
+            .map(|f| f.table_oid)
+            .filter(|&o| o != 0 && self.catalog.get(o).is_none())
+            .collect();
+        oids.sort_unstable();
+        oids.dedup();
+        oids
+    }
+
+    /// The catalog names are looked up in.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Notes a CopyOutResponse; `statement` is the COPY's text, which says whether rows are
+    /// CSV (the response itself only says text or binary).
+    pub fn copy_out_started(&mut self, body: &[u8], statement: Option<&str>) {
+        let binary = body.first() == Some(&1);
+        self.copy_out = Some(if binary {
+            CopyFormat::Binary
+        } else if statement.is_some_and(is_csv_copy) {
+            CopyFormat::Csv
+        } else {
+            CopyFormat::Text
+        });
+    }
+
+    /// Notes the end of a COPY TO (CopyDone, or an error / ReadyForQuery).
+    pub fn copy_out_ended(&mut self) {
+        self.copy_out = None;
+    }
+
+    /// Masks one DataRow described by `row` (or, without a description, scans every value
+    /// as text with every detector). Writes the re-framed message into `out` and returns
+    /// true when anything changed; on false nothing was written.
+    pub fn data_row(&mut self, row: Option<&RowDesc>, body: &[u8], out: &mut Vec<u8>) -> bool {
+        let plan = match row {
+            Some(row) => {
+                self.ensure_plan(row);
+                self.plan.as_ref()
+            }
+            None => None,
+        };
+        let start = out.len();
+        out.push(b'D');
+        out.extend_from_slice(&[0; 4]);
+        let changed = match plan {
+            Some(plan) if plan.clear => false,
+            Some(plan) => mask_fields(body, out, |i| plan.columns.get(i), &self.session),
+            None => {
+                let fallback = ColumnPlan {
+                    mask: ColumnMask {
+                        whole: None,
+                        content: Some(self.session.everywhere().clone()),
+                    },
+                    kind: Kind::Text,
+                };
+                mask_fields(body, out, |_| Some(&fallback), &self.session)
+            }
+        };
+        finish(out, start, changed)
+    }
+
+    /// Masks one CopyData of a COPY TO; false (nothing written) when unchanged or when no
+    /// COPY TO is running (COPY FROM data comes from the client and is not masked).
+    pub fn copy_data(&mut self, body: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some(format) = self.copy_out else {
+            return false;
+        };
+        let masker = self.session.everywhere().clone();
+        let start = out.len();
+        out.push(b'd');
+        out.extend_from_slice(&[0; 4]);
+        let changed = match format {
+            CopyFormat::Text | CopyFormat::Csv => matches!(
+                ward_mask::mask_copy_line_into(&masker, body, format == CopyFormat::Csv, out),
+                Outcome::Masked
+            ),
+            CopyFormat::Binary => {
+                out.extend_from_slice(body);
+                star_out(&masker, &mut out[start + HEADER_LEN..])
+            }
+        };
+        finish(out, start, changed)
+    }
+
+    /// Masks the free-text fields of an ErrorResponse or NoticeResponse (`tag` `E` or `N`).
+    /// Besides the detectors, a unique-violation detail `Key (col)=(value)` naming a masked
+    /// column hides the value, and a `Failing row contains (…)` detail is withheld when
+    /// column rules are in force (it lists every column of the row).
+    pub fn error_or_notice(&self, tag: u8, body: &[u8], out: &mut Vec<u8>) -> bool {
+        let masker = self.session.everywhere();
+        let start = out.len();
+        let mut changed = false;
+        put_message(out, tag, |b| {
+            let mut rest = body;
+            while let Some((&kind, tail)) = rest.split_first() {
+                if kind == 0 {
+                    break;
+                }
+                let Some((value, tail)) = read_cstr(tail) else {
+                    // Malformed: forward the original rather than guess.
+                    b.extend_from_slice(rest);
+                    return;
+                };
+                rest = tail;
+                b.push(kind);
+                let fixed_field =
+                    matches!(kind, b'S' | b'V' | b'C' | b'P' | b'p' | b'F' | b'L' | b'R');
+                if !fixed_field {
+                    if kind == b'D' && self.mask_detail(value, b) {
+                        changed = true;
+                        b.push(0);
+                        continue;
+                    }
+                    if mask_text(masker, value, b) {
+                        changed = true;
+                        b.push(0);
+                        continue;
+                    }
+                }
+                b.extend_from_slice(value);
+                b.push(0);
+            }
+            b.push(0);
+        });
+        finish_framed(out, start, changed)
+    }
+
+    /// `Key (email)=(x@y.com) already exists.` and `Failing row contains (…).`
+    fn mask_detail(&self, detail: &[u8], out: &mut Vec<u8>) -> bool {
+        if let Some(rest) = detail.strip_prefix(b"Key (")
+            && let Some(close) = find(rest, b")=(")
+        {
+            let columns = &rest[..close];
+            let values_start = close + 3;
+            let Some(values_len) = rfind(&rest[values_start..], b")") else {
+                return false;
+            };
+            let names = String::from_utf8_lossy(columns);
+            let covered = names.split(',').map(str::trim).any(|name| {
+                self.session
+                    .column(&ColumnRef {
+                        name: name.trim_matches('"'),
+                        attribute: None,
+                        origin: Origin::Unresolved,
+                    })
+                    .whole
+                    .is_some()
+            });
+            if !covered {
+                return false;
+            }
+            out.extend_from_slice(b"Key (");
+            out.extend_from_slice(columns);
+            out.extend_from_slice(b")=(masked by ward");
+            out.extend_from_slice(&rest[values_start + values_len..]);
+            return true;
+        }
+        if detail.starts_with(b"Failing row contains (") && self.session.has_column_rules() {
+            out.extend_from_slice(b"Failing row contains (masked by ward).");
+            return true;
+        }
+        false
+    }
+
+    /// Masks a NotificationResponse's payload.
+    pub fn notification(&self, body: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some((pid, rest)) = body.split_at_checked(4) else {
+            return false;
+        };
+        let Some((channel, rest)) = read_cstr(rest) else {
+            return false;
+        };
+        let Some((payload, _)) = read_cstr(rest) else {
+            return false;
+        };
+        let start = out.len();
+        let mut changed = false;
+        put_message(out, b'A', |b| {
+            b.extend_from_slice(pid);
+            b.extend_from_slice(channel);
+            b.push(0);
+            changed = mask_text(self.session.everywhere(), payload, b);
+            if !changed {
+                b.extend_from_slice(payload);
+            }
+            b.push(0);
+        });
+        finish_framed(out, start, changed)
+    }
+
+    /// Makes the cached plan the one for `row`, rebuilt when the description changed.
+    fn ensure_plan(&mut self, row: &RowDesc) {
+        let cached = self.plan.as_ref().is_some_and(|p| {
+            Arc::ptr_eq(&p.desc, &row.desc)
+                && match (&p.formats, &row.formats) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                    _ => false,
+                }
+        });
+        if !cached {
+            self.plan = self.build_plan(row);
+        }
+    }
+
+    /// Masks what a statement's audit record would otherwise keep in clear: its text,
+    /// parameters and error message (the audit holds masked values only).
+    pub fn mask_event(&self, event: &mut ward_core::event::StatementEvent) {
+        let masker = self.session.everywhere();
+        let mut out = Vec::new();
+        if mask_text(masker, event.text.as_bytes(), &mut out) {
+            event.text = String::from_utf8_lossy(&out).into();
+        }
+        for field in [&mut event.params, &mut event.error].into_iter().flatten() {
+            out.clear();
+            if mask_text(masker, field.as_bytes(), &mut out) {
+                *field = String::from_utf8_lossy(&out).into_owned();
+            }
+        }
+    }
+
+    fn build_plan(&self, row: &RowDesc) -> Option<Plan> {
+        let fields = row_description_fields(&row.desc)?;
+        let format_of = |i: usize, own: i16| -> i16 {
+            match row.formats.as_deref() {
+                None => own,
+                Some([]) => 0,
+                Some([one]) => *one,
+                Some(many) => many.get(i).copied().unwrap_or(0),
+            }
+        };
+        let mut columns = Vec::with_capacity(fields.len());
+        for (i, f) in fields.iter().enumerate() {
+            let name = String::from_utf8_lossy(f.name);
+            let entry = (f.table_oid != 0)
+                .then(|| self.catalog.get(f.table_oid))
+                .flatten();
+            let mask = match &entry {
+                Some(Entry::Named(t)) => self.session.column(&ColumnRef {
+                    name: &name,
+                    attribute: t.columns.get(&f.attnum).map(String::as_str),
+                    origin: Origin::Table {
+                        schema: &t.schema,
+                        table: &t.table,
+                    },
+                }),
+                _ => self.session.column(&ColumnRef {
+                    name: &name,
+                    attribute: None,
+                    origin: if f.table_oid == 0 {
+                        Origin::Computed
+                    } else {
+                        Origin::Unresolved
+                    },
+                }),
+            };
+            columns.push(ColumnPlan {
+                mask,
+                kind: kind_of(f.type_oid, format_of(i, f.format) == 1),
+            });
+        }
+        let clear = columns.iter().all(|c| c.mask.is_clear());
+        Some(Plan {
+            desc: row.desc.clone(),
+            formats: row.formats.clone(),
+            columns,
+            clear,
+        })
+    }
+}
+
+/// Sets the length of the message written at `start`, or removes it when unchanged.
+fn finish(out: &mut Vec<u8>, start: usize, changed: bool) -> bool {
+    if !changed {
+        out.truncate(start);
+        return false;
+    }
+    let len = (out.len() - start - 1) as u32;
+    out[start + 1..start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    true
+}
+
+/// As [`finish`] for a message `put_message` already framed.
+fn finish_framed(out: &mut Vec<u8>, start: usize, changed: bool) -> bool {
+    if !changed {
+        out.truncate(start);
+    }
+    changed
+}
+
+/// Walks a DataRow body, writing the masked row body after the header at `out`'s end.
+fn mask_fields<'p>(
+    body: &[u8],
+    out: &mut Vec<u8>,
+    plan_of: impl Fn(usize) -> Option<&'p ColumnPlan>,
+    session: &SessionMasking,
+) -> bool {
+    let Some((n, mut rest)) = read_i16(body) else {
+        return false;
+    };
+    out.extend_from_slice(&n.to_be_bytes());
+    let mut changed = false;
+    for i in 0..n.max(0) as usize {
+        let Some((len, tail)) = read_i32(rest) else {
+            return false;
+        };
+        if len < 0 {
+            out.extend_from_slice(&len.to_be_bytes());
+            rest = tail;
+            continue;
+        }
+        let Some(value) = tail.get(..len as usize) else {
+            return false;
+        };
+        rest = &tail[len as usize..];
+        let len_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let outcome = match plan_of(i) {
+            Some(plan) if !plan.mask.is_clear() => mask_value(plan, value, out, session),
+            _ => Outcome::Unchanged,
+        };
+        match outcome {
+            Outcome::Unchanged => {
+                out.extend_from_slice(value);
+                out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            Outcome::Masked => {
+                changed = true;
+                let new_len = (out.len() - len_at - 4) as i32;
+                out[len_at..len_at + 4].copy_from_slice(&new_len.to_be_bytes());
+            }
+            Outcome::Null => {
+                changed = true;
+                out.truncate(len_at);
+                out.extend_from_slice(&(-1i32).to_be_bytes());
+            }
+        }
+    }
+    if !rest.is_empty() {
+        // Trailing bytes the server should not send: forward the row as it was.
+        return false;
+    }
+    changed
+}
+
+/// Masks one non-NULL value per its column's plan, appending a masked value to `out`.
+fn mask_value(
+    plan: &ColumnPlan,
+    value: &[u8],
+    out: &mut Vec<u8>,
+    session: &SessionMasking,
+) -> Outcome {
+    let everywhere = session.everywhere();
+    if let Some(strategy) = &plan.mask.whole {
+        return mask_whole(everywhere, strategy, plan.kind, value, out);
+    }
+    let Some(masker) = &plan.mask.content else {
+        return Outcome::Unchanged;
+    };
+    match plan.kind {
+        Kind::Text => mask_text_outcome(masker, session, value, out),
+        Kind::Json => json_or_text(masker, session, value, out),
+        Kind::ByteaText => ward_mask::mask_bytea_hex_into(masker, value, out),
+        Kind::NumberText | Kind::BinaryInt8 => {
+            let mut digits = itoa_buf();
+            let text: &[u8] = if plan.kind == Kind::BinaryInt8 {
+                match <[u8; 8]>::try_from(value) {
+                    Ok(b) => write_i64(&mut digits, i64::from_be_bytes(b)),
+                    Err(_) => return Outcome::Unchanged,
+                }
+            } else {
+                value
+            };
+            if masker.find(text).is_empty() {
+                Outcome::Unchanged
+            } else {
+                Outcome::Null
+            }
+        }
+        Kind::BinaryText => mask_text_outcome(masker, session, value, out),
+        Kind::BinaryJsonb => match value.split_first() {
+            Some((&1, doc)) => {
+                let at = out.len();
+                out.push(1);
+                match json_or_text(masker, session, doc, out) {
+                    Outcome::Unchanged => {
+                        out.truncate(at);
+                        Outcome::Unchanged
+                    }
+                    other => other,
+                }
+            }
+            _ => Outcome::Unchanged,
+        },
+        Kind::BinaryOther => {
+            let at = out.len();
+            out.extend_from_slice(value);
+            if star_out(masker, &mut out[at..]) {
+                Outcome::Masked
+            } else {
+                out.truncate(at);
+                Outcome::Unchanged
+            }
+        }
+    }
+}
+
+/// A column rule: the whole value, in a form valid for its type and format.
+fn mask_whole(
+    masker: &Masker,
+    strategy: &Strategy,
+    kind: Kind,
+    value: &[u8],
+    out: &mut Vec<u8>,
+) -> Outcome {
+    match kind {
+        Kind::Text | Kind::BinaryText => masker.mask_whole_into(strategy, value, out),
+        Kind::Json | Kind::BinaryJsonb => {
+            // A JSON value must stay JSON: the masked text becomes a JSON string.
+            let at = out.len();
+            if kind == Kind::BinaryJsonb {
+                out.push(1);
+            }
+            let mut inner = Vec::new();
+            let source = if kind == Kind::BinaryJsonb {
+                value.get(1..).unwrap_or_default()
+            } else {
+                value
+            };
+            match masker.mask_whole_into(strategy, source, &mut inner) {
+                Outcome::Null => {
+                    out.truncate(at);
+                    Outcome::Null
+                }
+                Outcome::Unchanged => {
+                    out.truncate(at);
+                    Outcome::Null
+                }
+                Outcome::Masked => {
+                    json_string(&inner, out);
+                    Outcome::Masked
+                }
+            }
+        }
+        Kind::ByteaText => {
+            let mut inner = Vec::new();
+            match masker.mask_whole_into(strategy, value.get(2..).unwrap_or_default(), &mut inner) {
+                Outcome::Masked => {
+                    out.extend_from_slice(b"\\x");
+                    out.extend_from_slice(hex::encode(&inner).as_bytes());
+                    Outcome::Masked
+                }
+                _ => Outcome::Null,
+            }
+        }
+        // No masked form is a valid number or binary value of another type.
+        Kind::NumberText | Kind::BinaryInt8 | Kind::BinaryOther => Outcome::Null,
+    }
+}
+
+/// Text values: a JSON document gets key masking; hex/base64-encoded content is decoded.
+fn mask_text_outcome(
+    masker: &Masker,
+    session: &SessionMasking,
+    value: &[u8],
+    out: &mut Vec<u8>,
+) -> Outcome {
+    if matches!(value.first(), Some(b'{' | b'['))
+        && !session.json_keys().is_empty()
+        && let Some(outcome) = ward_mask::mask_json_into(masker, session.json_keys(), value, out)
+    {
+        return outcome;
+    }
+    match masker.mask_into(value, out) {
+        Outcome::Unchanged => ward_mask::mask_encoded_into(masker, value, out),
+        other => other,
+    }
+}
+
+fn json_or_text(
+    masker: &Masker,
+    session: &SessionMasking,
+    doc: &[u8],
+    out: &mut Vec<u8>,
+) -> Outcome {
+    match ward_mask::mask_json_into(masker, session.json_keys(), doc, out) {
+        Some(outcome) => outcome,
+        None => masker.mask_into(doc, out),
+    }
+}
+
+/// Masks free text (error fields, notification payloads); true when something was written.
+fn mask_text(masker: &Masker, value: &[u8], out: &mut Vec<u8>) -> bool {
+    let at = out.len();
+    match masker.mask_into(value, out) {
+        Outcome::Masked => true,
+        Outcome::Null => {
+            out.truncate(at);
+            out.extend_from_slice(b"(masked by ward)");
+            true
+        }
+        Outcome::Unchanged => match ward_mask::mask_encoded_into(masker, value, out) {
+            Outcome::Masked => true,
+            Outcome::Null => {
+                out.truncate(at);
+                out.extend_from_slice(b"(masked by ward)");
+                true
+            }
+            Outcome::Unchanged => false,
+        },
+    }
+}
+
+/// Overwrites every detected span with `*`, keeping the length (for binary structures whose
+/// layout must not change). True when something was overwritten.
+fn star_out(masker: &Masker, bytes: &mut [u8]) -> bool {
+    let spans: Vec<(usize, usize)> = masker
+        .find(bytes)
+        .iter()
+        .map(|m| (m.start, m.end))
+        .collect();
+    for &(s, e) in &spans {
+        bytes[s..e].fill(b'*');
+    }
+    !spans.is_empty()
+}
+
+fn json_string(text: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    for &c in text {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            c if c < 0x20 => out.extend_from_slice(format!("\\u{c:04x}").as_bytes()),
+            c => out.push(c),
+        }
+    }
+    out.push(b'"');
+}
+
+fn itoa_buf() -> [u8; 24] {
+    [0; 24]
+}
+
+fn write_i64(buf: &mut [u8; 24], v: i64) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{v}");
+    let n = cursor.position() as usize;
+    &buf[..n]
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// Whether a COPY statement writes CSV (`FORMAT csv`, or the old `CSV` keyword).
+fn is_csv_copy(statement: &str) -> bool {
+    statement.to_ascii_lowercase().contains("csv")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_copies_are_recognised() {
+        assert!(is_csv_copy("COPY t TO STDOUT (FORMAT csv)"));
+        assert!(is_csv_copy("copy t to stdout with csv header"));
+        assert!(!is_csv_copy("copy t to stdout"));
+    }
+
+    #[test]
+    fn kinds_follow_type_and_format() {
+        assert_eq!(kind_of(oid::TEXT, false), Kind::Text);
+        assert_eq!(kind_of(oid::INT8, false), Kind::NumberText);
+        assert_eq!(kind_of(oid::INT8, true), Kind::BinaryInt8);
+        assert_eq!(kind_of(oid::JSONB, true), Kind::BinaryJsonb);
+        assert_eq!(kind_of(oid::BYTEA, false), Kind::ByteaText);
+        assert_eq!(kind_of(1009, true), Kind::BinaryOther);
+        assert_eq!(kind_of(1009, false), Kind::Text);
+    }
+
+    #[test]
+    fn i64_renders_in_decimal() {
+        let mut b = itoa_buf();
+        assert_eq!(write_i64(&mut b, 4111111111111111), b"4111111111111111");
+        let mut b = itoa_buf();
+        assert_eq!(write_i64(&mut b, i64::MIN), b"-9223372036854775808");
+    }
+}
