@@ -18,6 +18,16 @@
 //! 3. **No double masking** — overlapping matches are resolved before any
 //!    rewrite: the earliest match wins, ties go to the longest.
 //!
+//! # Buffer-writing API
+//! The data path masks millions of values per result set, so besides
+//! [`Masker::mask`] every entry point has an `*_into` form that appends to a
+//! caller-owned buffer and reports an [`Outcome`]: one reused buffer per
+//! connection instead of one allocation per masked value. Structured values
+//! get their own walkers so masking keeps them well-formed: [`mask_json_into`]
+//! (JSON text, per-key rules), [`mask_bytea_hex_into`] /
+//! [`mask_encoded_into`] (hex/base64-wrapped text) and
+//! [`mask_copy_line_into`] (`COPY … TO STDOUT` rows).
+//!
 //! # Non-UTF-8 input
 //! Values are scanned as raw bytes; no UTF-8 validation is performed. All
 //! built-in detectors match ASCII-only spans and all replacements are ASCII,
@@ -35,7 +45,10 @@
 //! * Values are masked one at a time; a secret split across two values (or
 //!   two protocol chunks) is not detected.
 
+pub mod copy;
 mod detect;
+pub mod encoded;
+pub mod json;
 mod strategy;
 
 use std::cmp::Reverse;
@@ -43,7 +56,10 @@ use std::cmp::Reverse;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
 
+pub use copy::mask_copy_line_into;
 pub use detect::{luhn_valid, mod97_valid};
+pub use encoded::{mask_bytea_hex_into, mask_encoded_into};
+pub use json::{JsonKeys, mask_json_into};
 
 /// Errors building a [`Masker`].
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +237,23 @@ impl MaskResult<'_> {
     }
 }
 
+/// Result of the `*_into` family ([`Masker::mask_into`],
+/// [`Masker::mask_whole_into`], [`mask_json_into`], …).
+///
+/// These write into a caller-provided buffer instead of returning an owned
+/// value so the data path can reuse one buffer for a whole result set; the
+/// outcome tells the caller whether to forward the original bytes, the bytes
+/// just appended, or a NULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to hide: nothing was appended, forward the original value.
+    Unchanged,
+    /// The complete replacement value was appended to `out`.
+    Masked,
+    /// Nothing was appended; the value must be sent as SQL NULL.
+    Null,
+}
+
 /// A resolved (non-overlapping) detection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match<'m> {
@@ -379,19 +412,53 @@ impl Masker {
         })
     }
 
+    /// A masker with no detectors, only a token key. Column rules mask a
+    /// whole value regardless of its content, so they need a masker (for the
+    /// key) even when content detection is disabled.
+    pub fn with_key(token_key: Option<Vec<u8>>) -> Masker {
+        Masker::new(MaskerConfig {
+            detectors: Vec::new(),
+            token_key,
+        })
+        .expect("a config without detectors cannot fail")
+    }
+
+    /// No detectors configured: content masking is a no-op, so callers can
+    /// skip scanning entirely.
+    pub fn is_empty(&self) -> bool {
+        self.configs.is_empty()
+    }
+
+    /// At least one detector is configured (the negation of [`Self::is_empty`]).
+    pub fn has_detectors(&self) -> bool {
+        !self.is_empty()
+    }
+
     /// Mask one value. Allocation-free when nothing matches.
     pub fn mask<'a>(&self, value: &'a [u8]) -> MaskResult<'a> {
+        let mut out = Vec::new();
+        match self.mask_into(value, &mut out) {
+            Outcome::Unchanged => MaskResult::Unchanged(value),
+            Outcome::Masked => MaskResult::Masked(out),
+            Outcome::Null => MaskResult::Null,
+        }
+    }
+
+    /// Like [`Self::mask`], but appends the masked value to `out` (see
+    /// [`Outcome`] for what is appended when). Nothing is allocated or
+    /// appended when nothing matches.
+    pub fn mask_into(&self, value: &[u8], out: &mut Vec<u8>) -> Outcome {
         let hits = self.scan(value);
         if hits.is_empty() {
-            return MaskResult::Unchanged(value);
+            return Outcome::Unchanged;
         }
         if hits
             .iter()
             .any(|h| self.configs[h.det].strategy == Strategy::Null)
         {
-            return MaskResult::Null;
+            return Outcome::Null;
         }
-        let mut out = Vec::with_capacity(value.len() + 16);
+        out.reserve(value.len() + 16);
         let mut pos = 0;
         for h in &hits {
             out.extend_from_slice(&value[pos..h.start]);
@@ -399,11 +466,11 @@ impl Masker {
             match &self.configs[h.det].strategy {
                 Strategy::Redact => {
                     let kind = self.configs[h.det].detector.builtin_index();
-                    strategy::redact(kind, span, &mut out);
+                    strategy::redact(kind, span, out);
                 }
                 Strategy::Tokenize => {
                     let key = self.hmac.as_ref().expect("checked in Masker::new");
-                    strategy::tokenize(key, span, &mut out);
+                    strategy::tokenize(key, span, out);
                 }
                 Strategy::Fixed(s) => out.extend_from_slice(s.as_bytes()),
                 Strategy::Null => unreachable!("handled above"),
@@ -411,7 +478,36 @@ impl Masker {
             pos = h.end;
         }
         out.extend_from_slice(&value[pos..]);
-        MaskResult::Masked(out)
+        Outcome::Masked
+    }
+
+    /// Apply `strategy` to the entire value, ignoring its content (column
+    /// rules: the whole column is sensitive). Never returns
+    /// [`Outcome::Unchanged`].
+    ///
+    /// `Redact` keeps the familiar shapes where the whole value is an email
+    /// or a card number, and otherwise keeps only punctuation and length.
+    /// `Tokenize` without a configured key yields [`Outcome::Null`]: failing
+    /// closed is safer than leaking the value or emitting a guessable token.
+    pub fn mask_whole_into(&self, strategy: &Strategy, value: &[u8], out: &mut Vec<u8>) -> Outcome {
+        match strategy {
+            Strategy::Null => Outcome::Null,
+            Strategy::Fixed(s) => {
+                out.extend_from_slice(s.as_bytes());
+                Outcome::Masked
+            }
+            Strategy::Tokenize => match &self.hmac {
+                Some(key) => {
+                    strategy::tokenize(key, value, out);
+                    Outcome::Masked
+                }
+                None => Outcome::Null,
+            },
+            Strategy::Redact => {
+                strategy::redact_whole(value, out);
+                Outcome::Masked
+            }
+        }
     }
 
     /// Report the resolved matches without rewriting (for audit/debugging).
@@ -557,6 +653,81 @@ impl Masker {
         }
         None
     }
+}
+
+/// Lazily started rewrite of a container value (JSON document, COPY line)
+/// into `out`. Untouched bytes are only copied once the first replacement
+/// happens, so a clean container costs no writes; on error the caller
+/// truncates back to `base`, keeping the "nothing appended" contract.
+pub(crate) struct Splice {
+    base: usize,
+    copied: usize,
+    changed: bool,
+}
+
+impl Splice {
+    pub(crate) fn new(out: &[u8]) -> Self {
+        Self {
+            base: out.len(),
+            copied: 0,
+            changed: false,
+        }
+    }
+
+    /// Flush `src[copied..start]` and skip `src[start..end]`; the caller then
+    /// appends the replacement for that span to `out`.
+    pub(crate) fn replace(&mut self, src: &[u8], start: usize, end: usize, out: &mut Vec<u8>) {
+        if !self.changed {
+            // First change: size for the whole value plus some growth.
+            out.reserve(src.len() + 16);
+            self.changed = true;
+        }
+        out.extend_from_slice(&src[self.copied..start]);
+        self.copied = end;
+    }
+
+    pub(crate) fn finish(self, src: &[u8], out: &mut Vec<u8>) -> Outcome {
+        if self.changed {
+            out.extend_from_slice(&src[self.copied..]);
+            Outcome::Masked
+        } else {
+            Outcome::Unchanged
+        }
+    }
+
+    pub(crate) fn abort(self, out: &mut Vec<u8>) {
+        out.truncate(self.base);
+    }
+}
+
+/// Largest decoded/unescaped value kept on the stack.
+const STACK_SCRATCH: usize = 512;
+
+/// Run `f` on bytes produced by `fill`, which writes at most `max` bytes
+/// into the buffer it is given and returns how many (or `None` if its input
+/// is malformed). Every decoder used with this (JSON/COPY unescaping, hex,
+/// base64) shrinks its input, so `max` is the input length.
+///
+/// Small values are decoded on the stack; larger ones borrow the spare
+/// capacity of `spill` (the caller's output buffer, length restored
+/// afterwards), so the clean path allocates nothing once that buffer has
+/// been reused a few times.
+pub(crate) fn with_scratch<R>(
+    max: usize,
+    spill: &mut Vec<u8>,
+    fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
+    if max <= STACK_SCRATCH {
+        let mut buf = [0u8; STACK_SCRATCH];
+        let n = fill(&mut buf[..max])?;
+        return Some(f(&buf[..n]));
+    }
+    let p = spill.len();
+    spill.resize(p + max, 0);
+    let r = fill(&mut spill[p..]).map(|n| f(&spill[p..p + n]));
+    spill.truncate(p);
+    r
 }
 
 /// Position of the next ASCII digit at or after `i`. Processes 8 bytes per

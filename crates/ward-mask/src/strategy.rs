@@ -93,3 +93,35 @@ pub(crate) fn redact(kind: Option<usize>, span: &[u8], out: &mut Vec<u8>) {
         ),
     }
 }
+
+/// Redaction of a whole value for column rules, where no detector has
+/// vouched for the value's shape. Values that *are* an email or a card keep
+/// the same shape content redaction would give them (so masked columns and
+/// masked free text look alike); anything else keeps only ASCII punctuation
+/// and whitespace, which reveals length/format but no content. Very short
+/// values are fully starred because their punctuation alone (`M/F`, `+1`)
+/// can be the secret.
+pub(crate) fn redact_whole(value: &[u8], out: &mut Vec<u8>) {
+    if let Some(at) = value.iter().position(|&c| c == b'@')
+        && crate::detect::email(value, at) == Some((0, value.len()))
+    {
+        return redact(Some(B_EMAIL), value, out);
+    }
+    if value
+        .iter()
+        .all(|c| c.is_ascii_digit() || matches!(c, b' ' | b'-'))
+        && value.iter().filter(|c| c.is_ascii_digit()).count() >= 12
+    {
+        return redact(Some(B_CARD), value, out);
+    }
+    let short = value.len() <= 4;
+    // One `*` per character (not per byte) so multi-byte UTF-8 never leaves
+    // a dangling lead/continuation byte; invalid bytes are starred one each.
+    for chunk in value.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            let keep = !short && ch.is_ascii() && !ch.is_ascii_alphanumeric();
+            out.push(if keep { ch as u8 } else { b'*' });
+        }
+        out.extend(std::iter::repeat_n(b'*', chunk.invalid().len()));
+    }
+}

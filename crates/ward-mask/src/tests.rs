@@ -427,3 +427,99 @@ fn masker_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Masker>();
 }
+
+#[test]
+fn mask_into_appends_only_when_masked() {
+    let m = masker(Strategy::Redact);
+    let mut out = b"keep:".to_vec();
+    assert_eq!(
+        m.mask_into(b"order 12345 shipped", &mut out),
+        Outcome::Unchanged
+    );
+    assert_eq!(out, b"keep:");
+    assert_eq!(
+        m.mask_into(b"to john@example.com", &mut out),
+        Outcome::Masked
+    );
+    assert_eq!(out, b"keep:to j***@*******.com");
+    let m = masker(Strategy::Null);
+    let mut out = Vec::new();
+    assert_eq!(m.mask_into(b"ssn 123-45-6789", &mut out), Outcome::Null);
+    assert!(out.is_empty());
+    // Clean path does not allocate.
+    assert_eq!(m.mask_into(b"nothing", &mut out), Outcome::Unchanged);
+    assert_eq!(out.capacity(), 0);
+}
+
+#[test]
+fn empty_masker_and_with_key() {
+    let m = Masker::new(MaskerConfig::default()).unwrap();
+    assert!(m.is_empty() && !m.has_detectors());
+    assert!(masker(Strategy::Redact).has_detectors());
+    let mut out = Vec::new();
+    assert_eq!(
+        m.mask_into(b"john@example.com", &mut out),
+        Outcome::Unchanged
+    );
+    let k = Masker::with_key(Some(b"k".to_vec()));
+    assert!(k.is_empty());
+    assert_eq!(
+        k.mask_whole_into(&Strategy::Tokenize, b"x", &mut out),
+        Outcome::Masked
+    );
+    assert_eq!(out.len(), 4 + 16);
+    assert!(out.starts_with(b"tok_"));
+}
+
+fn whole(m: &Masker, s: &Strategy, v: &str) -> (Outcome, String) {
+    let mut out = Vec::new();
+    let r = m.mask_whole_into(s, v.as_bytes(), &mut out);
+    (r, String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn mask_whole_redact_shapes() {
+    let m = Masker::with_key(None);
+    let r = |v: &str| {
+        let (o, s) = whole(&m, &Strategy::Redact, v);
+        assert_eq!(o, Outcome::Masked);
+        s
+    };
+    assert_eq!(r("john.doe@example.com"), "j*******@*******.com");
+    assert_eq!(r("4111 1111 1111 1111"), "**** **** **** 1111");
+    assert_eq!(r("4111-1111-1111"), "****-****-1111");
+    assert_eq!(r("Jane Doe, Berlin"), "**** ***, ******");
+    assert_eq!(r("Zoë Müller"), "*** ******");
+    assert_eq!(r("M/F"), "***");
+    assert_eq!(r("+49"), "***");
+    assert_eq!(r(""), "");
+    // Not a whole-value email: falls back to generic redaction.
+    assert_eq!(r("mail: a@b.com"), "****: *@*.***");
+    // Invalid UTF-8 is starred per byte and output stays valid UTF-8.
+    let mut out = Vec::new();
+    m.mask_whole_into(&Strategy::Redact, b"ab \xff\xfe cd", &mut out);
+    assert_eq!(out, b"** ** **");
+}
+
+#[test]
+fn mask_whole_other_strategies() {
+    let keyed = Masker::with_key(Some(b"test-key".to_vec()));
+    let unkeyed = Masker::with_key(None);
+    let (o, t1) = whole(&keyed, &Strategy::Tokenize, "secret");
+    assert_eq!(o, Outcome::Masked);
+    assert_eq!(whole(&keyed, &Strategy::Tokenize, "secret").1, t1);
+    assert_ne!(whole(&keyed, &Strategy::Tokenize, "secret2").1, t1);
+    // No key: fail closed.
+    assert_eq!(
+        whole(&unkeyed, &Strategy::Tokenize, "secret"),
+        (Outcome::Null, String::new())
+    );
+    assert_eq!(
+        whole(&keyed, &Strategy::Null, "secret"),
+        (Outcome::Null, String::new())
+    );
+    assert_eq!(
+        whole(&keyed, &Strategy::Fixed("[x]".into()), "secret"),
+        (Outcome::Masked, "[x]".to_owned())
+    );
+}
