@@ -135,6 +135,64 @@ impl Catalog {
         }
     }
 
+    /// The RowDescription of `sql` as the target's parser sees it (Parse + Describe; the
+    /// statement is never executed). Used to name the columns of a `COPY … TO`, whose output
+    /// carries no description of its own.
+    pub async fn describe(&self, sql: &str) -> Result<Vec<u8>, String> {
+        let mut connection = self.connection.lock().await;
+        let result = tokio::time::timeout(LOOKUP_TIMEOUT, async {
+            if connection.is_none() {
+                let upstream = self
+                    .connector
+                    .connect(
+                        &[("application_name".into(), "ward-catalog".into())],
+                        LOOKUP_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                *connection = Some(upstream.stream);
+            }
+            let stream = connection.as_mut().expect("just connected");
+            let mut out = Vec::new();
+            put_message(&mut out, b'P', |b| {
+                put_cstr(b, "");
+                put_cstr(b, sql);
+                b.extend_from_slice(&0i16.to_be_bytes());
+            });
+            put_message(&mut out, b'D', |b| {
+                b.push(b'S');
+                put_cstr(b, "");
+            });
+            put_message(&mut out, b'S', |_| {});
+            write_batch(stream, &out).await.map_err(|e| e.to_string())?;
+            let mut description = None;
+            let messages = read_messages(stream, |tag, body| {
+                if tag == b'T' {
+                    description = Some(body.to_vec());
+                }
+            })
+            .await?;
+            if let Some(e) = messages {
+                return Err(format!("describing the COPY source failed: {e}"));
+            }
+            description.ok_or_else(|| "the COPY source returns no rows".to_string())
+        })
+        .await;
+        match result {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => {
+                if !e.starts_with("describing") && !e.starts_with("the COPY") {
+                    *connection = None;
+                }
+                Err(e)
+            }
+            Err(_) => {
+                *connection = None;
+                Err("describing the COPY source timed out".into())
+            }
+        }
+    }
+
     async fn query(
         &self,
         connection: &mut Option<MaybeTls>,
@@ -196,9 +254,34 @@ impl Catalog {
 
 /// Reads a simple query's text-format rows up to ReadyForQuery.
 async fn read_rows(stream: &mut MaybeTls) -> Result<Vec<Vec<String>>, String> {
+    let mut rows = Vec::new();
+    let mut malformed = false;
+    let error = read_messages(stream, |tag, body| {
+        if tag == b'D' {
+            match data_row_text(body) {
+                Some(row) => rows.push(row),
+                None => malformed = true,
+            }
+        }
+    })
+    .await?;
+    if malformed {
+        return Err("malformed DataRow".into());
+    }
+    match error {
+        Some(e) => Err(format!("catalog query failed: {e}")),
+        None => Ok(rows),
+    }
+}
+
+/// Reads messages up to ReadyForQuery, handing each to `on_message`; returns the message
+/// of an ErrorResponse if one came.
+async fn read_messages(
+    stream: &mut MaybeTls,
+    mut on_message: impl FnMut(u8, &[u8]),
+) -> Result<Option<String>, String> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut framer = Framer::new(64 << 20);
-    let mut rows = Vec::new();
     let mut error = None;
     loop {
         let n = fill(stream, &mut buf).await.map_err(|e| e.to_string())?;
@@ -214,8 +297,8 @@ async fn read_rows(stream: &mut MaybeTls) -> Result<Vec<Vec<String>>, String> {
                     let Scan::Whole { tag, body } = scan else {
                         return Ok(());
                     };
+                    on_message(tag, body);
                     match tag {
-                        b'D' => rows.push(data_row_text(body).ok_or("malformed DataRow")?),
                         b'E' => {
                             let f = parse_error_fields(body);
                             error = Some(
@@ -233,10 +316,7 @@ async fn read_rows(stream: &mut MaybeTls) -> Result<Vec<Vec<String>>, String> {
             .map_err(|e| e.to_string())?;
         buf.advance(ready);
         if done {
-            return match error {
-                Some(e) => Err(format!("catalog query failed: {e}")),
-                None => Ok(rows),
-            };
+            return Ok(error);
         }
     }
 }

@@ -164,8 +164,20 @@ pub struct ResultMasker {
     session: Arc<SessionMasking>,
     catalog: Arc<Catalog>,
     plan: Option<Plan>,
-    /// A COPY TO is streaming rows: `Some(csv)`.
+    /// A COPY TO is streaming rows in this format.
     copy_out: Option<CopyFormat>,
+    /// The columns of the running COPY TO, when column rules or JSON keys need them.
+    copy_plan: Option<CopyPlan>,
+    /// The description of a COPY statement's source, looked up before its rows arrive:
+    /// (statement text, RowDescription or why it could not be had).
+    described_copy: Option<(String, Result<Arc<[u8]>, String>)>,
+}
+
+/// How the fields of a COPY TO's rows are masked.
+enum CopyPlan {
+    Columns(Plan),
+    /// The source could not be described: every field is masked whole (fail closed).
+    Opaque,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +194,44 @@ impl ResultMasker {
             catalog,
             plan: None,
             copy_out: None,
+            copy_plan: None,
+            described_copy: None,
         }
+    }
+
+    /// Whether COPY output must be planned per column (column rules or JSON keys apply).
+    fn copy_needs_columns(&self) -> bool {
+        self.session.has_column_rules() || !self.session.json_keys().is_empty()
+    }
+
+    /// For a COPY TO about to stream (its CopyOutResponse is next), the query whose
+    /// description names its columns — `None` when no description is needed or it has
+    /// been looked up already.
+    pub fn copy_source_to_describe(&self, statement: Option<&str>) -> Option<String> {
+        if !self.copy_needs_columns() {
+            return None;
+        }
+        let statement = statement?;
+        if self
+            .described_copy
+            .as_ref()
+            .is_some_and(|(text, _)| text == statement)
+        {
+            return None;
+        }
+        copy_source_query(statement)
+    }
+
+    /// Keeps the description of a COPY statement's source for its CopyOutResponse.
+    pub fn set_copy_description(
+        &mut self,
+        statement: String,
+        description: Result<Vec<u8>, String>,
+    ) {
+        if let Err(e) = &description {
+            tracing::warn!(error = %e, "cannot name the columns of a COPY TO; masking every field whole");
+        }
+        self.described_copy = Some((statement, description.map(Arc::from)));
     }
 
     /// The rules in force.
@@ -229,11 +278,30 @@ impl ResultMasker {
         } else {
             CopyFormat::Text
         });
+        self.copy_plan = None;
+        if self.copy_needs_columns() && !binary {
+            let described = match (&self.described_copy, statement) {
+                (Some((text, Ok(desc))), Some(s)) if text == s => Some(desc.clone()),
+                _ => None,
+            };
+            self.copy_plan = Some(
+                match described.and_then(|desc| {
+                    self.build_plan(&RowDesc {
+                        desc,
+                        formats: None,
+                    })
+                }) {
+                    Some(plan) => CopyPlan::Columns(plan),
+                    None => CopyPlan::Opaque,
+                },
+            );
+        }
     }
 
     /// Notes the end of a COPY TO (CopyDone, or an error / ReadyForQuery).
     pub fn copy_out_ended(&mut self) {
         self.copy_out = None;
+        self.copy_plan = None;
     }
 
     /// Masks one DataRow described by `row` (or, without a description, scans every value
@@ -277,12 +345,16 @@ impl ResultMasker {
         let start = out.len();
         out.push(b'd');
         out.extend_from_slice(&[0; 4]);
-        let changed = match format {
-            CopyFormat::Text | CopyFormat::Csv => matches!(
+        let csv = format == CopyFormat::Csv;
+        let changed = match (format, &self.copy_plan) {
+            (CopyFormat::Text | CopyFormat::Csv, Some(plan)) => {
+                mask_copy_fields(plan, &self.session, &masker, body, csv, out)
+            }
+            (CopyFormat::Text | CopyFormat::Csv, None) => matches!(
                 ward_mask::mask_copy_line_into(&masker, body, format == CopyFormat::Csv, out),
                 Outcome::Masked
             ),
-            CopyFormat::Binary => {
+            (CopyFormat::Binary, _) => {
                 out.extend_from_slice(body);
                 star_out(&masker, &mut out[start + HEADER_LEN..])
             }
@@ -766,6 +838,250 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
+/// The query a `COPY … TO` reads: its `(query)`, or `SELECT cols FROM table`.
+fn copy_source_query(statement: &str) -> Option<String> {
+    use pg_query::NodeEnum;
+    let parsed = pg_query::parse(statement).ok()?;
+    let node = parsed
+        .protobuf
+        .stmts
+        .first()?
+        .stmt
+        .as_ref()?
+        .node
+        .as_ref()?;
+    let NodeEnum::CopyStmt(copy) = node else {
+        return None;
+    };
+    if copy.is_from {
+        return None;
+    }
+    if let Some(query) = copy.query.as_ref().and_then(|q| q.node.as_ref()) {
+        return query.deparse().ok();
+    }
+    let relation = copy.relation.as_ref()?;
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let table = if relation.schemaname.is_empty() {
+        quote(&relation.relname)
+    } else {
+        format!(
+            "{}.{}",
+            quote(&relation.schemaname),
+            quote(&relation.relname)
+        )
+    };
+    let columns: Vec<String> = copy
+        .attlist
+        .iter()
+        .filter_map(|n| match n.node.as_ref()? {
+            NodeEnum::String(s) => Some(quote(&s.sval)),
+            _ => None,
+        })
+        .collect();
+    let columns = if columns.is_empty() {
+        "*".to_string()
+    } else {
+        columns.join(", ")
+    };
+    Some(format!("SELECT {columns} FROM {table}"))
+}
+
+/// Masks one COPY row field by field, per the plan; true when anything changed (the
+/// masked row is then in `out`, after the header the caller wrote).
+fn mask_copy_fields(
+    plan: &CopyPlan,
+    session: &SessionMasking,
+    everywhere: &Arc<Masker>,
+    line: &[u8],
+    csv: bool,
+    out: &mut Vec<u8>,
+) -> bool {
+    let (content, newline) = match line.strip_suffix(b"\n") {
+        Some(c) => (c, &b"\n"[..]),
+        None => (line, &b""[..]),
+    };
+    let fields = if csv {
+        split_csv(content)
+    } else {
+        content.split(|&c| c == b'\t').collect()
+    };
+    let delimiter = if csv { b',' } else { b'\t' };
+    let mut changed = false;
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(delimiter);
+        }
+        let is_null = if csv {
+            field.is_empty()
+        } else {
+            *field == b"\\N"
+        };
+        if is_null {
+            out.extend_from_slice(field);
+            continue;
+        }
+        let column = match plan {
+            CopyPlan::Columns(p) => p.columns.get(i),
+            CopyPlan::Opaque => None,
+        };
+        let whole = match (plan, column) {
+            (CopyPlan::Opaque, _) => Some(Strategy::Redact),
+            (_, Some(c)) => c.mask.whole.clone(),
+            (_, None) => None,
+        };
+        let at = out.len();
+        if let Some(strategy) = whole {
+            let value = if csv {
+                csv_unquote(field)
+            } else {
+                copy_unescape(field)
+            };
+            let mut masked = Vec::new();
+            match everywhere.mask_whole_into(&strategy, &value, &mut masked) {
+                Outcome::Null => {
+                    if !csv {
+                        out.extend_from_slice(b"\\N");
+                    }
+                }
+                _ => {
+                    if csv {
+                        csv_quote(&masked, out);
+                    } else {
+                        copy_escape(&masked, out);
+                    }
+                }
+            }
+            changed = true;
+            continue;
+        }
+        let masker = match column {
+            Some(c) => c.mask.content.clone(),
+            None => Some(everywhere.clone()),
+        };
+        let Some(masker) = masker else {
+            out.extend_from_slice(field);
+            continue;
+        };
+        let json = column.is_some_and(|c| c.kind == Kind::Json);
+        if json {
+            let value = if csv {
+                csv_unquote(field)
+            } else {
+                copy_unescape(field)
+            };
+            let mut masked = Vec::new();
+            if let Some(Outcome::Masked) =
+                ward_mask::mask_json_into(&masker, session.json_keys(), &value, &mut masked)
+            {
+                if csv {
+                    csv_quote(&masked, out);
+                } else {
+                    copy_escape(&masked, out);
+                }
+                changed = true;
+                continue;
+            }
+        }
+        match ward_mask::mask_copy_line_into(&masker, field, csv, out) {
+            Outcome::Unchanged => out.extend_from_slice(field),
+            Outcome::Masked => changed = true,
+            Outcome::Null => {
+                out.truncate(at);
+                if !csv {
+                    out.extend_from_slice(b"\\N");
+                }
+                changed = true;
+            }
+        }
+    }
+    out.extend_from_slice(newline);
+    changed
+}
+
+/// Splits a CSV row at commas outside quotes (PostgreSQL's default CSV format).
+fn split_csv(line: &[u8]) -> Vec<&[u8]> {
+    let mut fields = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    for (i, &c) in line.iter().enumerate() {
+        match c {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                fields.push(&line[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    fields.push(&line[start..]);
+    fields
+}
+
+fn csv_unquote(field: &[u8]) -> Vec<u8> {
+    match field
+        .strip_prefix(b"\"")
+        .and_then(|f| f.strip_suffix(b"\""))
+    {
+        Some(inner) => {
+            let mut out = Vec::with_capacity(inner.len());
+            let mut i = 0;
+            while i < inner.len() {
+                out.push(inner[i]);
+                i += if inner[i] == b'"' && inner.get(i + 1) == Some(&b'"') {
+                    2
+                } else {
+                    1
+                };
+            }
+            out
+        }
+        None => field.to_vec(),
+    }
+}
+
+fn csv_quote(value: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    for &c in value {
+        if c == b'"' {
+            out.push(b'"');
+        }
+        out.push(c);
+    }
+    out.push(b'"');
+}
+
+fn copy_unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\' && i + 1 < field.len() {
+            out.push(match field[i + 1] {
+                b't' => b'\t',
+                b'n' => b'\n',
+                b'r' => b'\r',
+                other => other,
+            });
+            i += 2;
+        } else {
+            out.push(field[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn copy_escape(value: &[u8], out: &mut Vec<u8>) {
+    for &c in value {
+        match c {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
 /// Whether a COPY statement writes CSV (`FORMAT csv`, or the old `CSV` keyword).
 fn is_csv_copy(statement: &str) -> bool {
     statement.to_ascii_lowercase().contains("csv")
@@ -780,6 +1096,35 @@ mod tests {
         assert!(is_csv_copy("COPY t TO STDOUT (FORMAT csv)"));
         assert!(is_csv_copy("copy t to stdout with csv header"));
         assert!(!is_csv_copy("copy t to stdout"));
+    }
+
+    #[test]
+    fn copy_sources_are_queries_the_target_can_describe() {
+        assert_eq!(
+            copy_source_query("copy customers to stdout").as_deref(),
+            Some("SELECT * FROM \"customers\"")
+        );
+        assert_eq!(
+            copy_source_query("COPY public.customers (id, email) TO STDOUT WITH (FORMAT csv)")
+                .as_deref(),
+            Some("SELECT \"id\", \"email\" FROM \"public\".\"customers\"")
+        );
+        let q = copy_source_query("copy (select upper(email) from customers) to stdout").unwrap();
+        assert!(q.to_lowercase().contains("upper(email)"), "{q}");
+        assert!(copy_source_query("copy customers from stdin").is_none());
+        assert!(copy_source_query("select 1").is_none());
+    }
+
+    #[test]
+    fn csv_fields_split_outside_quotes() {
+        assert_eq!(
+            split_csv(b"1,\"a,b\",,\"x\"\"y\""),
+            vec![&b"1"[..], b"\"a,b\"", b"", b"\"x\"\"y\""]
+        );
+        assert_eq!(csv_unquote(b"\"x\"\"y\""), b"x\"y");
+        let mut out = Vec::new();
+        copy_escape(b"a\tb\\", &mut out);
+        assert_eq!(copy_unescape(&out), b"a\tb\\");
     }
 
     #[test]

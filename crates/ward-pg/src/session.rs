@@ -382,6 +382,13 @@ impl<'a> SessionMasker<'a> {
 enum Stop {
     /// A RowDescription at this offset names tables the catalog must name first.
     Resolve { at: usize, oids: Vec<u32> },
+    /// A CopyOutResponse at this offset starts a COPY TO whose columns must be named first
+    /// (by describing `sql`, the COPY's source, on the target).
+    DescribeCopy {
+        at: usize,
+        statement: String,
+        sql: String,
+    },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -491,6 +498,18 @@ async fn target_to_client(
                                     b'd' => m.copy_data(body, &mut arena),
                                     b'E' | b'N' => m.error_or_notice(tag, body, &mut arena),
                                     b'H' => {
+                                        if let Some(sql) =
+                                            m.copy_source_to_describe(t.current_text())
+                                        {
+                                            return Err(Stop::DescribeCopy {
+                                                at: at - HEADER_LEN,
+                                                statement: t
+                                                    .current_text()
+                                                    .unwrap_or_default()
+                                                    .to_string(),
+                                                sql,
+                                            });
+                                        }
                                         m.copy_out_started(body, t.current_text());
                                         false
                                     }
@@ -523,10 +542,13 @@ async fn target_to_client(
                 },
             )
         };
-        let (ready, resolve) = match scanned {
+        let (ready, stop) = match scanned {
             Ok(Ok(n)) => (n, None),
             Ok(Err(frame)) => return End::TargetProtocol(frame.to_string()),
-            Err(Stop::Resolve { at, oids }) => (at, Some(oids)),
+            Err(Stop::Resolve { at, oids }) => (at, Some(Stop::Resolve { at, oids })),
+            Err(Stop::DescribeCopy { at, statement, sql }) => {
+                (at, Some(Stop::DescribeCopy { at, statement, sql }))
+            }
         };
         if let Some((_, ward_pid)) = pid_map {
             for at in own_notifications.drain(..) {
@@ -572,13 +594,29 @@ async fn target_to_client(
             }
             buf.advance(ready);
         }
-        if let Some(oids) = resolve {
-            // The RowDescription (now at the front of `buf`) names tables the column rules
-            // need: look them up before any of its rows are released, then scan again.
-            if let Some(m) = masking.masker.as_ref() {
+        match (stop, masking.masker.as_mut()) {
+            (Some(Stop::Resolve { oids, .. }), Some(m)) => {
+                // The RowDescription (now at the front of `buf`) names tables the column
+                // rules need: look them up before any of its rows are released.
                 m.catalog().resolve(&oids).await;
+                rescan = true;
             }
-            rescan = true;
+            (Some(Stop::DescribeCopy { statement, sql, .. }), Some(m)) => {
+                // COPY output has no RowDescription: describe its source on the target (and
+                // name the tables) before the first row is released.
+                let catalog = m.catalog().clone();
+                let description = catalog.describe(&sql).await;
+                if let Ok(desc) = &description {
+                    let oids = m.tables_to_resolve(desc);
+                    if !oids.is_empty() {
+                        catalog.resolve(&oids).await;
+                    }
+                }
+                m.set_copy_description(statement, description);
+                rescan = true;
+            }
+            (Some(_), None) => rescan = true,
+            (None, _) => {}
         }
     }
 }
