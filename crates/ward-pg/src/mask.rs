@@ -170,8 +170,11 @@ pub struct ResultMasker {
     copy_plan: Option<CopyPlan>,
     /// The description of a COPY statement's source, looked up before its rows arrive:
     /// (statement text, RowDescription or why it could not be had).
-    described_copy: Option<(String, Result<Arc<[u8]>, String>)>,
+    described_copy: Option<(String, Described)>,
 }
+
+/// A COPY source's RowDescription, or why it could not be had.
+type Described = Result<Arc<[u8]>, String>;
 
 /// How the fields of a COPY TO's rows are masked.
 enum CopyPlan {
