@@ -590,6 +590,32 @@ impl SessionMasking {
         ColumnMask { whole, content }
     }
 
+    /// The strategy for a computed result value (one with no table of origin) of a
+    /// statement whose results are computed from `refs` (column names, `*` for a whole
+    /// row): the first column rule naming one of them, so `reverse(email)` or
+    /// `string_agg(notes, ',')` stay masked even where no detector could recognise the
+    /// transformed value. Errs towards masking: a computed value of such a statement is
+    /// masked even if it does not itself use the masked column.
+    pub fn derived(&self, refs: &[String]) -> Option<Strategy> {
+        let rules = &self.masking.rules;
+        refs.iter().find_map(|name| {
+            if name == "*" {
+                self.applicable
+                    .iter()
+                    .map(|&i| &rules[i])
+                    .find(|r| !r.columns.is_empty())
+                    .map(|r| r.strategy.clone())
+            } else {
+                self.column(&ColumnRef {
+                    name,
+                    attribute: None,
+                    origin: Origin::Unresolved,
+                })
+                .whole
+            }
+        })
+    }
+
     fn masker_for(&self, bits: u64) -> Arc<Masker> {
         let all = self
             .applicable

@@ -158,6 +158,11 @@ pub struct CommandInfo {
     pub tables_written: Vec<String>,
     pub functions: Vec<String>,
     pub flags: Vec<Flag>,
+    /// Column names referenced where results are computed (select lists, RETURNING), and
+    /// `*` for a whole-row reference (`row_to_json(t)`). Masking uses them to protect
+    /// computed values derived from a masked column (`reverse(email)`), which carry no
+    /// table of origin in the result.
+    pub output_columns: Vec<String>,
 }
 
 impl CommandInfo {

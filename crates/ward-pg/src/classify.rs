@@ -150,8 +150,86 @@ fn describe(node: &NodeEnum) -> CommandInfo {
         _ => {}
     }
     walk(node, &mut info);
+    output_columns(node, &mut info);
     info.kinds.dedup();
     info
+}
+
+/// Collects [`CommandInfo::output_columns`]: names referenced inside select lists and
+/// RETURNING lists anywhere in the statement (CTEs and subqueries included, since their
+/// outputs feed the outer query), and `*` for references to a whole row.
+fn output_columns(node: &NodeEnum, info: &mut CommandInfo) {
+    let mut relations: Vec<String> = Vec::new();
+    let mut singles: Vec<String> = Vec::new();
+    for (nested, _, _, _) in node.nodes() {
+        match nested {
+            NodeRef::RangeVar(rv) => {
+                relations.push(rv.relname.to_ascii_lowercase());
+                if let Some(alias) = &rv.alias {
+                    relations.push(alias.aliasname.to_ascii_lowercase());
+                }
+            }
+            NodeRef::RangeSubselect(rs) => {
+                if let Some(alias) = &rs.alias {
+                    relations.push(alias.aliasname.to_ascii_lowercase());
+                }
+            }
+            NodeRef::CommonTableExpr(cte) => relations.push(cte.ctename.to_ascii_lowercase()),
+            NodeRef::ResTarget(rt) => {
+                let Some(val) = rt.val.as_ref().and_then(|v| v.node.as_ref()) else {
+                    continue;
+                };
+                let mut refs: Vec<&protobuf::ColumnRef> = Vec::new();
+                if let NodeEnum::ColumnRef(c) = val {
+                    refs.push(c);
+                }
+                for (inner, _, _, _) in val.nodes() {
+                    if let NodeRef::ColumnRef(c) = inner {
+                        refs.push(c);
+                    }
+                }
+                for c in refs {
+                    let names: Vec<&str> = c
+                        .fields
+                        .iter()
+                        .filter_map(|f| match &f.node {
+                            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    let star = c
+                        .fields
+                        .iter()
+                        .any(|f| matches!(f.node, Some(NodeEnum::AStar(_))));
+                    match (names.as_slice(), star) {
+                        // A bare `*` in a select list expands to stored columns, which keep
+                        // their table of origin.
+                        ([], true) => {}
+                        (_, true) => push_unique(&mut info.output_columns, "*"),
+                        ([single], false) => singles.push(single.to_ascii_lowercase()),
+                        (many, false) => {
+                            if let Some(last) = many.last() {
+                                push_unique(&mut info.output_columns, &last.to_ascii_lowercase());
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for name in singles {
+        if relations.contains(&name) {
+            push_unique(&mut info.output_columns, "*");
+        }
+        push_unique(&mut info.output_columns, &name);
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, name: &str) {
+    if !list.iter().any(|n| n == name) {
+        list.push(name.to_string());
+    }
 }
 
 /// Adds nested statement kinds, tables, functions and flags found anywhere in the tree.
@@ -470,5 +548,30 @@ mod tests {
         let a = classify("select * from t where id = 1");
         let b = classify("select * from t where id = 1");
         assert_eq!(a, b);
+    }
+}
+#[cfg(test)]
+mod output_column_tests {
+    #[test]
+    fn output_columns_name_select_list_references_and_whole_rows() {
+        let info = |sql: &str| {
+            super::classify_uncached(sql).unwrap()[0]
+                .output_columns
+                .clone()
+        };
+        assert_eq!(info("select t from customers t"), vec!["*", "t"]);
+        assert_eq!(
+            info("select row_to_json(c) from customers c"),
+            vec!["*", "c"]
+        );
+        assert_eq!(
+            info("select reverse(x.email) from customers x"),
+            vec!["email"]
+        );
+        assert_eq!(info("select json_agg(t.*) from customers t"), vec!["*"]);
+        assert!(info("select * from customers").is_empty());
+        assert!(info("select count(*) from customers where email = 'x'").is_empty());
+        let cte = info("with x as (select email as e from customers) select upper(e) from x");
+        assert!(cte.contains(&"email".to_string()), "{cte:?}");
     }
 }

@@ -289,6 +289,7 @@ pub(crate) async fn client_to_target(
                 }
                 let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
                 t.set_note(note);
+                t.set_output_columns(output_columns(&classified));
                 if let Frontend::Invalid(why) = t.frontend(frame.tag, body) {
                     return End::ClientProtocol(why);
                 }
@@ -314,6 +315,21 @@ pub(crate) async fn client_to_target(
             return End::ClientTerminated;
         }
     }
+}
+
+/// Output column references of every statement in a message (masking protects computed
+/// values derived from masked columns); `None` when there are none.
+fn output_columns(classified: &Classified) -> crate::tracker::Refs {
+    let commands = classified.as_deref()?;
+    let mut names: Vec<String> = Vec::new();
+    for c in commands {
+        for n in &c.output_columns {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    (!names.is_empty()).then(|| names.into())
 }
 
 /// The SQL text of a statement-bearing message and its classification.

@@ -122,6 +122,7 @@ struct Plan {
     /// allocations cannot be reused by another description).
     desc: Arc<[u8]>,
     formats: Option<Arc<[i16]>>,
+    refs: crate::tracker::Refs,
     columns: Vec<ColumnPlan>,
     /// Every column passes untouched: rows are forwarded without a walk.
     clear: bool,
@@ -272,7 +273,12 @@ impl ResultMasker {
 
     /// Notes a CopyOutResponse; `statement` is the COPY's text, which says whether rows are
     /// CSV (the response itself only says text or binary).
-    pub fn copy_out_started(&mut self, body: &[u8], statement: Option<&str>) {
+    pub fn copy_out_started(
+        &mut self,
+        body: &[u8],
+        statement: Option<&str>,
+        refs: crate::tracker::Refs,
+    ) {
         let binary = body.first() == Some(&1);
         self.copy_out = Some(if binary {
             CopyFormat::Binary
@@ -292,6 +298,7 @@ impl ResultMasker {
                     self.build_plan(&RowDesc {
                         desc,
                         formats: None,
+                        refs: refs.clone(),
                     })
                 }) {
                     Some(plan) => CopyPlan::Columns(plan),
@@ -475,6 +482,11 @@ impl ResultMasker {
     fn ensure_plan(&mut self, row: &RowDesc) {
         let cached = self.plan.as_ref().is_some_and(|p| {
             Arc::ptr_eq(&p.desc, &row.desc)
+                && match (&p.refs, &row.refs) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    _ => false,
+                }
                 && match (&p.formats, &row.formats) {
                     (None, None) => true,
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
@@ -512,6 +524,10 @@ impl ResultMasker {
                 Some(many) => many.get(i).copied().unwrap_or(0),
             }
         };
+        let derived = row
+            .refs
+            .as_deref()
+            .and_then(|refs| self.session.derived(refs));
         let mut columns = Vec::with_capacity(fields.len());
         for (i, f) in fields.iter().enumerate() {
             let name = String::from_utf8_lossy(f.name);
@@ -537,15 +553,25 @@ impl ResultMasker {
                     },
                 }),
             };
-            columns.push(ColumnPlan {
-                mask,
-                kind: kind_of(f.type_oid, format_of(i, f.format) == 1),
-            });
+            let kind = kind_of(f.type_oid, format_of(i, f.format) == 1);
+            let mut mask = mask;
+            // attnum 0 is a whole-row reference (`select t from customers t`), which the
+            // server reports with the table's OID: it carries every column.
+            if (f.table_oid == 0 || f.attnum <= 0)
+                && mask.whole.is_none()
+                && !matches!(kind, Kind::Json | Kind::BinaryJsonb)
+            {
+                // A computed value of a statement that reads a masked column: masked whole
+                // (JSON documents keep key masking instead, which names the columns).
+                mask.whole = derived.clone();
+            }
+            columns.push(ColumnPlan { mask, kind });
         }
         let clear = columns.iter().all(|c| c.mask.is_clear());
         Some(Plan {
             desc: row.desc.clone(),
             formats: row.formats.clone(),
+            refs: row.refs.clone(),
             columns,
             clear,
         })

@@ -510,7 +510,11 @@ async fn target_to_client(
                                                 sql,
                                             });
                                         }
-                                        m.copy_out_started(body, t.current_text());
+                                        m.copy_out_started(
+                                            body,
+                                            t.current_text(),
+                                            t.current_refs(),
+                                        );
                                         false
                                     }
                                     b'c' | b'Z' => {

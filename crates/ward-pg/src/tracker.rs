@@ -51,7 +51,13 @@ pub type Note = Option<Arc<Decided>>;
 pub struct RowDesc {
     pub desc: Arc<[u8]>,
     pub formats: Option<Arc<[i16]>>,
+    /// Column names the statement's results are computed from (see
+    /// `CommandInfo::output_columns`).
+    pub refs: Refs,
 }
+
+/// Column names a statement's results are computed from, when it was classified.
+pub type Refs = Option<Arc<[String]>>;
 
 /// A request whose response has not finished yet.
 #[derive(Debug)]
@@ -64,6 +70,7 @@ enum Pending {
         rows: u64,
         failed: bool,
         note: Note,
+        refs: Refs,
     },
     Parse {
         text: Arc<str>,
@@ -106,6 +113,7 @@ struct Prepared {
     note: Note,
     /// The RowDescription that answered a Describe of this statement.
     row: Option<Arc<[u8]>>,
+    refs: Refs,
 }
 
 #[derive(Debug)]
@@ -114,6 +122,7 @@ struct Portal {
     params: Option<String>,
     note: Note,
     row: Option<RowDesc>,
+    refs: Refs,
 }
 
 /// Per-session attribution state, shared by the two directions of the relay.
@@ -138,6 +147,8 @@ pub struct Tracker {
     keep_rows: bool,
     /// The RowDescription of the simple-query result being received.
     simple_row: Option<RowDesc>,
+    /// Output column references for the next Query or Parse noted.
+    next_refs: Refs,
 }
 
 /// What a frontend message means for the relay.
@@ -167,6 +178,7 @@ impl Tracker {
             text_cap,
             keep_rows: false,
             simple_row: None,
+            next_refs: None,
         }
     }
 
@@ -180,6 +192,15 @@ impl Tracker {
         match self.pending.front()? {
             Pending::Execute { row, .. } => row.as_ref(),
             Pending::Simple { .. } => self.simple_row.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The output column references of the statement whose response arrives now.
+    pub fn current_refs(&self) -> Refs {
+        match self.pending.front()? {
+            Pending::Execute { row, .. } => row.as_ref().and_then(|r| r.refs.clone()),
+            Pending::Simple { refs, .. } => refs.clone(),
             _ => None,
         }
     }
@@ -204,6 +225,7 @@ impl Tracker {
                 };
                 let statements = split_statements(query, self.text_cap);
                 let note = self.next_note.take();
+                let refs = self.next_refs.take();
                 self.pending.push_back(Pending::Simple {
                     statements,
                     next: 0,
@@ -211,6 +233,7 @@ impl Tracker {
                     rows: 0,
                     failed: false,
                     note,
+                    refs,
                 });
             }
             b'P' => {
@@ -229,6 +252,7 @@ impl Tracker {
                     generation: self.generation,
                     note: note.clone(),
                     row: None,
+                    refs: self.next_refs.take(),
                 };
                 self.statements.insert(parse.name.into(), prepared);
                 self.pending.push_back(Pending::Parse { text, note });
@@ -240,14 +264,22 @@ impl Tracker {
                 }) else {
                     return Frontend::Invalid("malformed Bind message".into());
                 };
-                let (text, note, desc) = self
+                let (text, note, desc, refs) = self
                     .statements
                     .get(bind.statement)
-                    .map(|p| (p.text.clone(), p.note.clone(), p.row.clone()))
-                    .unwrap_or_else(|| (unknown_statement(bind.statement), None, None));
+                    .map(|p| {
+                        (
+                            p.text.clone(),
+                            p.note.clone(),
+                            p.row.clone(),
+                            p.refs.clone(),
+                        )
+                    })
+                    .unwrap_or_else(|| (unknown_statement(bind.statement), None, None, None));
                 let row = desc.map(|desc| RowDesc {
                     desc,
                     formats: Some(messages::parse_bind_result_formats(body).unwrap_or_default()),
+                    refs: refs.clone(),
                 });
                 if self.portals.len() >= MAX_TRACKED_PORTALS && !bind.portal.is_empty() {
                     self.portals.retain(|name, _| name.is_empty());
@@ -259,6 +291,7 @@ impl Tracker {
                         params: bind.params,
                         note,
                         row,
+                        refs,
                     },
                 );
                 self.pending.push_back(Pending::Bind);
@@ -426,10 +459,11 @@ impl Tracker {
             return;
         }
         match self.pending.front() {
-            Some(Pending::Simple { .. }) => {
+            Some(Pending::Simple { refs, .. }) => {
                 self.simple_row = Some(RowDesc {
                     desc: body.into(),
                     formats: None,
+                    refs: refs.clone(),
                 });
             }
             Some(Pending::Describe { .. }) => {
@@ -448,6 +482,7 @@ impl Tracker {
                     p.row = Some(RowDesc {
                         desc: body.into(),
                         formats: None,
+                        refs: p.refs.clone(),
                     });
                 }
             }
@@ -724,6 +759,11 @@ impl Tracker {
         self.next_note = note;
     }
 
+    /// Sets the output column references for the next Query or Parse noted.
+    pub fn set_output_columns(&mut self, refs: Refs) {
+        self.next_refs = refs;
+    }
+
     /// Notes a simple Query that ward sent in place of a denied client message: its events
     /// carry the client's original text and the denial.
     pub fn note_replacement(&mut self, original: &str, note: Note) {
@@ -734,6 +774,7 @@ impl Tracker {
             rows: 0,
             failed: false,
             note,
+            refs: None,
         });
     }
 
