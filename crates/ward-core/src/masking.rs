@@ -599,7 +599,10 @@ impl SessionMasking {
     pub fn derived(&self, refs: &[String]) -> Option<Strategy> {
         let rules = &self.masking.rules;
         refs.iter().find_map(|name| {
-            if name == "*" {
+            if name.starts_with('*') && name != "*" {
+                // `*t`: names which relation a whole-row reference is; `*` covers it.
+                None
+            } else if name == "*" {
                 self.applicable
                     .iter()
                     .map(|&i| &rules[i])

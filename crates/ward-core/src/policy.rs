@@ -163,6 +163,13 @@ pub struct CommandInfo {
     /// computed values derived from a masked column (`reverse(email)`), which carry no
     /// table of origin in the result.
     pub output_columns: Vec<String>,
+    /// For a plain top-level SELECT without `*`, the references of each select-list entry in
+    /// order (result column i is computed from `select_list[i]`), so a computed column that
+    /// uses no masked column is left alone; `None` when columns cannot be told apart.
+    pub select_list: Option<Vec<Vec<String>>>,
+    /// References in select lists below the top level (CTEs, subqueries), through which an
+    /// alias can carry a masked column into a top-level expression.
+    pub nested_columns: Vec<String>,
 }
 
 impl CommandInfo {

@@ -230,6 +230,33 @@ pub fn mask_encoded_into(masker: &Masker, value: &[u8], out: &mut Vec<u8>) -> Ou
     }
 }
 
+/// Apply `strategy` to the whole decoded content of a `\x` bytea text or an entirely
+/// hex/base64 value and re-encode it the same way, so a column rule (or a value derived
+/// from a masked column) keeps a valid encoding. `None` when the value is not encoded.
+pub fn mask_encoded_whole_into(
+    masker: &Masker,
+    strategy: &crate::Strategy,
+    value: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    let (prefix, payload, enc): (&[u8], &[u8], Encoding) = match value.strip_prefix(b"\\x") {
+        Some(hex) => (b"\\x", hex, Encoding::Hex { upper: false }),
+        None => (b"", value, classify(value)?),
+    };
+    let mut decoded = vec![0u8; payload.len()];
+    let n = decode(enc, payload, &mut decoded)?;
+    decoded.truncate(n);
+    let mut masked = Vec::new();
+    match masker.mask_whole_into(strategy, &decoded, &mut masked) {
+        Outcome::Null => Some(Outcome::Null),
+        _ => {
+            out.extend_from_slice(prefix);
+            encode(enc, &masked, out);
+            Some(Outcome::Masked)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +275,22 @@ mod tests {
 
     fn hex(s: &[u8]) -> String {
         s.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn whole_masking_keeps_the_encoding() {
+        let m = Masker::with_key(None);
+        let mut out = Vec::new();
+        let value = b"\\x6a6f686e";
+        assert_eq!(
+            mask_encoded_whole_into(&m, &Strategy::Redact, value, &mut out),
+            Some(Outcome::Masked)
+        );
+        assert_eq!(out, b"\\x2a2a2a2a");
+        assert!(
+            mask_encoded_whole_into(&m, &Strategy::Redact, b"plain text", &mut Vec::new())
+                .is_none()
+        );
     }
 
     #[test]

@@ -58,7 +58,7 @@ use regex::bytes::Regex;
 
 pub use copy::mask_copy_line_into;
 pub use detect::{luhn_valid, mod97_valid};
-pub use encoded::{mask_bytea_hex_into, mask_encoded_into};
+pub use encoded::{mask_bytea_hex_into, mask_encoded_into, mask_encoded_whole_into};
 pub use json::{JsonKeys, mask_json_into};
 
 /// Errors building a [`Masker`].

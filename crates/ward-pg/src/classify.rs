@@ -155,12 +155,12 @@ fn describe(node: &NodeEnum) -> CommandInfo {
     info
 }
 
-/// Collects [`CommandInfo::output_columns`]: names referenced inside select lists and
-/// RETURNING lists anywhere in the statement (CTEs and subqueries included, since their
-/// outputs feed the outer query), and `*` for references to a whole row.
+/// Collects [`CommandInfo::output_columns`], [`CommandInfo::select_list`] and
+/// [`CommandInfo::nested_columns`]: names referenced inside select lists and RETURNING lists
+/// (CTEs and subqueries included, since their outputs feed the outer query), and `*` (plus
+/// `*name`) for references to a whole row.
 fn output_columns(node: &NodeEnum, info: &mut CommandInfo) {
     let mut relations: Vec<String> = Vec::new();
-    let mut singles: Vec<String> = Vec::new();
     for (nested, _, _, _) in node.nodes() {
         match nested {
             NodeRef::RangeVar(rv) => {
@@ -174,56 +174,118 @@ fn output_columns(node: &NodeEnum, info: &mut CommandInfo) {
                     relations.push(alias.aliasname.to_ascii_lowercase());
                 }
             }
-            NodeRef::CommonTableExpr(cte) => relations.push(cte.ctename.to_ascii_lowercase()),
-            NodeRef::ResTarget(rt) => {
-                let Some(val) = rt.val.as_ref().and_then(|v| v.node.as_ref()) else {
-                    continue;
-                };
-                let mut refs: Vec<&protobuf::ColumnRef> = Vec::new();
-                if let NodeEnum::ColumnRef(c) = val {
-                    refs.push(c);
-                }
-                for (inner, _, _, _) in val.nodes() {
-                    if let NodeRef::ColumnRef(c) = inner {
-                        refs.push(c);
-                    }
-                }
-                for c in refs {
-                    let names: Vec<&str> = c
-                        .fields
-                        .iter()
-                        .filter_map(|f| match &f.node {
-                            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
-                            _ => None,
-                        })
-                        .collect();
-                    let star = c
-                        .fields
-                        .iter()
-                        .any(|f| matches!(f.node, Some(NodeEnum::AStar(_))));
-                    match (names.as_slice(), star) {
-                        // A bare `*` in a select list expands to stored columns, which keep
-                        // their table of origin.
-                        ([], true) => {}
-                        (_, true) => push_unique(&mut info.output_columns, "*"),
-                        ([single], false) => singles.push(single.to_ascii_lowercase()),
-                        (many, false) => {
-                            if let Some(last) = many.last() {
-                                push_unique(&mut info.output_columns, &last.to_ascii_lowercase());
-                            }
-                        }
-                    }
+            NodeRef::RangeFunction(rf) => {
+                if let Some(alias) = &rf.alias {
+                    relations.push(alias.aliasname.to_ascii_lowercase());
                 }
             }
+            NodeRef::CommonTableExpr(cte) => relations.push(cte.ctename.to_ascii_lowercase()),
             _ => {}
         }
     }
-    for name in singles {
-        if relations.contains(&name) {
-            push_unique(&mut info.output_columns, "*");
+    // The top-level select list, when its entries map one to one onto result columns.
+    let top: Option<&Vec<protobuf::Node>> = match node {
+        NodeEnum::SelectStmt(s)
+            if s.op == protobuf::SetOperation::SetopNone as i32
+                && !s.target_list.iter().any(is_bare_star) =>
+        {
+            Some(&s.target_list)
         }
-        push_unique(&mut info.output_columns, &name);
+        _ => None,
+    };
+    let top_targets: Vec<*const protobuf::ResTarget> = top
+        .map(|list| {
+            list.iter()
+                .filter_map(|n| match &n.node {
+                    Some(NodeEnum::ResTarget(rt)) => Some(&**rt as *const _),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut per_column: Vec<Vec<String>> = vec![Vec::new(); top_targets.len()];
+    for (nested, _, _, _) in node.nodes() {
+        let NodeRef::ResTarget(rt) = nested else {
+            continue;
+        };
+        let refs = references_in(rt, &relations);
+        for r in &refs {
+            push_unique(&mut info.output_columns, r);
+        }
+        match top_targets.iter().position(|&p| std::ptr::eq(p, rt)) {
+            Some(i) => per_column[i] = refs,
+            None => {
+                for r in &refs {
+                    push_unique(&mut info.nested_columns, r);
+                }
+            }
+        }
     }
+    if top.is_some() {
+        info.select_list = Some(per_column);
+    }
+}
+
+fn is_bare_star(node: &protobuf::Node) -> bool {
+    let Some(NodeEnum::ResTarget(rt)) = &node.node else {
+        return false;
+    };
+    matches!(
+        rt.val.as_ref().and_then(|v| v.node.as_ref()),
+        Some(NodeEnum::ColumnRef(c)) if c.fields.iter().any(|f| matches!(f.node, Some(NodeEnum::AStar(_))))
+    )
+}
+
+/// Column names referenced in one select-list entry.
+fn references_in(rt: &protobuf::ResTarget, relations: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(val) = rt.val.as_ref().and_then(|v| v.node.as_ref()) else {
+        return out;
+    };
+    let mut refs: Vec<&protobuf::ColumnRef> = Vec::new();
+    if let NodeEnum::ColumnRef(c) = val {
+        refs.push(c);
+    }
+    for (inner, _, _, _) in val.nodes() {
+        if let NodeRef::ColumnRef(c) = inner {
+            refs.push(c);
+        }
+    }
+    for c in refs {
+        let names: Vec<String> = c
+            .fields
+            .iter()
+            .filter_map(|f| match &f.node {
+                Some(NodeEnum::String(s)) => Some(s.sval.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect();
+        let star = c
+            .fields
+            .iter()
+            .any(|f| matches!(f.node, Some(NodeEnum::AStar(_))));
+        match (names.as_slice(), star) {
+            // A bare `*` expands to stored columns, which keep their table of origin.
+            ([], true) => {}
+            ([rel, ..], true) => {
+                push_unique(&mut out, "*");
+                push_unique(&mut out, &format!("*{rel}"));
+            }
+            ([single], false) => {
+                if relations.contains(single) {
+                    push_unique(&mut out, "*");
+                    push_unique(&mut out, &format!("*{single}"));
+                }
+                push_unique(&mut out, single);
+            }
+            (many, false) => {
+                if let Some(last) = many.last() {
+                    push_unique(&mut out, last);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn push_unique(list: &mut Vec<String>, name: &str) {
@@ -552,26 +614,47 @@ mod tests {
 }
 #[cfg(test)]
 mod output_column_tests {
+    fn info(sql: &str) -> ward_core::policy::CommandInfo {
+        super::classify_uncached(sql).unwrap()[0].clone()
+    }
+
     #[test]
     fn output_columns_name_select_list_references_and_whole_rows() {
-        let info = |sql: &str| {
-            super::classify_uncached(sql).unwrap()[0]
-                .output_columns
-                .clone()
-        };
-        assert_eq!(info("select t from customers t"), vec!["*", "t"]);
+        let out = |sql: &str| info(sql).output_columns;
+        assert_eq!(out("select t from customers t"), vec!["*", "*t", "t"]);
         assert_eq!(
-            info("select row_to_json(c) from customers c"),
-            vec!["*", "c"]
+            out("select row_to_json(c) from customers c"),
+            vec!["*", "*c", "c"]
         );
         assert_eq!(
-            info("select reverse(x.email) from customers x"),
+            out("select reverse(x.email) from customers x"),
             vec!["email"]
         );
-        assert_eq!(info("select json_agg(t.*) from customers t"), vec!["*"]);
-        assert!(info("select * from customers").is_empty());
-        assert!(info("select count(*) from customers where email = 'x'").is_empty());
-        let cte = info("with x as (select email as e from customers) select upper(e) from x");
+        assert_eq!(
+            out("select json_agg(t.*) from customers t"),
+            vec!["*", "*t"]
+        );
+        assert!(out("select * from customers").is_empty());
+        assert!(out("select count(*) from customers where email = 'x'").is_empty());
+        let cte = out("with x as (select email as e from customers) select upper(e) from x");
         assert!(cte.contains(&"email".to_string()), "{cte:?}");
+    }
+
+    #[test]
+    fn select_lists_map_references_to_result_columns() {
+        let list = |sql: &str| info(sql).select_list;
+        assert_eq!(
+            list("select id, 'x' || email, count(*) from customers group by 1, 2"),
+            Some(vec![
+                vec!["id".to_string()],
+                vec!["email".to_string()],
+                vec![]
+            ])
+        );
+        assert_eq!(list("select *, upper(name) from customers"), None);
+        assert_eq!(list("select a from t union select b from u"), None);
+        let nested = info("with x as (select notes as n from c) select upper(n) from x");
+        assert_eq!(nested.nested_columns, vec!["notes".to_string()]);
+        assert_eq!(nested.select_list, Some(vec![vec!["n".to_string()]]));
     }
 }

@@ -321,15 +321,32 @@ pub(crate) async fn client_to_target(
 /// values derived from masked columns); `None` when there are none.
 fn output_columns(classified: &Classified) -> crate::tracker::Refs {
     let commands = classified.as_deref()?;
-    let mut names: Vec<String> = Vec::new();
+    if let [one] = commands {
+        if one.output_columns.is_empty() {
+            return None;
+        }
+        return Some(Arc::new(crate::tracker::OutputRefs {
+            all: one.output_columns.clone(),
+            select_list: one.select_list.clone(),
+            nested: one.nested_columns.clone(),
+        }));
+    }
+    // Several statements in one message: their results cannot be told apart here.
+    let mut all: Vec<String> = Vec::new();
     for c in commands {
         for n in &c.output_columns {
-            if !names.contains(n) {
-                names.push(n.clone());
+            if !all.contains(n) {
+                all.push(n.clone());
             }
         }
     }
-    (!names.is_empty()).then(|| names.into())
+    (!all.is_empty()).then(|| {
+        Arc::new(crate::tracker::OutputRefs {
+            nested: all.clone(),
+            all,
+            select_list: None,
+        })
+    })
 }
 
 /// The SQL text of a statement-bearing message and its classification.

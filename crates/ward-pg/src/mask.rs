@@ -67,6 +67,8 @@ enum Kind {
     ByteaText,
     /// Binary of a textual type: the bytes are the text.
     BinaryText,
+    /// Binary json: the bytes are the JSON text.
+    BinaryJson,
     /// Binary jsonb: a version byte, then the text.
     BinaryJsonb,
     BinaryInt8,
@@ -98,10 +100,10 @@ fn kind_of(type_oid: u32, binary: bool) -> Kind {
             | oid::NAME
             | oid::CHAR
             | oid::UNKNOWN
-            | oid::JSON
             | oid::XML
             | oid::BYTEA,
         ) => Kind::BinaryText,
+        (true, oid::JSON) => Kind::BinaryJson,
         (true, oid::JSONB) => Kind::BinaryJsonb,
         (true, oid::INT8) => Kind::BinaryInt8,
         (true, _) => Kind::BinaryOther,
@@ -524,10 +526,26 @@ impl ResultMasker {
                 Some(many) => many.get(i).copied().unwrap_or(0),
             }
         };
-        let derived = row
-            .refs
-            .as_deref()
-            .and_then(|refs| self.session.derived(refs));
+        let refs = row.refs.as_deref();
+        // The strategy for computed column i, from what the statement's select lists use.
+        let derived = |i: usize| -> Option<Strategy> {
+            let refs = refs?;
+            match &refs.select_list {
+                Some(list) if list.len() == fields.len() => {
+                    let own = &list[i];
+                    // Its own references name a masked column, or it uses a name that may
+                    // be an alias of one defined in a CTE or subquery.
+                    self.session.derived(own).or_else(|| {
+                        if own.is_empty() {
+                            None
+                        } else {
+                            self.session.derived(&refs.nested)
+                        }
+                    })
+                }
+                _ => self.session.derived(&refs.all),
+            }
+        };
         let mut columns = Vec::with_capacity(fields.len());
         for (i, f) in fields.iter().enumerate() {
             let name = String::from_utf8_lossy(f.name);
@@ -559,11 +577,11 @@ impl ResultMasker {
             // server reports with the table's OID: it carries every column.
             if (f.table_oid == 0 || f.attnum <= 0)
                 && mask.whole.is_none()
-                && !matches!(kind, Kind::Json | Kind::BinaryJsonb)
+                && !matches!(kind, Kind::Json | Kind::BinaryJson | Kind::BinaryJsonb)
             {
                 // A computed value of a statement that reads a masked column: masked whole
                 // (JSON documents keep key masking instead, which names the columns).
-                mask.whole = derived.clone();
+                mask.whole = derived(i);
             }
             columns.push(ColumnPlan { mask, kind });
         }
@@ -668,7 +686,7 @@ fn mask_value(
     };
     match plan.kind {
         Kind::Text => mask_text_outcome(masker, session, value, out),
-        Kind::Json => json_or_text(masker, session, value, out),
+        Kind::Json | Kind::BinaryJson => json_or_text(masker, session, value, out),
         Kind::ByteaText => ward_mask::mask_bytea_hex_into(masker, value, out),
         Kind::NumberText | Kind::BinaryInt8 => {
             let mut digits = itoa_buf();
@@ -723,8 +741,11 @@ fn mask_whole(
     out: &mut Vec<u8>,
 ) -> Outcome {
     match kind {
-        Kind::Text | Kind::BinaryText => masker.mask_whole_into(strategy, value, out),
-        Kind::Json | Kind::BinaryJsonb => {
+        Kind::Text | Kind::BinaryText => {
+            ward_mask::mask_encoded_whole_into(masker, strategy, value, out)
+                .unwrap_or_else(|| masker.mask_whole_into(strategy, value, out))
+        }
+        Kind::Json | Kind::BinaryJson | Kind::BinaryJsonb => {
             // A JSON value must stay JSON: the masked text becomes a JSON string.
             let at = out.len();
             if kind == Kind::BinaryJsonb {
@@ -751,17 +772,8 @@ fn mask_whole(
                 }
             }
         }
-        Kind::ByteaText => {
-            let mut inner = Vec::new();
-            match masker.mask_whole_into(strategy, value.get(2..).unwrap_or_default(), &mut inner) {
-                Outcome::Masked => {
-                    out.extend_from_slice(b"\\x");
-                    out.extend_from_slice(hex::encode(&inner).as_bytes());
-                    Outcome::Masked
-                }
-                _ => Outcome::Null,
-            }
-        }
+        Kind::ByteaText => ward_mask::mask_encoded_whole_into(masker, strategy, value, out)
+            .unwrap_or(Outcome::Null),
         // No masked form is a valid number or binary value of another type.
         Kind::NumberText | Kind::BinaryInt8 | Kind::BinaryOther => Outcome::Null,
     }
@@ -779,6 +791,12 @@ fn mask_text_outcome(
         && let Some(outcome) = ward_mask::mask_json_into(masker, session.json_keys(), value, out)
     {
         return outcome;
+    }
+    if value.starts_with(b"\\x") {
+        match ward_mask::mask_bytea_hex_into(masker, value, out) {
+            Outcome::Unchanged => {}
+            other => return other,
+        }
     }
     match masker.mask_into(value, out) {
         Outcome::Unchanged => ward_mask::mask_encoded_into(masker, value, out),
@@ -966,7 +984,8 @@ fn mask_copy_fields(
                 copy_unescape(field)
             };
             let mut masked = Vec::new();
-            match everywhere.mask_whole_into(&strategy, &value, &mut masked) {
+            let kind = column.map_or(Kind::Text, |c| c.kind);
+            match mask_whole(everywhere, &strategy, kind, &value, &mut masked) {
                 Outcome::Null => {
                     if !csv {
                         out.extend_from_slice(b"\\N");

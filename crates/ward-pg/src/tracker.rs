@@ -56,8 +56,19 @@ pub struct RowDesc {
     pub refs: Refs,
 }
 
-/// Column names a statement's results are computed from, when it was classified.
-pub type Refs = Option<Arc<[String]>>;
+/// Column names a statement's results are computed from (see `CommandInfo`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OutputRefs {
+    /// Every name referenced in any select list.
+    pub all: Vec<String>,
+    /// Per result column, for a plain top-level SELECT.
+    pub select_list: Option<Vec<Vec<String>>>,
+    /// Names referenced in select lists below the top level.
+    pub nested: Vec<String>,
+}
+
+/// The output references of a statement, when it was classified.
+pub type Refs = Option<Arc<OutputRefs>>;
 
 /// A request whose response has not finished yet.
 #[derive(Debug)]
