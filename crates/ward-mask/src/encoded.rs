@@ -87,6 +87,11 @@ pub(crate) fn classify(value: &[u8]) -> Option<Encoding> {
     if value.len() < MIN_ENCODED_LEN {
         return None;
     }
+    // A run of digits is a number (a card, an id), not an encoding, though both alphabets
+    // contain it.
+    if value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
     let body = value
         .strip_suffix(b"==")
         .or_else(|| value.strip_suffix(b"="))
@@ -408,7 +413,7 @@ mod tests {
     #[test]
     fn classify_rules() {
         assert_eq!(
-            classify(b"00112233445566778899"),
+            classify(b"00112233445566778899aabb"),
             Some(Encoding::Hex { upper: false })
         );
         assert_eq!(

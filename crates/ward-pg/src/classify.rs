@@ -174,11 +174,6 @@ fn output_columns(node: &NodeEnum, info: &mut CommandInfo) {
                     relations.push(alias.aliasname.to_ascii_lowercase());
                 }
             }
-            NodeRef::RangeFunction(rf) => {
-                if let Some(alias) = &rf.alias {
-                    relations.push(alias.aliasname.to_ascii_lowercase());
-                }
-            }
             NodeRef::CommonTableExpr(cte) => relations.push(cte.ctename.to_ascii_lowercase()),
             _ => {}
         }

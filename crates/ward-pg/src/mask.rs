@@ -679,7 +679,8 @@ fn mask_value(
 ) -> Outcome {
     let everywhere = session.everywhere();
     if let Some(strategy) = &plan.mask.whole {
-        return mask_whole(everywhere, strategy, plan.kind, value, out);
+        let masker = plan.mask.content.as_ref().unwrap_or(everywhere);
+        return mask_whole(masker, strategy, plan.kind, value, out);
     }
     let Some(masker) = &plan.mask.content else {
         return Outcome::Unchanged;
@@ -743,7 +744,7 @@ fn mask_whole(
     match kind {
         Kind::Text | Kind::BinaryText => {
             ward_mask::mask_encoded_whole_into(masker, strategy, value, out)
-                .unwrap_or_else(|| masker.mask_whole_into(strategy, value, out))
+                .unwrap_or_else(|| redact_whole(masker, strategy, value, out))
         }
         Kind::Json | Kind::BinaryJson | Kind::BinaryJsonb => {
             // A JSON value must stay JSON: the masked text becomes a JSON string.
@@ -776,6 +777,54 @@ fn mask_whole(
             .unwrap_or(Outcome::Null),
         // No masked form is a valid number or binary value of another type.
         Kind::NumberText | Kind::BinaryInt8 | Kind::BinaryOther => Outcome::Null,
+    }
+}
+
+/// A column rule on a text value. For `redact`, detected spans keep their detector's
+/// format-preserving redaction (`j***@*******.com` inside a longer text, or in
+/// `string_agg(email, ',')`) and every other letter and digit becomes `*`; the other
+/// strategies replace the value as a whole.
+fn redact_whole(masker: &Masker, strategy: &Strategy, value: &[u8], out: &mut Vec<u8>) -> Outcome {
+    if *strategy != Strategy::Redact {
+        return masker.mask_whole_into(strategy, value, out);
+    }
+    let spans: Vec<(usize, usize)> = masker
+        .find(value)
+        .iter()
+        .map(|m| (m.start, m.end))
+        .collect();
+    if spans.is_empty() || spans == [(0, value.len())] {
+        return masker.mask_whole_into(strategy, value, out);
+    }
+    let mut pos = 0;
+    for (start, end) in spans {
+        star_alphanumerics(&value[pos..start], out);
+        let span = &value[start..end];
+        let at = out.len();
+        match masker.mask_into(span, out) {
+            Outcome::Masked => {}
+            Outcome::Unchanged | Outcome::Null => {
+                out.truncate(at);
+                star_alphanumerics(span, out);
+            }
+        }
+        pos = end;
+    }
+    star_alphanumerics(&value[pos..], out);
+    Outcome::Masked
+}
+
+/// Letters and digits become `*`, one per character (a multi-byte UTF-8 character too);
+/// punctuation and spaces stay, so the shape of the text survives.
+fn star_alphanumerics(text: &[u8], out: &mut Vec<u8>) {
+    for &c in text {
+        if c.is_ascii_alphanumeric() || (c >= 0xC0) {
+            out.push(b'*');
+        } else if c >= 0x80 {
+            // A UTF-8 continuation byte: its character is already one `*`.
+        } else {
+            out.push(c);
+        }
     }
 }
 
