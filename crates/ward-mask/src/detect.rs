@@ -194,7 +194,7 @@ pub(crate) fn iban(b: &[u8], s: usize) -> Option<usize> {
 }
 
 /// Payment card starting at digit `s`: 13–19 digits in groups separated by a
-/// single consistent space or dash, Luhn-valid, with a major-network leading
+/// single consistent space, dash or dot, Luhn-valid, with a major-network leading
 /// digit (2–6). The IIN restriction exists because plain Luhn accepts one
 /// in ten random digit strings, which would shred order ids.
 pub(crate) fn card(b: &[u8], s: usize, first_run: usize) -> Option<usize> {
@@ -203,7 +203,7 @@ pub(crate) fn card(b: &[u8], s: usize, first_run: usize) -> Option<usize> {
     }
     // Fast reject: a short number not followed by a group separator.
     let next = at(b, s + first_run);
-    if first_run < 13 && !matches!(next, Some(b' ' | b'-')) {
+    if first_run < 13 && !matches!(next, Some(b' ' | b'-' | b'.')) {
         return None;
     }
     // Collect group end offsets and cumulative digit counts.
@@ -216,7 +216,7 @@ pub(crate) fn card(b: &[u8], s: usize, first_run: usize) -> Option<usize> {
     }
     ends[ng] = (i, digits);
     ng += 1;
-    let sep = next.filter(|c| matches!(c, b' ' | b'-'));
+    let sep = next.filter(|c| matches!(c, b' ' | b'-' | b'.'));
     if let Some(sep) = sep {
         while at(b, i) == Some(sep) && at(b, i + 1).is_some_and(|c| c.is_ascii_digit()) {
             let r = digit_run(b, i + 1);

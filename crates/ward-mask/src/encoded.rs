@@ -221,6 +221,14 @@ pub fn mask_encoded_into(masker: &Masker, value: &[u8], out: &mut Vec<u8>) -> Ou
     if masker.is_empty() {
         return Outcome::Unchanged;
     }
+    if let Some(joined) = unwrap_lines(value) {
+        let mut masked = Vec::new();
+        let outcome = mask_encoded_into(masker, &joined, &mut masked);
+        if outcome == Outcome::Masked {
+            wrap_lines(&masked, out);
+        }
+        return outcome;
+    }
     let Some(enc) = classify(value) else {
         return Outcome::Unchanged;
     };
@@ -244,6 +252,14 @@ pub fn mask_encoded_whole_into(
     value: &[u8],
     out: &mut Vec<u8>,
 ) -> Option<Outcome> {
+    if let Some(joined) = unwrap_lines(value) {
+        let mut masked = Vec::new();
+        let outcome = mask_encoded_whole_into(masker, strategy, &joined, &mut masked)?;
+        if outcome == Outcome::Masked {
+            wrap_lines(&masked, out);
+        }
+        return Some(outcome);
+    }
     let (prefix, payload, enc): (&[u8], &[u8], Encoding) = match value.strip_prefix(b"\\x") {
         Some(hex) => (b"\\x", hex, Encoding::Hex { upper: false }),
         None => (b"", value, classify(value)?),
@@ -259,6 +275,43 @@ pub fn mask_encoded_whole_into(
             encode(enc, &masked, out);
             Some(Outcome::Masked)
         }
+    }
+}
+
+/// PostgreSQL's `encode(…, 'base64')` breaks its output into lines of 76 characters. Such
+/// a value (every line but the last exactly 76 base64 characters) is returned joined, so it
+/// can be decoded like a single line; `None` for anything else (cheap: stops at the first
+/// byte that is neither base64 nor a newline).
+fn unwrap_lines(value: &[u8]) -> Option<Vec<u8>> {
+    memchr_newline(value)?;
+    let mut joined = Vec::with_capacity(value.len());
+    let mut lines = value.split(|&c| c == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let last = lines.peek().is_none();
+        if (!last && line.len() != BASE64_LINE) || (last && line.len() > BASE64_LINE) {
+            return None;
+        }
+        if !line.iter().all(|&c| CLASS[usize::from(c)] & (C_STD | C_URL) != 0 || c == b'=') {
+            return None;
+        }
+        joined.extend_from_slice(line);
+    }
+    Some(joined)
+}
+
+/// Line length of PostgreSQL's base64 output.
+const BASE64_LINE: usize = 76;
+
+fn memchr_newline(value: &[u8]) -> Option<usize> {
+    value.iter().position(|&c| c == b'\n')
+}
+
+fn wrap_lines(encoded: &[u8], out: &mut Vec<u8>) {
+    for (i, chunk) in encoded.chunks(BASE64_LINE).enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(chunk);
     }
 }
 
@@ -280,6 +333,27 @@ mod tests {
 
     fn hex(s: &[u8]) -> String {
         s.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn multi_line_base64_from_postgres_is_decoded_and_rewrapped() {
+        let m = masker(Strategy::Redact);
+        let text = "contacts: ".to_string() + &"jane.roe@example.com, ".repeat(8);
+        let encoded = STANDARD.encode(text.as_bytes());
+        let wrapped: Vec<u8> = encoded
+            .as_bytes()
+            .chunks(76)
+            .collect::<Vec<_>>()
+            .join(&b'\n');
+        let mut out = Vec::new();
+        assert_eq!(mask_encoded_into(&m, &wrapped, &mut out), Outcome::Masked);
+        assert!(out.split(|&c| c == b'\n').all(|l| l.len() <= 76));
+        let joined: Vec<u8> = out.iter().copied().filter(|&c| c != b'\n').collect();
+        let decoded = STANDARD.decode(&joined).unwrap();
+        let decoded = String::from_utf8(decoded).unwrap();
+        assert!(!decoded.contains("jane.roe@example.com"), "{decoded}");
+        assert!(decoded.contains("j*******@*******.com"), "{decoded}");
+        assert!(unwrap_lines(b"two\nlines of text").is_none());
     }
 
     #[test]

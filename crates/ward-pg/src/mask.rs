@@ -378,8 +378,19 @@ impl ResultMasker {
     /// Besides the detectors, a unique-violation detail `Key (col)=(value)` naming a masked
     /// column hides the value, and a `Failing row contains (…)` detail is withheld when
     /// column rules are in force (it lists every column of the row).
-    pub fn error_or_notice(&self, tag: u8, body: &[u8], out: &mut Vec<u8>) -> bool {
+    ///
+    /// `refs` are the output references of the statement the error answers: when they name
+    /// a masked column, quoted values in the message and detail are hidden too
+    /// (`invalid input syntax for type integer: "S3CR3T"` from `select secret::int`).
+    pub fn error_or_notice(
+        &self,
+        tag: u8,
+        body: &[u8],
+        refs: Option<&crate::tracker::OutputRefs>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let masker = self.session.everywhere();
+        let hide_quoted = refs.is_some_and(|r| self.session.derived(&r.all).is_some());
         let start = out.len();
         let mut changed = false;
         put_message(out, tag, |b| {
@@ -400,6 +411,18 @@ impl ResultMasker {
                 if !fixed_field {
                     if kind == b'D' && self.mask_detail(value, b) {
                         changed = true;
+                        b.push(0);
+                        continue;
+                    }
+                    if hide_quoted && matches!(kind, b'M' | b'D') {
+                        let mut masked = Vec::new();
+                        let base: &[u8] = if mask_text(masker, value, &mut masked) {
+                            changed = true;
+                            &masked
+                        } else {
+                            value
+                        };
+                        changed |= star_quoted(base, b);
                         b.push(0);
                         continue;
                     }
@@ -887,6 +910,27 @@ fn mask_text(masker: &Masker, value: &[u8], out: &mut Vec<u8>) -> bool {
     }
 }
 
+/// Copies `text` with the letters and digits between double quotes starred; true when
+/// anything was starred.
+fn star_quoted(text: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut quoted = false;
+    let mut starred = false;
+    for &c in text {
+        if c == b'"' {
+            quoted = !quoted;
+            out.push(c);
+        } else if quoted && (c.is_ascii_alphanumeric() || c >= 0x80) {
+            if c < 0x80 || c >= 0xC0 {
+                out.push(b'*');
+            }
+            starred = true;
+        } else {
+            out.push(c);
+        }
+    }
+    starred
+}
+
 /// Overwrites every detected span with `*`, keeping the length (for binary structures whose
 /// layout must not change). True when something was overwritten.
 fn star_out(masker: &Masker, bytes: &mut [u8]) -> bool {
@@ -1002,6 +1046,7 @@ fn mask_copy_fields(
         content.split(|&c| c == b'\t').collect()
     };
     let delimiter = if csv { b',' } else { b'\t' };
+    let mismatched = matches!(plan, CopyPlan::Columns(p) if p.columns.len() != fields.len());
     let mut changed = false;
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
@@ -1017,11 +1062,14 @@ fn mask_copy_fields(
             continue;
         }
         let column = match plan {
-            CopyPlan::Columns(p) => p.columns.get(i),
-            CopyPlan::Opaque => None,
+            CopyPlan::Columns(p) if !mismatched => p.columns.get(i),
+            _ => None,
         };
         let whole = match (plan, column) {
             (CopyPlan::Opaque, _) => Some(Strategy::Redact),
+            // Fields do not line up with the described columns (a custom delimiter):
+            // column rules cannot be placed, so every field is masked whole.
+            _ if mismatched => Some(Strategy::Redact),
             (_, Some(c)) => c.mask.whole.clone(),
             (_, None) => None,
         };

@@ -496,7 +496,10 @@ async fn target_to_client(
                                     }
                                     b'D' => m.data_row(t.current_row(), body, &mut arena),
                                     b'd' => m.copy_data(body, &mut arena),
-                                    b'E' | b'N' => m.error_or_notice(tag, body, &mut arena),
+                                    b'E' | b'N' => {
+                                        let refs = t.current_refs();
+                                        m.error_or_notice(tag, body, refs.as_deref(), &mut arena)
+                                    }
                                     b'H' => {
                                         if let Some(sql) =
                                             m.copy_source_to_describe(t.current_text())

@@ -1042,6 +1042,67 @@ const CORPUS: &[Case] = &[
         1,
         &[MASKED_DOMAIN],
     ),
+    // PostgreSQL wraps long base64 output every 76 characters.
+    case(
+        "select encode(convert_to(string_agg(email || ',' || card, ';'), 'UTF8'), 'base64') from customers",
+        true,
+        2,
+        &[],
+    ),
+    case(
+        "select upper(encode(email::bytea, 'hex')), E'\\\\x' || encode(card::bytea, 'hex') from customers",
+        true,
+        20,
+        &[],
+    ),
+    case(
+        "select initcap(email), lpad(email, 60, '.'), quote_literal(email), to_json(email) from customers",
+        true,
+        20,
+        &[],
+    ),
+    case(
+        "select regexp_replace(card, '[ ]', '.', 'g') from customers",
+        true,
+        20,
+        &[],
+    ),
+    case(
+        "select jsonb_build_object('e', email, 'c', card), json_object_agg(id, email) over () from customers",
+        true,
+        20,
+        &[],
+    ),
+    case(
+        "select reverse(secret_code), string_agg(notes, ' | ') over (), lower(notes) from customers",
+        true,
+        20,
+        &[],
+    ),
+    case(
+        "with x as (select secret_code as s, notes as n from customers) select upper(s), n || '!' from x",
+        true,
+        20,
+        &[],
+    ),
+    case(
+        "select s from (select secret_code || '' as s from customers) sub",
+        true,
+        20,
+        &[],
+    ),
+    case(
+        "select array[email, card, ssn], row(name, phone) from customers",
+        true,
+        20,
+        &[MASKED_DOMAIN],
+    ),
+    case(
+        "select unnest(array_agg(email)) from customers",
+        true,
+        20,
+        &[MASKED_DOMAIN],
+    ),
 ];
 
 #[test]
@@ -1945,4 +2006,51 @@ fn large_results_are_masked_across_chunk_boundaries() {
         "every email in the large value is masked"
     );
     assert_no_leaks(sql, &output_text(&out), &detectable_strings());
+}
+
+#[test]
+fn errors_echoing_a_column_rule_value_are_masked() {
+    let env = start("mask_error_echo", PII_RULES);
+    let secrets: Vec<String> = customers().iter().map(|c| c.secret_code.clone()).collect();
+    // Straight to PostgreSQL the error quotes the stored value…
+    let direct =
+        Postgres::get().try_admin_sql(&env.db.database, "select secret_code::int from customers");
+    let direct_err = direct.expect_err("a secret code is not an integer");
+    assert!(
+        secrets.iter().any(|s| direct_err.contains(s.as_str())),
+        "{direct_err}"
+    );
+    // …through ward the quoted value is hidden, the error itself still clear.
+    let out = env.psql("select secret_code::int from customers");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("invalid input syntax for type integer"),
+        "{err}"
+    );
+    assert_no_leaks("cast error", &err, &secrets);
+    // And the audit keeps only the masked message.
+    assert_no_leaks("audit of the cast error", &audit_dump(&env.ward), &secrets);
+}
+
+#[test]
+fn copy_with_a_custom_delimiter_fails_closed_for_column_rules() {
+    let env = start("mask_copy_delim", PII_RULES);
+    let out = env.psql("copy customers to stdout with (delimiter '|')");
+    assert!(out.status.success(), "{}", harness::describe(&out));
+    let text = output_text(&out);
+    assert_eq!(
+        stdout_lines(&out).len(),
+        ROWS,
+        "every row is still delivered"
+    );
+    assert_no_leaks("copy with delimiter |", &text, &all_sensitive_strings());
+    let out = env.psql("copy customers to stdout with (format csv, delimiter ';')");
+    assert!(out.status.success(), "{}", harness::describe(&out));
+    assert_eq!(stdout_lines(&out).len(), ROWS);
+    assert_no_leaks(
+        "csv copy with delimiter ;",
+        &output_text(&out),
+        &all_sensitive_strings(),
+    );
 }
