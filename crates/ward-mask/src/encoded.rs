@@ -291,7 +291,10 @@ fn unwrap_lines(value: &[u8]) -> Option<Vec<u8>> {
         if (!last && line.len() != BASE64_LINE) || (last && line.len() > BASE64_LINE) {
             return None;
         }
-        if !line.iter().all(|&c| CLASS[usize::from(c)] & (C_STD | C_URL) != 0 || c == b'=') {
+        if !line
+            .iter()
+            .all(|&c| CLASS[usize::from(c)] & (C_STD | C_URL) != 0 || c == b'=')
+        {
             return None;
         }
         joined.extend_from_slice(line);

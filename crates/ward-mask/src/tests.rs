@@ -526,6 +526,10 @@ fn mask_whole_other_strategies() {
 
 #[test]
 fn cards_grouped_by_dots_are_found_but_versions_and_dates_are_not() {
-    one("card 4111.1111.1111.1111 on file", "payment_card", "4111.1111.1111.1111");
+    one(
+        "card 4111.1111.1111.1111 on file",
+        "payment_card",
+        "4111.1111.1111.1111",
+    );
     none("release 2024.01.15 and build 20240115.1234.99");
 }

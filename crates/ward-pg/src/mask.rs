@@ -920,7 +920,7 @@ fn star_quoted(text: &[u8], out: &mut Vec<u8>) -> bool {
             quoted = !quoted;
             out.push(c);
         } else if quoted && (c.is_ascii_alphanumeric() || c >= 0x80) {
-            if c < 0x80 || c >= 0xC0 {
+            if !(0x80..0xC0).contains(&c) {
                 out.push(b'*');
             }
             starred = true;
