@@ -283,6 +283,10 @@ pub fn mask_encoded_whole_into(
 /// can be decoded like a single line; `None` for anything else (cheap: stops at the first
 /// byte that is neither base64 nor a newline).
 fn unwrap_lines(value: &[u8]) -> Option<Vec<u8>> {
+    // Wrapped output is longer than one line; shorter values need no search.
+    if value.len() <= BASE64_LINE {
+        return None;
+    }
     memchr_newline(value)?;
     let mut joined = Vec::with_capacity(value.len());
     let mut lines = value.split(|&c| c == b'\n').peekable();

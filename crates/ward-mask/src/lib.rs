@@ -429,6 +429,12 @@ impl Masker {
         self.configs.is_empty()
     }
 
+    /// True when a user-defined (regex) detector is configured, whose matches ward cannot
+    /// rule out by a value's type.
+    pub fn has_custom(&self) -> bool {
+        !self.customs.is_empty()
+    }
+
     /// At least one detector is configured (the negation of [`Self::is_empty`]).
     pub fn has_detectors(&self) -> bool {
         !self.is_empty()

@@ -57,18 +57,17 @@ pub(crate) fn redact(kind: Option<usize>, span: &[u8], out: &mut Vec<u8>) {
             // separator, so `4111-1111-1111-1111` → `****-****-****-1111`.
             let total = span.iter().filter(|c| c.is_ascii_digit()).count();
             let mut seen = 0;
-            for &c in span {
+            let keep_from = total.saturating_sub(4);
+            // `extend` over a mapped slice iterator reserves once and writes without a
+            // capacity check per byte (this runs for every masked value of a result).
+            out.extend(span.iter().map(|&c| {
                 if c.is_ascii_digit() {
                     seen += 1;
-                    out.push(if seen > total.saturating_sub(4) {
-                        c
-                    } else {
-                        b'*'
-                    });
+                    if seen > keep_from { c } else { b'*' }
                 } else {
-                    out.push(c);
+                    c
                 }
-            }
+            }));
         }
         Some(B_EMAIL) => {
             // `john@example.com` → `j***@*******.com`: first letter and TLD
@@ -79,13 +78,13 @@ pub(crate) fn redact(kind: Option<usize>, span: &[u8], out: &mut Vec<u8>) {
                 .rposition(|&c| c == b'.')
                 .filter(|&d| d > at)
                 .unwrap_or(span.len());
-            for (i, &c) in span.iter().enumerate() {
-                out.push(if i == 0 || i == at || i >= tld {
+            out.extend(span.iter().enumerate().map(|(i, &c)| {
+                if i == 0 || i == at || i >= tld {
                     c
                 } else {
                     b'*'
-                });
-            }
+                }
+            }));
         }
         _ => out.extend(
             span.iter()
@@ -115,6 +114,16 @@ pub(crate) fn redact_whole(value: &[u8], out: &mut Vec<u8>) {
         return redact(Some(B_CARD), value, out);
     }
     let short = value.len() <= 4;
+    if value.is_ascii() {
+        out.extend(value.iter().map(|&c| {
+            if !short && !c.is_ascii_alphanumeric() {
+                c
+            } else {
+                b'*'
+            }
+        }));
+        return;
+    }
     // One `*` per character (not per byte) so multi-byte UTF-8 never leaves
     // a dangling lead/continuation byte; invalid bytes are starred one each.
     for chunk in value.utf8_chunks() {

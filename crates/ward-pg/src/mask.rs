@@ -63,6 +63,8 @@ enum Kind {
     Text,
     /// Text of a number type: a masked value would not parse.
     NumberText,
+    /// Text of `int2`/`int4`/`oid`.
+    SmallIntText,
     Json,
     ByteaText,
     /// Binary of a textual type: the bytes are the text.
@@ -80,17 +82,10 @@ fn kind_of(type_oid: u32, binary: bool) -> Kind {
     match (binary, type_oid) {
         (false, oid::JSON | oid::JSONB) => Kind::Json,
         (false, oid::BYTEA) => Kind::ByteaText,
-        (
-            false,
-            oid::INT2
-            | oid::INT4
-            | oid::INT8
-            | oid::OID
-            | oid::FLOAT4
-            | oid::FLOAT8
-            | oid::NUMERIC
-            | oid::MONEY,
-        ) => Kind::NumberText,
+        (false, oid::INT2 | oid::INT4 | oid::OID) => Kind::SmallIntText,
+        (false, oid::INT8 | oid::FLOAT4 | oid::FLOAT8 | oid::NUMERIC | oid::MONEY) => {
+            Kind::NumberText
+        }
         (false, _) => Kind::Text,
         (
             true,
@@ -174,6 +169,7 @@ pub struct ResultMasker {
     /// The description of a COPY statement's source, looked up before its rows arrive:
     /// (statement text, RowDescription or why it could not be had).
     described_copy: Option<(String, Described)>,
+    copy_scratch: CopyScratch,
 }
 
 /// A COPY source's RowDescription, or why it could not be had.
@@ -202,6 +198,7 @@ impl ResultMasker {
             copy_out: None,
             copy_plan: None,
             described_copy: None,
+            copy_scratch: CopyScratch::default(),
         }
     }
 
@@ -359,9 +356,15 @@ impl ResultMasker {
         out.extend_from_slice(&[0; 4]);
         let csv = format == CopyFormat::Csv;
         let changed = match (format, &self.copy_plan) {
-            (CopyFormat::Text | CopyFormat::Csv, Some(plan)) => {
-                mask_copy_fields(plan, &self.session, &masker, body, csv, out)
-            }
+            (CopyFormat::Text | CopyFormat::Csv, Some(plan)) => mask_copy_fields(
+                plan,
+                &self.session,
+                &masker,
+                body,
+                csv,
+                out,
+                &mut self.copy_scratch,
+            ),
             (CopyFormat::Text | CopyFormat::Csv, None) => matches!(
                 ward_mask::mask_copy_line_into(&masker, body, format == CopyFormat::Csv, out),
                 Outcome::Masked
@@ -712,7 +715,9 @@ fn mask_value(
         Kind::Text => mask_text_outcome(masker, session, value, out),
         Kind::Json | Kind::BinaryJson => json_or_text(masker, session, value, out),
         Kind::ByteaText => ward_mask::mask_bytea_hex_into(masker, value, out),
-        Kind::NumberText | Kind::BinaryInt8 => {
+        // A 2- or 4-byte integer has at most 10 digits: no built-in detector can match it.
+        Kind::SmallIntText if !masker.has_custom() => Outcome::Unchanged,
+        Kind::NumberText | Kind::SmallIntText | Kind::BinaryInt8 => {
             let mut digits = itoa_buf();
             let text: &[u8] = if plan.kind == Kind::BinaryInt8 {
                 match <[u8; 8]>::try_from(value) {
@@ -799,7 +804,9 @@ fn mask_whole(
         Kind::ByteaText => ward_mask::mask_encoded_whole_into(masker, strategy, value, out)
             .unwrap_or(Outcome::Null),
         // No masked form is a valid number or binary value of another type.
-        Kind::NumberText | Kind::BinaryInt8 | Kind::BinaryOther => Outcome::Null,
+        Kind::NumberText | Kind::SmallIntText | Kind::BinaryInt8 | Kind::BinaryOther => {
+            Outcome::Null
+        }
     }
 }
 
@@ -808,7 +815,7 @@ fn mask_whole(
 /// `string_agg(email, ',')`) and every other letter and digit becomes `*`; the other
 /// strategies replace the value as a whole.
 fn redact_whole(masker: &Masker, strategy: &Strategy, value: &[u8], out: &mut Vec<u8>) -> Outcome {
-    if *strategy != Strategy::Redact {
+    if *strategy != Strategy::Redact || !masker.has_detectors() {
         return masker.mask_whole_into(strategy, value, out);
     }
     let spans: Vec<(usize, usize)> = masker
@@ -1035,27 +1042,36 @@ fn mask_copy_fields(
     line: &[u8],
     csv: bool,
     out: &mut Vec<u8>,
+    scratch: &mut CopyScratch,
 ) -> bool {
     let (content, newline) = match line.strip_suffix(b"\n") {
         Some(c) => (c, &b"\n"[..]),
         None => (line, &b""[..]),
     };
-    let fields = if csv {
-        split_csv(content)
+    let ranges = &mut scratch.ranges;
+    ranges.clear();
+    if csv {
+        split_csv(content, ranges);
     } else {
-        content.split(|&c| c == b'\t').collect()
-    };
+        let mut start = 0;
+        for at in memchr::memchr_iter(b'\t', content) {
+            ranges.push((start, at));
+            start = at + 1;
+        }
+        ranges.push((start, content.len()));
+    }
     let delimiter = if csv { b',' } else { b'\t' };
-    let mismatched = matches!(plan, CopyPlan::Columns(p) if p.columns.len() != fields.len());
+    let mismatched = matches!(plan, CopyPlan::Columns(p) if p.columns.len() != ranges.len());
     let mut changed = false;
-    for (i, field) in fields.iter().enumerate() {
+    for (i, &(from, to)) in ranges.iter().enumerate() {
+        let field = &content[from..to];
         if i > 0 {
             out.push(delimiter);
         }
         let is_null = if csv {
             field.is_empty()
         } else {
-            *field == b"\\N"
+            field == b"\\N"
         };
         if is_null {
             out.extend_from_slice(field);
@@ -1066,68 +1082,50 @@ fn mask_copy_fields(
             _ => None,
         };
         let whole = match (plan, column) {
-            (CopyPlan::Opaque, _) => Some(Strategy::Redact),
+            (CopyPlan::Opaque, _) => Some(&Strategy::Redact),
             // Fields do not line up with the described columns (a custom delimiter):
             // column rules cannot be placed, so every field is masked whole.
-            _ if mismatched => Some(Strategy::Redact),
-            (_, Some(c)) => c.mask.whole.clone(),
+            _ if mismatched => Some(&Strategy::Redact),
+            (_, Some(c)) => c.mask.whole.as_ref(),
             (_, None) => None,
+        };
+        let content_masker: Option<&Masker> = match column {
+            Some(c) => c.mask.content.as_deref(),
+            None => Some(everywhere),
         };
         let at = out.len();
         if let Some(strategy) = whole {
-            let value = if csv {
-                csv_unquote(field)
-            } else {
-                copy_unescape(field)
-            };
-            let mut masked = Vec::new();
+            let value = unescape_field(field, csv, &mut scratch.value);
+            scratch.masked.clear();
             let kind = column.map_or(Kind::Text, |c| c.kind);
-            match mask_whole(everywhere, &strategy, kind, &value, &mut masked) {
+            let masker = content_masker.unwrap_or(everywhere);
+            match mask_whole(masker, strategy, kind, value, &mut scratch.masked) {
                 Outcome::Null => {
                     if !csv {
                         out.extend_from_slice(b"\\N");
                     }
                 }
-                _ => {
-                    if csv {
-                        csv_quote(&masked, out);
-                    } else {
-                        copy_escape(&masked, out);
-                    }
-                }
+                _ => escape_field(&scratch.masked, csv, out),
             }
             changed = true;
             continue;
         }
-        let masker = match column {
-            Some(c) => c.mask.content.clone(),
-            None => Some(everywhere.clone()),
-        };
-        let Some(masker) = masker else {
+        let Some(masker) = content_masker else {
             out.extend_from_slice(field);
             continue;
         };
-        let json = column.is_some_and(|c| c.kind == Kind::Json);
-        if json {
-            let value = if csv {
-                csv_unquote(field)
-            } else {
-                copy_unescape(field)
-            };
-            let mut masked = Vec::new();
+        if column.is_some_and(|c| c.kind == Kind::Json) {
+            let value = unescape_field(field, csv, &mut scratch.value);
+            scratch.masked.clear();
             if let Some(Outcome::Masked) =
-                ward_mask::mask_json_into(&masker, session.json_keys(), &value, &mut masked)
+                ward_mask::mask_json_into(masker, session.json_keys(), value, &mut scratch.masked)
             {
-                if csv {
-                    csv_quote(&masked, out);
-                } else {
-                    copy_escape(&masked, out);
-                }
+                escape_field(&scratch.masked, csv, out);
                 changed = true;
                 continue;
             }
         }
-        match ward_mask::mask_copy_line_into(&masker, field, csv, out) {
+        match ward_mask::mask_copy_line_into(masker, field, csv, out) {
             Outcome::Unchanged => out.extend_from_slice(field),
             Outcome::Masked => changed = true,
             Outcome::Null => {
@@ -1143,23 +1141,53 @@ fn mask_copy_fields(
     changed
 }
 
+/// Buffers reused across COPY rows, so masking a row allocates nothing.
+#[derive(Default)]
+pub(crate) struct CopyScratch {
+    ranges: Vec<(usize, usize)>,
+    value: Vec<u8>,
+    masked: Vec<u8>,
+}
+
+/// A COPY field's value: borrowed when it has no escapes or quotes, else decoded into `buf`.
+fn unescape_field<'a>(field: &'a [u8], csv: bool, buf: &'a mut Vec<u8>) -> &'a [u8] {
+    if csv {
+        if field.first() != Some(&b'"') {
+            return field;
+        }
+        *buf = csv_unquote(field);
+    } else {
+        if memchr::memchr(b'\\', field).is_none() {
+            return field;
+        }
+        *buf = copy_unescape(field);
+    }
+    buf
+}
+
+fn escape_field(value: &[u8], csv: bool, out: &mut Vec<u8>) {
+    if csv {
+        csv_quote(value, out);
+    } else {
+        copy_escape(value, out);
+    }
+}
+
 /// Splits a CSV row at commas outside quotes (PostgreSQL's default CSV format).
-fn split_csv(line: &[u8]) -> Vec<&[u8]> {
-    let mut fields = Vec::new();
+fn split_csv(line: &[u8], ranges: &mut Vec<(usize, usize)>) {
     let mut quoted = false;
     let mut start = 0;
     for (i, &c) in line.iter().enumerate() {
         match c {
             b'"' => quoted = !quoted,
             b',' if !quoted => {
-                fields.push(&line[start..i]);
+                ranges.push((start, i));
                 start = i + 1;
             }
             _ => {}
         }
     }
-    fields.push(&line[start..]);
-    fields
+    ranges.push((start, line.len()));
 }
 
 fn csv_unquote(field: &[u8]) -> Vec<u8> {
@@ -1262,10 +1290,11 @@ mod tests {
 
     #[test]
     fn csv_fields_split_outside_quotes() {
-        assert_eq!(
-            split_csv(b"1,\"a,b\",,\"x\"\"y\""),
-            vec![&b"1"[..], b"\"a,b\"", b"", b"\"x\"\"y\""]
-        );
+        let line = b"1,\"a,b\",,\"x\"\"y\"";
+        let mut ranges = Vec::new();
+        split_csv(line, &mut ranges);
+        let fields: Vec<&[u8]> = ranges.iter().map(|&(a, b)| &line[a..b]).collect();
+        assert_eq!(fields, vec![&b"1"[..], b"\"a,b\"", b"", b"\"x\"\"y\""]);
         assert_eq!(csv_unquote(b"\"x\"\"y\""), b"x\"y");
         let mut out = Vec::new();
         copy_escape(b"a\tb\\", &mut out);
@@ -1276,6 +1305,7 @@ mod tests {
     fn kinds_follow_type_and_format() {
         assert_eq!(kind_of(oid::TEXT, false), Kind::Text);
         assert_eq!(kind_of(oid::INT8, false), Kind::NumberText);
+        assert_eq!(kind_of(oid::INT4, false), Kind::SmallIntText);
         assert_eq!(kind_of(oid::INT8, true), Kind::BinaryInt8);
         assert_eq!(kind_of(oid::JSONB, true), Kind::BinaryJsonb);
         assert_eq!(kind_of(oid::BYTEA, false), Kind::ByteaText);
