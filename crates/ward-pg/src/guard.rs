@@ -289,7 +289,9 @@ pub(crate) async fn client_to_target(
                 }
                 let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
                 t.set_note(note);
-                t.set_output_columns(output_columns(&classified));
+                if ctx.gateway.masking_configured() {
+                    t.set_output_columns(output_columns(&classified));
+                }
                 if let Frontend::Invalid(why) = t.frontend(frame.tag, body) {
                     return End::ClientProtocol(why);
                 }

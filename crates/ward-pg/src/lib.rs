@@ -20,6 +20,7 @@ pub mod tracker;
 pub mod upstream;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use ward_core::approvals::Approvals;
 use ward_core::config::{Config, Limits};
@@ -50,6 +51,11 @@ pub struct PgGateway {
     policy: RwLock<Arc<Policy>>,
     /// The masking rules; replaced as a whole when the config is reloaded.
     masking: RwLock<Arc<Masking>>,
+    /// Bumped on every masking reload, so sessions notice with one atomic load.
+    masking_generation: AtomicU64,
+    /// Whether any masking rule is configured (statements then carry the column
+    /// references masking needs; otherwise that work is skipped).
+    masking_configured: AtomicBool,
     /// Table names per target, for masking rules written as `schema.table.column`.
     catalogs: BTreeMap<String, Arc<catalog::Catalog>>,
 }
@@ -79,10 +85,23 @@ impl PgGateway {
     /// Puts new masking rules in force; sessions apply them from their next result on.
     /// Cached table names are dropped too, so renamed tables are looked up again.
     pub fn set_masking(&self, masking: Masking) {
+        self.masking_configured
+            .store(!masking.is_empty(), Ordering::Release);
         *self.masking.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(masking);
+        self.masking_generation.fetch_add(1, Ordering::AcqRel);
         for catalog in self.catalogs.values() {
             catalog.clear();
         }
+    }
+
+    /// Changes whenever the masking rules are replaced.
+    pub fn masking_generation(&self) -> u64 {
+        self.masking_generation.load(Ordering::Acquire)
+    }
+
+    /// Whether any masking rule is configured.
+    pub fn masking_configured(&self) -> bool {
+        self.masking_configured.load(Ordering::Acquire)
     }
 
     /// The catalog cache of a target.
@@ -115,8 +134,11 @@ impl PgGateway {
             .iter()
             .map(|(name, c)| (name.clone(), Arc::new(catalog::Catalog::new(c.clone()))))
             .collect();
+        let masking = config.masking().map_err(|e| e.to_string())?;
         Ok(PgGateway {
-            masking: RwLock::new(Arc::new(config.masking().map_err(|e| e.to_string())?)),
+            masking_configured: AtomicBool::new(!masking.is_empty()),
+            masking_generation: AtomicU64::new(0),
+            masking: RwLock::new(Arc::new(masking)),
             catalogs,
             tokens: config.token_book(),
             targets,

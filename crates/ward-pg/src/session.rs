@@ -327,8 +327,9 @@ struct SessionMasker<'a> {
     gateway: &'a PgGateway,
     identity: &'a Identity,
     target: &'a ward_core::config::PostgresTarget,
-    /// The rules the current state was derived from.
+    /// The rules the current state was derived from, and their generation.
     rules: Arc<ward_core::masking::Masking>,
+    generation: u64,
     masker: Option<ResultMasker>,
 }
 
@@ -338,12 +339,14 @@ impl<'a> SessionMasker<'a> {
         identity: &'a Identity,
         target: &'a ward_core::config::PostgresTarget,
     ) -> Self {
+        let generation = gateway.masking_generation();
         let rules = gateway.masking();
         let mut this = SessionMasker {
             gateway,
             identity,
             target,
             rules: rules.clone(),
+            generation,
             masker: None,
         };
         this.derive(rules);
@@ -371,11 +374,12 @@ impl<'a> SessionMasker<'a> {
         };
     }
 
-    /// Picks up reloaded rules (one pointer comparison when nothing changed).
+    /// Picks up reloaded rules (one atomic load when nothing changed).
     fn refresh(&mut self) {
-        let current = self.gateway.masking();
-        if !Arc::ptr_eq(&current, &self.rules) {
-            self.derive(current);
+        let generation = self.gateway.masking_generation();
+        if generation != self.generation {
+            self.generation = generation;
+            self.derive(self.gateway.masking());
         }
     }
 }
@@ -417,6 +421,7 @@ async fn target_to_client(
     let mut out: Vec<u8> = Vec::new();
     // Bytes already buffered must be scanned again before reading more (after a stop).
     let mut rescan = false;
+    let mut keeping_rows = !gateway.masking().is_empty();
     loop {
         if masking.masker.is_some() && buf.capacity() - buf.len() < MASKED_READ_ROOM {
             // Masked results cost CPU per message; larger reads halve the wakeups per row.
@@ -443,6 +448,14 @@ async fn target_to_client(
         masking.refresh();
         let masker = &mut masking.masker;
         let masked = masker.is_some();
+        if masked && !keeping_rows {
+            // Rules that arrived by reload: keep result descriptions from now on.
+            tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keep_row_descriptions();
+            keeping_rows = true;
+        }
         let scanned = {
             let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
             let start = buf.as_ptr() as usize;
