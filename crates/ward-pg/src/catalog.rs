@@ -35,6 +35,11 @@ pub struct TableNames {
     pub table: String,
     /// Attribute number → column name.
     pub columns: HashMap<i16, String>,
+    /// For a view (or materialized view): attribute number → the column names that view
+    /// column is computed from, read from its definition. A view column carries the view's
+    /// own OID in a RowDescription, so without this `create view v as select notes as n`
+    /// would hide a masked column behind a new name.
+    pub view_columns: Option<HashMap<i16, Vec<String>>>,
 }
 
 /// What the cache knows about a table OID.
@@ -217,7 +222,8 @@ impl Catalog {
             .collect::<Vec<_>>()
             .join(",");
         let sql = format!(
-            "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
+            "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, \
+             CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
@@ -229,7 +235,7 @@ impl Catalog {
         let rows = read_rows(stream).await?;
         let mut building: HashMap<u32, TableNames> = HashMap::new();
         for row in rows {
-            let [oid, schema, table, attnum, attname] = row.as_slice() else {
+            let [oid, schema, table, attnum, attname, viewdef] = row.as_slice() else {
                 return Err("unexpected catalog row shape".into());
             };
             let (Ok(oid), Ok(attnum)) = (oid.parse::<u32>(), attnum.parse::<i16>()) else {
@@ -241,6 +247,14 @@ impl Catalog {
                     schema: schema.clone(),
                     table: table.clone(),
                     columns: HashMap::new(),
+                    view_columns: (!viewdef.is_empty()).then(|| {
+                        crate::classify::view_column_references(viewdef)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, refs)| (i as i16 + 1, refs))
+                            .collect()
+                    }),
                 })
                 .columns
                 .insert(attnum, attname.clone());

@@ -160,6 +160,12 @@ fn describe(node: &NodeEnum) -> CommandInfo {
 /// (CTEs and subqueries included, since their outputs feed the outer query), and `*` (plus
 /// `*name`) for references to a whole row.
 fn output_columns(node: &NodeEnum, info: &mut CommandInfo) {
+    if matches!(node, NodeEnum::ExecuteStmt(_) | NodeEnum::FetchStmt(_)) {
+        // Runs a statement prepared or declared earlier, whose select list is not here:
+        // its computed columns may be derived from anything.
+        push_unique(&mut info.output_columns, "*");
+        return;
+    }
     let mut relations: Vec<String> = Vec::new();
     for (nested, _, _, _) in node.nodes() {
         match nested {
@@ -281,6 +287,32 @@ fn references_in(rt: &protobuf::ResTarget, relations: &[String]) -> Vec<String> 
         }
     }
     out
+}
+
+/// For a view's definition (`pg_get_viewdef`, whose select list PostgreSQL stores with `*`
+/// expanded), the column names each view column is computed from, by position.
+pub fn view_column_references(definition: &str) -> Option<Vec<Vec<String>>> {
+    let parsed = pg_query::parse(definition).ok()?;
+    let node = parsed
+        .protobuf
+        .stmts
+        .first()?
+        .stmt
+        .as_ref()?
+        .node
+        .as_ref()?;
+    let mut info = CommandInfo::default();
+    output_columns(node, &mut info);
+    let mut list = info.select_list?;
+    // Names used below the top level (a view over a subquery or CTE) may reach any column.
+    if !info.nested_columns.is_empty() {
+        for refs in &mut list {
+            for n in &info.nested_columns {
+                push_unique(refs, n);
+            }
+        }
+    }
+    Some(list)
 }
 
 fn push_unique(list: &mut Vec<String>, name: &str) {
@@ -633,6 +665,28 @@ mod output_column_tests {
         assert!(out("select count(*) from customers where email = 'x'").is_empty());
         let cte = out("with x as (select email as e from customers) select upper(e) from x");
         assert!(cte.contains(&"email".to_string()), "{cte:?}");
+    }
+
+    #[test]
+    fn statements_run_from_elsewhere_taint_every_computed_column() {
+        assert_eq!(info("execute p").output_columns, vec!["*"]);
+        assert_eq!(info("fetch all from c").output_columns, vec!["*"]);
+    }
+
+    #[test]
+    fn view_columns_map_to_what_they_are_computed_from() {
+        let refs = super::view_column_references(
+            " SELECT customers.id,\n    customers.notes AS n,\n    reverse(customers.secret_code) AS r\n   FROM customers;",
+        )
+        .unwrap();
+        assert_eq!(
+            refs,
+            vec![
+                vec!["id".to_string()],
+                vec!["notes".to_string()],
+                vec!["secret_code".to_string()]
+            ]
+        );
     }
 
     #[test]

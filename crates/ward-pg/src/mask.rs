@@ -579,14 +579,23 @@ impl ResultMasker {
                 .then(|| self.catalog.get(f.table_oid))
                 .flatten();
             let mask = match &entry {
-                Some(Entry::Named(t)) => self.session.column(&ColumnRef {
-                    name: &name,
-                    attribute: t.columns.get(&f.attnum).map(String::as_str),
-                    origin: Origin::Table {
-                        schema: &t.schema,
-                        table: &t.table,
-                    },
-                }),
+                Some(Entry::Named(t)) => {
+                    let mut mask = self.session.column(&ColumnRef {
+                        name: &name,
+                        attribute: t.columns.get(&f.attnum).map(String::as_str),
+                        origin: Origin::Table {
+                            schema: &t.schema,
+                            table: &t.table,
+                        },
+                    });
+                    if mask.whole.is_none()
+                        && let Some(refs) = t.view_columns.as_ref().and_then(|v| v.get(&f.attnum))
+                    {
+                        // A view column: masked as what it is computed from.
+                        mask.whole = self.session.derived(refs);
+                    }
+                    mask
+                }
                 _ => self.session.column(&ColumnRef {
                     name: &name,
                     attribute: None,

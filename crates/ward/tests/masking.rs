@@ -2054,3 +2054,63 @@ fn copy_with_a_custom_delimiter_fails_closed_for_column_rules() {
         &all_sensitive_strings(),
     );
 }
+
+/// Views, prepared statements and cursors run a select list that is not in the statement
+/// the client sends; values derived from column-rule columns must stay masked through them.
+#[test]
+fn views_prepared_statements_and_cursors_keep_column_rules() {
+    let env = start("mask_indirect", PII_RULES);
+    Postgres::get().admin_sql(
+        &env.db.database,
+        &format!(
+            "create view v_alias as select id, notes as n, reverse(secret_code) as r, secret_code as s from customers;
+             alter view v_alias owner to {}",
+            env.db.user
+        ),
+    );
+    let strict = all_sensitive_strings();
+    // Each -c is its own Query message, so EXECUTE and FETCH arrive alone.
+    let conninfo = env.ward.conninfo(ID, TARGET);
+    let out = env.ward.psql_args(
+        &conninfo,
+        &[
+            "-At",
+            "-c",
+            "select * from v_alias",
+            "-c",
+            "select v from v_alias v",
+            "-c",
+            "prepare q as select id, reverse(secret_code), lower(notes) from customers",
+            "-c",
+            "execute q",
+            "-c",
+            "begin",
+            "-c",
+            "declare k cursor for select id, reverse(secret_code) from customers",
+            "-c",
+            "fetch all from k",
+            "-c",
+            "commit",
+        ],
+    );
+    assert!(out.status.success(), "{}", harness::describe(&out));
+    let text = output_text(&out);
+    // Reversed values are not detectable: check the reversals too.
+    let reversed: Vec<String> = customers()
+        .iter()
+        .flat_map(|c| {
+            [
+                c.secret_code.chars().rev().collect::<String>(),
+                c.notes.to_lowercase(),
+            ]
+        })
+        .collect();
+    assert_no_leaks("views, prepared statements and cursors", &text, &strict);
+    assert_no_leaks("reversed and lowered column-rule values", &text, &reversed);
+    let lines = stdout_lines(&out);
+    assert!(lines.len() >= ROWS * 4, "every result came back: {text}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("1|")),
+        "ids stay readable: {text}"
+    );
+}
