@@ -533,3 +533,46 @@ fn cards_grouped_by_dots_are_found_but_versions_and_dates_are_not() {
     );
     none("release 2024.01.15 and build 20240115.1234.99");
 }
+
+/// Arbitrary bytes (random, and random mixes of the characters the parsers care about)
+/// never panic any entry point: masking runs on data the gateway does not control.
+#[test]
+fn arbitrary_input_never_panics() {
+    let m = masker(Strategy::Tokenize);
+    let keys = JsonKeys::new(vec![
+        ("pass*".to_string(), Strategy::Redact),
+        ("n".to_string(), Strategy::Null),
+    ]);
+    let alphabet: &[u8] =
+        b"{}[]\":,\\ \t\n\r0123456789abcdefAKIAeyJ.-@+=/_xN-----BEGIN \xc3\xa9\xff";
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..20_000 {
+        let len = (next() % 120) as usize;
+        let value: Vec<u8> = (0..len)
+            .map(|_| {
+                let r = next();
+                if round % 2 == 0 {
+                    (r & 0xff) as u8
+                } else {
+                    alphabet[(r as usize) % alphabet.len()]
+                }
+            })
+            .collect();
+        let mut out = Vec::new();
+        let _ = m.mask_into(&value, &mut out);
+        let _ = m.mask_whole_into(&Strategy::Redact, &value, &mut out);
+        let _ = m.mask_whole_into(&Strategy::Tokenize, &value, &mut out);
+        let _ = mask_json_into(&m, &keys, &value, &mut out);
+        let _ = mask_copy_line_into(&m, &value, false, &mut out);
+        let _ = mask_copy_line_into(&m, &value, true, &mut out);
+        let _ = mask_encoded_into(&m, &value, &mut out);
+        let _ = mask_bytea_hex_into(&m, &value, &mut out);
+        let _ = mask_encoded_whole_into(&m, &Strategy::Redact, &value, &mut out);
+    }
+}

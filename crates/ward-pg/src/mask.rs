@@ -1273,6 +1273,176 @@ fn is_csv_copy(statement: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn masker_for_tests() -> ResultMasker {
+        let config: ward_core::masking::MaskingConfig = serde_yaml::from_str(
+            "rules:\n  - { name: a, columns: [secret, '*.notes'], detectors: all, json_keys: [password] }",
+        )
+        .unwrap();
+        let masking = Arc::new(ward_core::masking::Masking::with_key(&config, None).unwrap());
+        let labels = std::collections::BTreeMap::new();
+        let session = masking
+            .for_session(&ward_core::masking::MaskSubject {
+                identity: "ci",
+                groups: &[],
+                target: "t",
+                target_labels: &labels,
+            })
+            .unwrap();
+        let target = ward_core::config::PostgresTarget {
+            name: "t".into(),
+            address: "127.0.0.1:1".into(),
+            database: "t".into(),
+            user: "u".into(),
+            password: None,
+            tls: Default::default(),
+            labels,
+        };
+        let connector = crate::upstream::UpstreamConnector::new(Arc::new(target)).unwrap();
+        ResultMasker::new(session, Arc::new(Catalog::new(connector)))
+    }
+
+    fn row_description(columns: &[(&str, u32, i16)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(columns.len() as i16).to_be_bytes());
+        for (name, type_oid, format) in columns {
+            b.extend_from_slice(name.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&0i32.to_be_bytes());
+            b.extend_from_slice(&0i16.to_be_bytes());
+            b.extend_from_slice(&(*type_oid as i32).to_be_bytes());
+            b.extend_from_slice(&(-1i16).to_be_bytes());
+            b.extend_from_slice(&(-1i32).to_be_bytes());
+            b.extend_from_slice(&format.to_be_bytes());
+        }
+        b
+    }
+
+    fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(values.len() as i16).to_be_bytes());
+        for v in values {
+            match v {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+            }
+        }
+        b
+    }
+
+    /// The masked DataRow's values, parsed back from the re-framed message.
+    fn values_of(message: &[u8]) -> Vec<Option<Vec<u8>>> {
+        assert_eq!(message[0], b'D');
+        let len = u32::from_be_bytes(message[1..5].try_into().unwrap()) as usize;
+        assert_eq!(
+            len + 1,
+            message.len(),
+            "length prefix matches the re-framed message"
+        );
+        let (n, mut rest) = read_i16(&message[5..]).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let (l, tail) = read_i32(rest).unwrap();
+            if l < 0 {
+                out.push(None);
+                rest = tail;
+            } else {
+                out.push(Some(tail[..l as usize].to_vec()));
+                rest = &tail[l as usize..];
+            }
+        }
+        assert!(rest.is_empty());
+        out
+    }
+
+    #[test]
+    fn data_rows_are_reframed_with_masked_values() {
+        let mut m = masker_for_tests();
+        let desc = RowDesc {
+            desc: row_description(&[
+                ("id", oid::INT4, 0),
+                ("secret", oid::TEXT, 0),
+                ("contact", oid::TEXT, 0),
+                ("card", oid::INT8, 1),
+                ("doc", oid::JSONB, 1),
+            ])
+            .into(),
+            formats: None,
+            refs: None,
+        };
+        let card = 4111111111111111i64.to_be_bytes();
+        let body = data_row(&[
+            Some(b"7"),
+            Some(b"zebra"),
+            Some(b"mail ann@example.com"),
+            Some(&card),
+            Some(b"\x01{\"password\": \"hunter2\", \"x\": 1}"),
+        ]);
+        let mut out = Vec::new();
+        assert!(m.data_row(Some(&desc), &body, &mut out));
+        let values = values_of(&out);
+        assert_eq!(values[0].as_deref(), Some(&b"7"[..]));
+        assert_eq!(values[1].as_deref(), Some(&b"*****"[..]));
+        assert_eq!(values[2].as_deref(), Some(&b"mail a**@*******.com"[..]));
+        assert_eq!(values[3], None, "a card in a binary bigint becomes NULL");
+        let doc = values[4].clone().unwrap();
+        assert_eq!(doc[0], 1, "jsonb keeps its version byte");
+        assert!(!String::from_utf8_lossy(&doc).contains("hunter2"));
+        // A clean row is forwarded as it was: nothing written.
+        let clean = data_row(&[Some(b"8"), None, Some(b"nothing here"), None, None]);
+        let mut out = Vec::new();
+        assert!(!m.data_row(Some(&desc), &clean, &mut out));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn malformed_messages_never_panic_and_are_forwarded_as_they_came() {
+        let mut m = masker_for_tests();
+        let desc = RowDesc {
+            desc: row_description(&[("secret", oid::TEXT, 0), ("x", 1009, 1)]).into(),
+            formats: Some(Arc::from(vec![0i16, 1])),
+            refs: None,
+        };
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let good = data_row(&[Some(b"zebra"), Some(b"ann@example.com")]);
+        for _ in 0..20_000 {
+            let mut body = good.clone();
+            let cut = (next() as usize) % (body.len() + 1);
+            body.truncate(cut);
+            for _ in 0..(next() % 3) {
+                if !body.is_empty() {
+                    let i = (next() as usize) % body.len();
+                    body[i] = next() as u8;
+                }
+            }
+            let mut out = Vec::new();
+            if m.data_row(Some(&desc), &body, &mut out) {
+                let _ = values_of(&out);
+            }
+            let random_desc = RowDesc {
+                desc: body.clone().into(),
+                formats: None,
+                refs: None,
+            };
+            let mut out = Vec::new();
+            let _ = m.data_row(Some(&random_desc), &body, &mut out);
+            let _ = m.data_row(None, &body, &mut out);
+            let _ = m.error_or_notice(b'E', &body, None, &mut out);
+            let _ = m.notification(&body, &mut out);
+            m.copy_out_started(&[0], Some("copy t to stdout with csv"), None);
+            let _ = m.copy_data(&body, &mut out);
+            m.copy_out_ended();
+        }
+    }
+
     #[test]
     fn csv_copies_are_recognised() {
         assert!(is_csv_copy("COPY t TO STDOUT (FORMAT csv)"));
