@@ -104,6 +104,9 @@ enum Pending {
         note: Note,
         /// The portal's result columns, when known (for masking its DataRows).
         row: Option<RowDesc>,
+        /// Where a description still to come would apply (a pipelined Describe answered
+        /// after this Execute was sent).
+        bound: Bound,
     },
     FunctionCall {
         oid: i32,
@@ -133,6 +136,17 @@ struct Portal {
     params: Option<String>,
     note: Note,
     row: Option<RowDesc>,
+    bound: Bound,
+}
+
+/// What a portal was bound from: enough to describe its rows once a RowDescription for
+/// its statement or for the portal itself arrives.
+#[derive(Debug, Clone, Default)]
+struct Bound {
+    portal: Box<[u8]>,
+    /// The prepared statement's name and generation.
+    statement: Option<(Box<[u8]>, u64)>,
+    formats: Arc<[i16]>,
     refs: Refs,
 }
 
@@ -275,7 +289,7 @@ impl Tracker {
                 }) else {
                     return Frontend::Invalid("malformed Bind message".into());
                 };
-                let (text, note, desc, refs) = self
+                let (text, note, desc, refs, generation) = self
                     .statements
                     .get(bind.statement)
                     .map(|p| {
@@ -284,13 +298,20 @@ impl Tracker {
                             p.note.clone(),
                             p.row.clone(),
                             p.refs.clone(),
+                            Some(p.generation),
                         )
                     })
-                    .unwrap_or_else(|| (unknown_statement(bind.statement), None, None, None));
+                    .unwrap_or_else(|| (unknown_statement(bind.statement), None, None, None, None));
+                let bound = Bound {
+                    portal: bind.portal.into(),
+                    statement: generation.map(|g| (Box::from(bind.statement), g)),
+                    formats: messages::parse_bind_result_formats(body).unwrap_or_default(),
+                    refs,
+                };
                 let row = desc.map(|desc| RowDesc {
                     desc,
-                    formats: Some(messages::parse_bind_result_formats(body).unwrap_or_default()),
-                    refs: refs.clone(),
+                    formats: Some(bound.formats.clone()),
+                    refs: bound.refs.clone(),
                 });
                 if self.portals.len() >= MAX_TRACKED_PORTALS && !bind.portal.is_empty() {
                     self.portals.retain(|name, _| name.is_empty());
@@ -302,7 +323,7 @@ impl Tracker {
                         params: bind.params,
                         note,
                         row,
-                        refs,
+                        bound,
                     },
                 );
                 self.pending.push_back(Pending::Bind);
@@ -311,14 +332,15 @@ impl Tracker {
                 let Some((portal, _max_rows)) = messages::parse_execute(body) else {
                     return Frontend::Invalid("malformed Execute message".into());
                 };
-                let (text, params, note, row) = match self.portals.get(portal) {
+                let (text, params, note, row, bound) = match self.portals.get(portal) {
                     Some(p) => (
                         p.text.clone(),
                         p.params.clone(),
                         p.note.clone(),
                         p.row.clone(),
+                        p.bound.clone(),
                     ),
-                    None => (unknown_portal(portal), None, None, None),
+                    None => (unknown_portal(portal), None, None, None, Bound::default()),
                 };
                 self.pending.push_back(Pending::Execute {
                     text,
@@ -327,6 +349,7 @@ impl Tracker {
                     rows: 0,
                     note,
                     row,
+                    bound,
                 });
             }
             b'D' => {
@@ -481,20 +504,53 @@ impl Tracker {
                 let Some(Pending::Describe { statement, portal }) = self.pending.pop_front() else {
                     unreachable!("front was a Describe")
                 };
-                if let Some((name, generation)) = statement
-                    && let Some(prepared) = self.statements.get_mut(&name)
-                    && prepared.generation == generation
-                {
-                    prepared.row = Some(body.into());
+                let desc: Arc<[u8]> = body.into();
+                if let Some(key) = statement {
+                    if let Some(prepared) = self.statements.get_mut(&key.0)
+                        && prepared.generation == key.1
+                    {
+                        prepared.row = Some(desc.clone());
+                    }
+                    // Portals bound, and Executes sent, before this answer arrived.
+                    let described = |bound: &Bound| RowDesc {
+                        desc: desc.clone(),
+                        formats: Some(bound.formats.clone()),
+                        refs: bound.refs.clone(),
+                    };
+                    for p in self.portals.values_mut() {
+                        if p.row.is_none() && p.bound.statement.as_ref() == Some(&key) {
+                            p.row = Some(described(&p.bound));
+                        }
+                    }
+                    for pending in self.pending.iter_mut() {
+                        if let Pending::Execute { row, bound, .. } = pending
+                            && row.is_none()
+                            && bound.statement.as_ref() == Some(&key)
+                        {
+                            *row = Some(described(bound));
+                        }
+                    }
                 }
-                if let Some(name) = portal
-                    && let Some(p) = self.portals.get_mut(&name)
-                {
-                    p.row = Some(RowDesc {
-                        desc: body.into(),
-                        formats: None,
-                        refs: p.refs.clone(),
-                    });
+                if let Some(name) = portal {
+                    let mut refs = None;
+                    if let Some(p) = self.portals.get_mut(&name) {
+                        refs = p.bound.refs.clone();
+                        p.row = Some(RowDesc {
+                            desc: desc.clone(),
+                            formats: None,
+                            refs: refs.clone(),
+                        });
+                    }
+                    // The Execute this Describe precedes (PostgreSQL answers in order).
+                    if let Some(Pending::Execute { row, .. }) = self.pending.iter_mut().find(
+                        |p| matches!(p, Pending::Execute { bound, .. } if *bound.portal == *name),
+                    ) {
+                        *row = Some(RowDesc {
+                            desc,
+                            formats: None,
+                            refs,
+                        });
+                    }
                 }
             }
             _ => {}
@@ -931,6 +987,96 @@ mod tests {
 
     fn complete(t: &mut Tracker, tag: &str, ev: &mut Vec<StatementEvent>) {
         t.backend(b'C', &body(|b| put_cstr(b, tag)), ev);
+    }
+
+    fn describe(t: &mut Tracker, kind: u8) {
+        t.frontend(
+            b'D',
+            &body(|b| {
+                b.push(kind);
+                put_cstr(b, "");
+            }),
+        );
+    }
+
+    /// Parse, Bind asking for binary results, then `describe_kind` between them or before
+    /// Execute, all pipelined; rows must be described once the RowDescription arrives.
+    #[test]
+    fn pipelined_describes_describe_the_rows_of_executes_already_sent() {
+        let row_desc = b"\x00\x01c\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x19\xff\xff\xff\xff\xff\xff\x00\x00";
+        let mut ev = Vec::new();
+        // Describe of the portal (libpq's PQexecParams, node-postgres, pgbench -M extended).
+        let mut t = tracker();
+        t.keep_row_descriptions();
+        t.frontend(
+            b'P',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, "select c from t");
+                b.extend(0i16.to_be_bytes());
+            }),
+        );
+        t.frontend(
+            b'B',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, "");
+                b.extend([0, 0, 0, 0, 0, 1, 0, 1]);
+            }),
+        );
+        describe(&mut t, b'P');
+        t.frontend(
+            b'E',
+            &body(|b| {
+                put_cstr(b, "");
+                b.extend(0i32.to_be_bytes());
+            }),
+        );
+        t.frontend(b'S', &[]);
+        t.backend(b'1', &[], &mut ev);
+        t.backend(b'2', &[], &mut ev);
+        t.backend(b'T', row_desc, &mut ev);
+        let row = t.current_row().expect("the Execute's rows are described");
+        assert_eq!(&*row.desc, &row_desc[..]);
+        assert!(
+            row.formats.is_none(),
+            "a portal's description has the real formats"
+        );
+
+        // Describe of the statement, pipelined before Bind (rows in Bind's formats).
+        let mut t = tracker();
+        t.keep_row_descriptions();
+        t.frontend(
+            b'P',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, "select c from t");
+                b.extend(0i16.to_be_bytes());
+            }),
+        );
+        describe(&mut t, b'S');
+        t.frontend(
+            b'B',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, "");
+                b.extend([0, 0, 0, 0, 0, 1, 0, 1]);
+            }),
+        );
+        t.frontend(
+            b'E',
+            &body(|b| {
+                put_cstr(b, "");
+                b.extend(0i32.to_be_bytes());
+            }),
+        );
+        t.frontend(b'S', &[]);
+        t.backend(b'1', &[], &mut ev);
+        t.backend(b't', &[0, 0], &mut ev);
+        t.backend(b'T', row_desc, &mut ev);
+        t.backend(b'2', &[], &mut ev);
+        let row = t.current_row().expect("the Execute's rows are described");
+        assert_eq!(row.formats.as_deref(), Some(&[1i16][..]));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   PostgreSQL does show the clear values (the data really is there).
 
 mod harness;
+mod pgwire;
 
 use harness::{
     AuthMethod, PgTarget, Postgres, Target, TokenSpec, Ward, WardOptions, wait_for, wait_until,
@@ -2113,4 +2114,92 @@ fn views_prepared_statements_and_cursors_keep_column_rules() {
         lines.iter().any(|l| l.starts_with("1|")),
         "ids stay readable: {text}"
     );
+}
+
+/// Drivers that describe the portal (libpq's PQexecParams, node-postgres, JDBC) or pipeline
+/// Parse, Describe, Bind and Execute before reading any answer: the rows of an Execute sent
+/// before its RowDescription arrived must still get the column rules.
+#[test]
+fn pipelined_extended_protocol_rows_get_column_rules() {
+    let env = start("mask_pipelined", PII_RULES);
+    let secrets: Vec<String> = customers().iter().map(|c| c.secret_code.clone()).collect();
+    let cstr = |s: &str| {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        v
+    };
+    let parse = |sql: &str| {
+        let mut b = cstr("");
+        b.extend(cstr(sql));
+        b.extend(0i16.to_be_bytes());
+        pgwire::message(b'P', &b)
+    };
+    let bind = {
+        let mut b = cstr("");
+        b.extend(cstr(""));
+        b.extend([0, 0, 0, 0, 0, 0]);
+        pgwire::message(b'B', &b)
+    };
+    let describe = |kind: u8| {
+        let mut b = vec![kind];
+        b.extend(cstr(""));
+        pgwire::message(b'D', &b)
+    };
+    let execute = {
+        let mut b = cstr("");
+        b.extend(0i32.to_be_bytes());
+        pgwire::message(b'E', &b)
+    };
+    let sync = pgwire::message(b'S', &[]);
+    let sql = "select id, secret_code, notes, email from customers order by id";
+    runtime().block_on(async {
+        let token = env.ward.token(ID);
+        let mut s = pgwire::logged_in(env.ward.pg_addr(), ID, TARGET, &token).await;
+        // Drain the login's ParameterStatus/BackendKeyData/ReadyForQuery.
+        pgwire::simple_query(&mut s, "select 1").await;
+        for batch in [
+            [
+                parse(sql),
+                bind.clone(),
+                describe(b'P'),
+                execute.clone(),
+                sync.clone(),
+            ],
+            [
+                parse(sql),
+                describe(b'S'),
+                bind.clone(),
+                execute.clone(),
+                sync.clone(),
+            ],
+        ] {
+            pgwire::send(&mut s, &batch.concat()).await;
+            let mut rows = Vec::new();
+            loop {
+                let m = pgwire::read_message(&mut s, pgwire::IO_TIMEOUT)
+                    .await
+                    .expect("answer")
+                    .expect("connection open");
+                assert!(!m.is_error(), "{m}");
+                if m.tag == b'D' {
+                    rows.push(String::from_utf8_lossy(&m.body).into_owned());
+                }
+                if m.tag == b'Z' {
+                    break;
+                }
+            }
+            assert_eq!(rows.len(), ROWS);
+            let text = rows.join("\n");
+            assert_no_leaks("pipelined extended protocol", &text, &secrets);
+            assert_no_leaks(
+                "pipelined extended protocol",
+                &text,
+                &all_sensitive_strings(),
+            );
+            assert!(
+                text.contains(MASKED_DOMAIN),
+                "detectors still apply: {text}"
+            );
+        }
+    });
 }
