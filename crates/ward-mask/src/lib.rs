@@ -310,6 +310,10 @@ pub struct Masker {
     /// Built-in kind → index into `configs`.
     builtin: [Option<usize>; N_BUILTIN],
     prefilter: Option<(AhoCorasick, Vec<Trigger>)>,
+    /// The trigger strings, in prefilter pattern order, for the short-value scan.
+    triggers: Vec<&'static [u8]>,
+    /// Bytes that start some trigger.
+    trigger_starts: [bool; 256],
     digits: bool,
     customs: Vec<Custom>,
     hmac: Option<strategy::HmacKey>,
@@ -386,6 +390,11 @@ impl Masker {
         if builtin[B_IPV6].is_some() {
             add(":", Trigger::Colon);
         }
+        let triggers: Vec<&'static [u8]> = pats.iter().map(|p| p.as_bytes()).collect();
+        let mut trigger_starts = [false; 256];
+        for t in &triggers {
+            trigger_starts[usize::from(t[0])] = true;
+        }
         let prefilter = if pats.is_empty() {
             None
         } else {
@@ -406,6 +415,8 @@ impl Masker {
             configs: config.detectors,
             builtin,
             prefilter,
+            triggers,
+            trigger_starts,
             digits,
             customs,
             hmac,
@@ -571,12 +582,48 @@ impl Masker {
 
     fn scan_triggers(&self, ac: &AhoCorasick, kinds: &[Trigger], b: &[u8], hits: &mut Vec<Hit>) {
         let mut skip_until = 0;
-        for m in ac.find_iter(b) {
-            let s = m.start();
-            if s < skip_until {
-                continue;
+        if b.len() <= SHORT_VALUE {
+            // Most result values are short (names, emails, codes), where the automaton's
+            // packed searcher falls back to Rabin-Karp; a first-byte table and a prefix
+            // compare find the same leftmost, non-overlapping triggers faster.
+            let mut i = 0;
+            while i < b.len() {
+                if self.trigger_starts[usize::from(b[i])]
+                    && let Some(p) = self.triggers.iter().position(|t| b[i..].starts_with(t))
+                {
+                    self.on_trigger(kinds[p], b, i, &mut skip_until, hits);
+                    i += self.triggers[p].len();
+                    continue;
+                }
+                i += 1;
             }
-            let found = match kinds[m.pattern().as_usize()] {
+            return;
+        }
+        for m in ac.find_iter(b) {
+            self.on_trigger(
+                kinds[m.pattern().as_usize()],
+                b,
+                m.start(),
+                &mut skip_until,
+                hits,
+            );
+        }
+    }
+
+    /// Validates the candidate a trigger found at `s`.
+    fn on_trigger(
+        &self,
+        trigger: Trigger,
+        b: &[u8],
+        s: usize,
+        skip_until: &mut usize,
+        hits: &mut Vec<Hit>,
+    ) {
+        {
+            if s < *skip_until {
+                return;
+            }
+            let found = match trigger {
                 Trigger::At => detect::email(b, s).map(|r| (r, B_EMAIL)),
                 Trigger::Pem => detect::pem(b, s).map(|e| ((s, e), B_PEM)),
                 Trigger::Aws => detect::aws_key(b, s).map(|e| ((s, e), B_AWS)),
@@ -584,14 +631,14 @@ impl Masker {
                 Trigger::Colon => {
                     let (cs, ce, ok) = detect::ipv6(b, s);
                     // Don't re-examine the other colons of the same token.
-                    skip_until = ce;
+                    *skip_until = ce;
                     ok.then_some(((cs, ce), B_IPV6))
                 }
             };
             if let Some(((start, end), kind)) = found {
                 let det = self.builtin[kind].expect("trigger only registered when enabled");
                 hits.push(Hit { start, end, det });
-                skip_until = skip_until.max(end);
+                *skip_until = (*skip_until).max(end);
             }
         }
     }
@@ -735,6 +782,9 @@ pub(crate) fn with_scratch<R>(
     spill.truncate(p);
     r
 }
+
+/// Values up to this many bytes are scanned for triggers without the automaton.
+const SHORT_VALUE: usize = 64;
 
 /// Position of the next ASCII digit at or after `i`. Processes 8 bytes per
 /// step with a SWAR "has byte in range" test (exact for ASCII-range bounds),
