@@ -249,10 +249,12 @@ fn digits_at(b: &[u8], i: usize, n: usize) -> bool {
 /// 666, 900–999; group 00; serial 0000) so that random dashed numbers and
 /// documentation placeholders are less likely to trigger.
 pub(crate) fn ssn(b: &[u8], s: usize) -> Option<usize> {
+    // `123-45-6789`, or `123 45 6789` (one consistent separator).
+    let sep = at(b, s + 3).filter(|c| matches!(c, b'-' | b' '));
     if !(digits_at(b, s, 3)
-        && at(b, s + 3) == Some(b'-')
+        && sep.is_some()
         && digits_at(b, s + 4, 2)
-        && at(b, s + 6) == Some(b'-')
+        && at(b, s + 6) == sep
         && digits_at(b, s + 7, 4))
     {
         return None;
@@ -305,7 +307,40 @@ pub(crate) fn phone_e164(b: &[u8], s: usize) -> Option<usize> {
         return None;
     }
     let n = digit_run(b, s + 1);
-    ((8..=15).contains(&n) && b[s + 1] != b'0' && end_ok(b, s + 1 + n)).then_some(s + 1 + n)
+    if b[s + 1] == b'0' {
+        return None;
+    }
+    if (8..=15).contains(&n) && end_ok(b, s + 1 + n) {
+        return Some(s + 1 + n);
+    }
+    // International numbers as people write them: `+1-415-555-0101`, `+44 20 7946 0958`,
+    // `+1 (415) 555-0101`. Groups of digits joined by one space, dash or dot (a group may be
+    // parenthesised); 8–15 digits in all, as E.164 allows.
+    let mut i = s + 1 + n;
+    let mut digits = n;
+    let mut groups = 1;
+    while digits < 15 {
+        if !matches!(at(b, i), Some(b' ' | b'-' | b'.')) {
+            break;
+        }
+        let open = at(b, i + 1) == Some(b'(');
+        let start = i + 1 + usize::from(open);
+        let r = digit_run(b, start);
+        if r == 0 || digits + r > 15 {
+            break;
+        }
+        let mut end = start + r;
+        if open {
+            if at(b, end) != Some(b')') {
+                break;
+            }
+            end += 1;
+        }
+        i = end;
+        digits += r;
+        groups += 1;
+    }
+    ((8..=15).contains(&digits) && groups > 1 && end_ok(b, i)).then_some(i)
 }
 
 /// Dotted-quad IPv4 at digit `s`, each octet ≤ 255 without leading zeros.

@@ -576,3 +576,12 @@ fn arbitrary_input_never_panics() {
         let _ = mask_encoded_whole_into(&m, &Strategy::Redact, &value, &mut out);
     }
 }
+
+#[test]
+fn international_phones_with_separators_and_spaced_ssns() {
+    one("call +1-415-555-0101 now", "phone", "+1-415-555-0101");
+    one("call +44 20 7946 0958 now", "phone", "+44 20 7946 0958");
+    one("call +1 (415) 555-0101", "phone", "+1 (415) 555-0101");
+    one("ssn 123 45 6789.", "us_ssn", "123 45 6789");
+    none("version +1.2 and +3-4 and score 123 45 678");
+}
