@@ -37,9 +37,9 @@
 //! custom pattern simply won't match invalid sequences).
 //!
 //! # Known limitations
-//! * Phone: only E.164 without spaces (`+14155552671`) and North-American
-//!   10-digit formats are recognised; `+44 20 7946 0958` or bare
-//!   `5551234567` are not (too ambiguous with ids without more context).
+//! * Phone: international numbers need their `+` (`+14155552671`,
+//!   `+44 20 7946 0958`), national ones the North-American grouping; bare
+//!   `5551234567` is not recognised (too ambiguous with ids without context).
 //! * Payment cards must start with a major-network digit (2–6).
 //! * IBANs are recognised for the countries in the built-in length table.
 //! * Values are masked one at a time; a secret split across two values (or

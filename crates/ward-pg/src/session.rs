@@ -188,6 +188,9 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
         // target-to-client direction, so they never interleave with a relayed message.
         let (notice_tx, mut notice_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let mut masking = SessionMasker::new(&gateway, &identity, &connector.target);
+        if let Some(m) = &masking.masker {
+            tracing::info!(session = %session_id, rules = ?m.session().rule_names(), "masking results");
+        }
         if !masking.rules.is_empty() {
             // Masking needs each result's columns, which the tracker then keeps.
             tracker
