@@ -2203,3 +2203,41 @@ fn pipelined_extended_protocol_rows_get_column_rules() {
         }
     });
 }
+
+#[test]
+fn ward_mask_previews_the_rules_without_a_database() {
+    let env = start("mask_cli", PII_RULES);
+    let out = env.ward.cli_ok(&[
+        "mask",
+        "--target",
+        TARGET,
+        "write to jane.roe@example.com",
+        "card 4111 1111 1111 1111",
+    ]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec!["write to j*******@*******.com", "card **** **** **** 1111"],
+        "{out}"
+    );
+    // A column rule masks whatever the column holds.
+    let out = env.ward.cli_ok(&[
+        "mask",
+        "--target",
+        TARGET,
+        "--column",
+        "public.customers.secret_code",
+        "--explain",
+        "zebra1quartz",
+    ]);
+    assert!(out.contains("rules in force: pii"), "{out}");
+    assert!(out.contains("************"), "{out}");
+    assert!(!out.contains("zebra1quartz"), "{out}");
+    // An unknown target is named in the error.
+    let out = env.ward.cli(&["mask", "--target", "nope", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no target \"nope\""),
+        "{}",
+        harness::describe(&out)
+    );
+}

@@ -3,6 +3,7 @@
 mod api;
 mod approvals;
 mod controls;
+mod mask;
 mod output;
 mod sessions;
 mod token;
@@ -36,7 +37,8 @@ const DEFAULT_CONFIG: &str = "ward.yaml";
           controls   list the locks and pauses in force           ward controls --history\n  \
           approvals  list statements held for approval            ward approvals list\n  \
           approve    approve a held statement                     ward approve r-7k2m9qxa --as bob\n  \
-          deny       refuse a held statement                      ward deny r-7k2m9qxa --reason \"not now\"\n\n\
+          deny       refuse a held statement                      ward deny r-7k2m9qxa --reason \"not now\"\n  \
+          mask       try the masking rules on sample values       ward mask --target orders-db 'jane@example.com'\n\n\
         Run `ward <verb> --help` for details and examples.",
     propagate_version = true
 )]
@@ -190,6 +192,19 @@ pub enum Command {
           ward deny r-7k2m9qxa --reason \"not during the freeze\""
     )]
     Deny(approvals::DenyArgs),
+
+    /// Show what the masking rules do to sample values (no database needed).
+    #[command(
+        long_about = "Show what the masking rules of the config file do to sample values,         for an identity on a target, without a database or a running gateway.
+
+        Values come from the arguments, else one per line from standard input. With --column         they are treated as that result column (column rules and `scan:` scopes apply);         without it, as free text with every detector in force (as in error messages).         A value masked to NULL prints as (NULL). --explain also names the rules in force and         what each detector found.
+
+        Examples:
+            ward mask --config ward.yaml --target orders-db 'mail jane.roe@example.com'
+            ward mask --target orders-db --identity ci-nightly --column public.customers.card_number 4111111111111111
+            ward mask --target orders-db --identity dana --groups dpo --explain < samples.txt"
+    )]
+    Mask(mask::MaskArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,6 +326,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approvals(ApprovalsCommand::List(args)) => approvals::list(&config, &args),
         Command::Approve(args) => approvals::approve(&config, &args),
         Command::Deny(args) => approvals::deny(&config, &args),
+        Command::Mask(args) => mask::run(&config, &args),
     }
 }
 
