@@ -279,6 +279,8 @@ struct ListParams {
     target: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    command_contains: Option<String>,
+    decision: Option<String>,
     limit: Option<String>,
 }
 
@@ -293,7 +295,7 @@ async fn list_sessions(
 ) -> Result<Json<SessionList>, ApiError> {
     let Query(params) = params.map_err(|e| {
         ApiError::bad_request(format!(
-            "{}; accepted parameters: identity, target, since, until, limit",
+            "{}; accepted parameters: identity, target, since, until, command_contains, decision, limit",
             e.body_text()
         ))
     })?;
@@ -325,11 +327,19 @@ async fn list_sessions(
             }
         },
     };
+    let decision = given(params.decision)
+        .map(|d| {
+            ward_store::DecisionFilter::parse(&d)
+                .map_err(|e| ApiError::bad_request(format!("decision: {e}")))
+        })
+        .transpose()?;
     let filter = SessionFilter {
         identity: given(params.identity),
         target: given(params.target),
         since,
         until,
+        command_contains: given(params.command_contains),
+        decision,
         limit,
     };
     let sessions = state.store.list_sessions(filter).await?;

@@ -144,6 +144,11 @@ pub struct SessionFilter {
     pub since: Option<i64>,
     /// Only sessions that started at or before this time (Unix micros).
     pub until: Option<i64>,
+    /// Only sessions with a statement whose text contains this (case-insensitive).
+    pub command_contains: Option<String>,
+    /// Only sessions with a statement of this decision (combined with `command_contains`,
+    /// the same statement must match both).
+    pub decision: Option<DecisionFilter>,
     /// Most sessions to return, newest first; 0 means [`DEFAULT_LIST_LIMIT`], and anything
     /// above [`MAX_LIST_LIMIT`] is capped.
     pub limit: usize,
@@ -156,7 +161,50 @@ impl Default for SessionFilter {
             target: None,
             since: None,
             until: None,
+            command_contains: None,
+            decision: None,
             limit: DEFAULT_LIST_LIMIT,
+        }
+    }
+}
+
+/// Which policy outcome a statement had, for finding sessions by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionFilter {
+    /// Refused: denied by a rule, or denied / timed out in review.
+    Denied,
+    /// Held for review, whatever came of it.
+    Review,
+    /// Run: allowed by default or by a rule, or approved.
+    Allowed,
+}
+
+impl DecisionFilter {
+    /// Parses `denied`, `review` or `allowed`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "denied" => Ok(DecisionFilter::Denied),
+            "review" => Ok(DecisionFilter::Review),
+            "allowed" => Ok(DecisionFilter::Allowed),
+            other => Err(format!(
+                "{other:?} is not a decision; use denied, review or allowed"
+            )),
+        }
+    }
+
+    /// The SQL condition on `st.decision` (values written by the adapters).
+    pub(crate) fn condition(self) -> &'static str {
+        match self {
+            DecisionFilter::Denied => {
+                "st.decision IN ('denied', 'review_denied', 'review_timed_out')"
+            }
+            DecisionFilter::Review => {
+                "st.decision IN ('approved', 'review_denied', 'review_timed_out')"
+            }
+            DecisionFilter::Allowed => {
+                "(st.decision IS NULL OR st.decision IN ('allowed', 'approved'))"
+            }
         }
     }
 }

@@ -79,6 +79,20 @@ pub(crate) fn list_sessions(
         values.push(Value::Integer(until));
         conditions.push(format!("s.started_at <= ?{}", values.len()));
     }
+    if filter.command_contains.is_some() || filter.decision.is_some() {
+        let mut inner = vec!["st.session_id = s.id".to_string()];
+        if let Some(text) = &filter.command_contains {
+            values.push(Value::Text(text.to_lowercase()));
+            inner.push(format!("instr(lower(st.text), ?{}) > 0", values.len()));
+        }
+        if let Some(decision) = filter.decision {
+            inner.push(decision.condition().to_string());
+        }
+        conditions.push(format!(
+            "EXISTS (SELECT 1 FROM statements st WHERE {})",
+            inner.join(" AND ")
+        ));
+    }
     let limit = match filter.limit {
         0 => DEFAULT_LIST_LIMIT,
         n => n.min(MAX_LIST_LIMIT),

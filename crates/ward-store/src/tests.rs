@@ -175,6 +175,70 @@ fn batch_reads_back_with_filters() {
 }
 
 #[test]
+fn sessions_are_found_by_command_text_and_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = sample_store(dir.path());
+    let decided = |id: &str, seq: u64, text: &str, decision: &str| {
+        let AuditEvent::Statement(mut e) = statement(id, seq, text, 6_000 + seq as i64) else {
+            unreachable!()
+        };
+        e.decision = Some(decision.to_string());
+        e.rule = Some("r".into());
+        AuditEvent::Statement(e)
+    };
+    store
+        .write_batch(&[
+            decided(C, 1, "DELETE FROM staff", "denied"),
+            decided(C, 2, "UPDATE staff SET pay = 1", "approved"),
+        ])
+        .unwrap();
+    let by = |f: SessionFilter| -> Vec<String> {
+        store
+            .list_sessions(&f)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    };
+    let contains = |t: &str| SessionFilter {
+        command_contains: Some(t.into()),
+        ..Default::default()
+    };
+    assert_eq!(by(contains("from orders")), [A], "case-insensitive");
+    assert_eq!(by(contains("select")), [B, A]);
+    assert!(by(contains("drop")).is_empty());
+    let decision = |d: DecisionFilter| SessionFilter {
+        decision: Some(d),
+        ..Default::default()
+    };
+    assert_eq!(by(decision(DecisionFilter::Denied)), [C]);
+    assert_eq!(by(decision(DecisionFilter::Review)), [C]);
+    assert_eq!(by(decision(DecisionFilter::Allowed)), [C, B, A]);
+    // Both on the same statement: C's DELETE was denied, its UPDATE approved.
+    assert_eq!(
+        by(SessionFilter {
+            command_contains: Some("delete".into()),
+            decision: Some(DecisionFilter::Denied),
+            ..Default::default()
+        }),
+        [C]
+    );
+    assert!(
+        by(SessionFilter {
+            command_contains: Some("update".into()),
+            decision: Some(DecisionFilter::Denied),
+            ..Default::default()
+        })
+        .is_empty()
+    );
+    assert!(
+        DecisionFilter::parse("maybe")
+            .unwrap_err()
+            .contains("denied, review or allowed")
+    );
+}
+
+#[test]
 fn detail_by_id_and_by_unique_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let store = sample_store(dir.path());

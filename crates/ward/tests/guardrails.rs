@@ -435,3 +435,52 @@ fn refusals_are_audited_with_their_decision_and_rule() {
     let shown = env.ward.cli_ok(&["sessions", "show", &id]);
     assert!(shown.contains("DENIED by rule no-deletes"), "{shown}");
 }
+
+/// A responder finds the sessions that ran a given command or were refused something.
+#[test]
+fn sessions_are_found_by_command_text_and_decision() {
+    let env = start("guard_find_sessions", RULES);
+    let denied = env.psql("delete from orders where id = 1");
+    assert_blocked(&denied, "no-deletes");
+    assert!(
+        env.psql("select note from orders where id = 2")
+            .status
+            .success()
+    );
+    assert!(env.psql("select count(*) from orders").status.success());
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["sessions", "list", "--format", "json"];
+        all.extend_from_slice(args);
+        let json: serde_json::Value =
+            serde_json::from_str(&env.ward.cli_ok(&all)).expect("sessions list json");
+        json["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for(|| ids(&[]).len() == 3, "three sessions in the audit");
+    wait_for(
+        || ids(&["--decision", "denied"]).len() == 1,
+        "the denied statement's session",
+    );
+    let refused = ids(&["--decision", "denied"]);
+    let deleting = ids(&["--command-contains", "DELETE FROM orders"]);
+    assert_eq!(refused, deleting, "the same session, found both ways");
+    assert_eq!(ids(&["--command-contains", "where id = 2"]).len(), 1);
+    assert_eq!(ids(&["--command-contains", "orders"]).len(), 3);
+    assert_eq!(ids(&["--decision", "allowed"]).len(), 2);
+    assert!(ids(&["--decision", "review"]).is_empty());
+    assert!(
+        ids(&["--command-contains", "delete", "--decision", "allowed"]).is_empty(),
+        "both conditions hold for one statement"
+    );
+    let bad = env.ward.cli(&["sessions", "list", "--decision", "maybe"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("denied"),
+        "{}",
+        harness::describe(&bad)
+    );
+}

@@ -289,9 +289,13 @@ pub enum SessionsCommand {
         --since and --until take a relative duration (1h, 30m, 7d: that long ago) or a time \
         (2026-01-02 or 2026-01-02T15:04:05Z) and select sessions that started in that \
         window.\n\n\
+        --command-contains finds sessions with a statement whose SQL contains the text; \
+        --decision finds sessions with a statement that was denied, held for review, or \
+        allowed (both together: the same statement).\n\n\
         Examples:\n  \
           ward sessions list\n  \
           ward sessions list --identity ci-nightly --since 24h\n  \
+          ward sessions list --command-contains \"delete from orders\" --decision denied\n  \
           ward sessions list --target orders-db --limit 20 --format json"
     )]
     List(sessions::ListArgs),

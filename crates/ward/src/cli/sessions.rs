@@ -33,6 +33,15 @@ pub struct ListArgs {
     #[arg(long, value_name = "WHEN")]
     pub until: Option<String>,
 
+    /// Only sessions with a statement whose SQL contains TEXT (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub command_contains: Option<String>,
+
+    /// Only sessions with a statement that was denied (by a rule, or in review), held for
+    /// review, or allowed. With --command-contains, the same statement must match both.
+    #[arg(long, value_parser = ["denied", "review", "allowed"], value_name = "DECISION")]
+    pub decision: Option<String>,
+
     /// At most this many sessions (the newest), 1 to 10000.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub limit: usize,
@@ -72,6 +81,8 @@ fn list(client: &ApiClient, args: &ListArgs) -> anyhow::Result<()> {
         ("target", &args.target),
         ("since", &args.since),
         ("until", &args.until),
+        ("command_contains", &args.command_contains),
+        ("decision", &args.decision),
     ] {
         if let Some(value) = value {
             query.push((name, value.clone()));
