@@ -484,3 +484,81 @@ fn sessions_are_found_by_command_text_and_decision() {
         harness::describe(&bad)
     );
 }
+
+/// `ward replay` tells a session's story in order: offsets, decisions, rows, the end.
+#[test]
+fn replay_shows_the_session_timeline_with_decisions() {
+    let env = start("guard_replay", RULES);
+    let conninfo = env.ward.conninfo("ci-nightly", "shop");
+    let out = env.ward.psql_args(
+        &conninfo,
+        &[
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-c",
+            "select id from orders where id <= 3",
+            "-c",
+            "select pg_sleep(0.3)",
+            "-c",
+            "delete from orders where id = 1",
+            "-c",
+            "select count(*) from orders",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("blocked by ward rule"),
+        "{}",
+        harness::describe(&out)
+    );
+    let session = harness::wait_until(
+        || {
+            let json: serde_json::Value =
+                serde_json::from_str(&env.ward.cli_ok(&["sessions", "list", "--format", "json"]))
+                    .ok()?;
+            let s = &json["sessions"][0];
+            (s["statement_count"] == 4 && s["active"] == false)
+                .then(|| s["id"].as_str().unwrap().to_string())
+        },
+        "the session to be recorded and ended",
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(
+            &env.ward
+                .cli_ok(&["replay", &session[..13], "--format", "json"]),
+        )
+        .expect("replay json");
+    let steps = json.as_array().expect("an array of steps");
+    assert_eq!(steps.len(), 4);
+    let offsets: Vec<f64> = steps
+        .iter()
+        .map(|s| s["offset_ms"].as_f64().unwrap())
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    assert!(
+        offsets[2] - offsets[1] >= 250.0,
+        "the sleep shows in the offsets: {offsets:?}"
+    );
+    assert_eq!(steps[0]["rows"], 3);
+    assert_eq!(steps[0]["decision"], "allowed");
+    assert_eq!(steps[2]["decision"], "denied");
+    assert_eq!(steps[2]["rule"], "no-deletes");
+    assert!(
+        steps[2]["statement"]
+            .as_str()
+            .unwrap()
+            .contains("delete from orders")
+    );
+    assert!(steps[1]["duration_ms"].as_f64().unwrap() >= 250.0);
+    // The table form, paced much faster than real time.
+    let table = env
+        .ward
+        .cli_ok(&["replay", &session, "--pace", "--speed", "1000"]);
+    assert!(table.contains("DENIED"), "{table}");
+    assert!(table.contains("rule no-deletes"), "{table}");
+    assert!(table.contains("session ended: client closed"), "{table}");
+    let lines: Vec<&str> = table.lines().filter(|l| l.starts_with('+')).collect();
+    assert_eq!(lines.len(), 5, "four statements and the end: {table}");
+    let missing = env.ward.cli(&["replay", "ffffffff-0000"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no session matches"));
+}

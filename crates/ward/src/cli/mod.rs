@@ -5,6 +5,7 @@ mod approvals;
 mod controls;
 mod mask;
 mod output;
+mod replay;
 mod sessions;
 mod token;
 
@@ -38,6 +39,7 @@ const DEFAULT_CONFIG: &str = "ward.yaml";
           approvals  list statements held for approval            ward approvals list\n  \
           approve    approve a held statement                     ward approve r-7k2m9qxa --as bob\n  \
           deny       refuse a held statement                      ward deny r-7k2m9qxa --reason \"not now\"\n  \
+          replay     a recorded session as a timeline             ward replay 0190a1b2-7c3d --pace\n  \
           mask       try the masking rules on sample values       ward mask --target orders-db 'jane@example.com'\n\n\
         Run `ward <verb> --help` for details and examples.",
     propagate_version = true
@@ -193,6 +195,23 @@ pub enum Command {
     )]
     Deny(approvals::DenyArgs),
 
+    /// Replay a recorded session as a timeline (through the admin API).
+    #[command(
+        long_about = "Replay a recorded session as a timeline: each statement with its \
+        time offset from the session start, the policy decision (and rule), the command, \
+        rows and duration, then how the session ended.\n\n\
+        --pace prints each step when it happened (--speed 10 plays ten times faster); \
+        --format json prints the steps as JSON (one object per line with --pace).\n\n\
+        SESSION is a session id from `ward sessions list` or a unique prefix of it of at \
+        least 8 characters. Like `ward sessions`, this asks the admin API of the running \
+        `ward serve` (see --api and --admin-token).\n\n\
+        Examples:\n  \
+          ward replay 0190a1b2-7c3d\n  \
+          ward replay 0190a1b2-7c3d --pace --speed 20\n  \
+          ward replay 0190a1b2-7c3d --format json"
+    )]
+    Replay(replay::ReplayArgs),
+
     /// Show what the masking rules do to sample values (no database needed).
     #[command(
         long_about = "Show what the masking rules of the config file do to sample values,         for an identity on a target, without a database or a running gateway.
@@ -331,6 +350,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve(args) => approvals::approve(&config, &args),
         Command::Deny(args) => approvals::deny(&config, &args),
         Command::Mask(args) => mask::run(&config, &args),
+        Command::Replay(args) => replay::run(&config, &args),
     }
 }
 

@@ -1,0 +1,205 @@
+//! `ward replay`: a recorded session as a timeline, optionally paced as it happened.
+//!
+//! An investigator wants the session's story in order and at its own rhythm: what ran when
+//! relative to the start, what the policy decided, how many rows came back and how long
+//! each step took. Terminal sessions of later protocols will replay through this verb too.
+
+use super::api::{ApiClient, path_segment};
+use super::output::{clean, print_stdout, time_millis};
+use super::sessions::Format;
+use super::{ApiArgs, ConfigLocation};
+use clap::Args;
+use serde::Serialize;
+use std::io::Write;
+use std::time::Duration;
+use ward_api::model::{SessionDetailView, StatementView};
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+
+    /// The session id, or a unique prefix of it (at least 8 characters).
+    #[arg(value_name = "SESSION")]
+    pub id: String,
+
+    /// Print each step when it happened, relative to the session start (real time).
+    #[arg(long)]
+    pub pace: bool,
+
+    /// With --pace, play this many times faster (e.g. 10).
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
+    pub speed: f64,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// One step of the timeline, as `--format json` prints it.
+#[derive(Debug, Serialize)]
+struct Step<'a> {
+    offset_ms: f64,
+    seq: u64,
+    statement: &'a str,
+    params: Option<&'a str>,
+    /// `allowed` unless a rule decided otherwise (`denied`, `approved`, …).
+    decision: &'a str,
+    rule: Option<&'a str>,
+    command: Option<&'a str>,
+    rows: Option<u64>,
+    duration_ms: f64,
+    sqlstate: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+pub fn run(config: &ConfigLocation, args: &ReplayArgs) -> anyhow::Result<()> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        anyhow::bail!("--speed must be a positive number, e.g. 10 for ten times faster");
+    }
+    let client = ApiClient::resolve(config, &args.api)?;
+    let path = format!("/api/v1/sessions/{}", path_segment(args.id.trim()));
+    let not_found = format!(
+        "no session matches {:?}; find session ids with `ward sessions list`",
+        args.id.trim()
+    );
+    let detail: SessionDetailView = client.get(&path, &[], Some(not_found))?;
+    let start = detail.session.started_at_us;
+    let steps: Vec<Step<'_>> = detail.statements.iter().map(|st| step(st, start)).collect();
+    match args.format {
+        Format::Json if !args.pace => {
+            print_stdout(&format!("{}\n", serde_json::to_string_pretty(&steps)?))
+        }
+        Format::Json => play(&steps, args.speed, |s| {
+            Ok(format!("{}\n", serde_json::to_string(s)?))
+        }),
+        Format::Table => {
+            let s = &detail.session;
+            print_stdout(&format!(
+                "session {} · {} on {} ({}) · started {} UTC · {} statements\n",
+                clean(&s.id, false),
+                clean(&s.identity, false),
+                clean(&s.target, false),
+                clean(&s.protocol, false),
+                time_millis(start),
+                steps.len()
+            ))?;
+            let shown = if args.pace { args.speed } else { f64::INFINITY };
+            play(&steps, shown, |s| Ok(render(s)))?;
+            let end = match (s.active, s.ended_at_us) {
+                (true, _) => "(still live)\n".to_string(),
+                (false, Some(at)) => format!(
+                    "+{}  session ended: {}\n",
+                    offset(at - start),
+                    clean(
+                        s.end_reason.as_deref().unwrap_or("no reason recorded"),
+                        false
+                    )
+                ),
+                (false, None) => String::new(),
+            };
+            print_stdout(&end)
+        }
+    }
+}
+
+fn step(st: &StatementView, start: i64) -> Step<'_> {
+    Step {
+        offset_ms: (st.started_at_us - start) as f64 / 1000.0,
+        seq: st.seq,
+        statement: &st.text,
+        params: st.params.as_deref(),
+        decision: st.decision.as_deref().unwrap_or("allowed"),
+        rule: st.rule.as_deref(),
+        command: st.command.as_deref(),
+        rows: st.rows,
+        duration_ms: st.duration_us as f64 / 1000.0,
+        sqlstate: st.sqlstate.as_deref(),
+        error: st.error.as_deref(),
+    }
+}
+
+/// Prints the steps, waiting between them as recorded divided by `speed` (an infinite
+/// speed prints at once).
+fn play(
+    steps: &[Step<'_>],
+    speed: f64,
+    line: impl Fn(&Step<'_>) -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
+    let mut stdout = std::io::stdout().lock();
+    for s in steps {
+        if speed.is_finite() {
+            let due = Duration::from_secs_f64((s.offset_ms / 1000.0).max(0.0) / speed);
+            if let Some(wait) = due.checked_sub(began.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if let Err(e) = stdout
+            .write_all(line(s)?.as_bytes())
+            .and_then(|_| stdout.flush())
+        {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+fn offset(micros: i64) -> String {
+    let ms = micros.max(0) as f64 / 1000.0;
+    if ms < 60_000.0 {
+        format!("{:>9.3}s", ms / 1000.0)
+    } else {
+        let secs = (ms / 1000.0) as u64;
+        format!("{:>2}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    }
+}
+
+fn render(s: &Step<'_>) -> String {
+    let mut head = format!(
+        "+{}  #{:<3} {:<16}",
+        offset((s.offset_ms * 1000.0) as i64),
+        s.seq,
+        clean(s.decision, false).to_uppercase()
+    );
+    if let Some(rule) = s.rule {
+        head.push_str(&format!(" rule {}", clean(rule, false)));
+    }
+    head.push_str(&format!("  {}", clean(s.command.unwrap_or("-"), false)));
+    if let Some(rows) = s.rows {
+        head.push_str(&format!("  rows {rows}"));
+    }
+    head.push_str(&format!("  {:.3} ms", s.duration_ms));
+    if let Some(state) = s.sqlstate {
+        head.push_str(&format!("  SQLSTATE {}", clean(state, false)));
+    }
+    let mut out = head;
+    out.push('\n');
+    for line in clean(&s.statement.replace("\r\n", "\n"), true).lines() {
+        out.push_str("      ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(params) = s.params {
+        out.push_str(&format!("      params: {}\n", clean(params, false)));
+    }
+    if let Some(error) = s.error {
+        out.push_str(&format!("      error: {}\n", clean(error, false)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_read_as_seconds_then_clock_time() {
+        assert_eq!(offset(1_234_567), "    1.235s");
+        assert_eq!(offset(3_723_000_000), " 1:02:03");
+        assert_eq!(offset(-5), "    0.000s");
+    }
+}
