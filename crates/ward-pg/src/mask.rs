@@ -508,11 +508,13 @@ impl ResultMasker {
 
     /// Makes the cached plan the one for `row`, rebuilt when the description changed.
     fn ensure_plan(&mut self, row: &RowDesc) {
+        // Compared by content, not identity: a simple query's RowDescription arrives anew
+        // each time, and a workload repeating one statement shape should plan it once.
         let cached = self.plan.as_ref().is_some_and(|p| {
-            Arc::ptr_eq(&p.desc, &row.desc)
+            (Arc::ptr_eq(&p.desc, &row.desc) || p.desc == row.desc)
                 && match (&p.refs, &row.refs) {
                     (None, None) => true,
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
                     _ => false,
                 }
                 && match (&p.formats, &row.formats) {
