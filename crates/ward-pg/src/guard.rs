@@ -43,6 +43,29 @@ pub(crate) struct SessionContext<'a> {
 }
 
 impl SessionContext<'_> {
+    /// `text` as the audit and approvers may see it: masked with the session's detectors
+    /// when masking rules apply (a held `UPDATE … SET email = 'jane@…'` must not show the
+    /// value in approval listings, webhooks or the store).
+    fn masked_for_audit(&self, text: &str) -> String {
+        let Some(session) = self
+            .gateway
+            .masking()
+            .for_session(&ward_core::masking::MaskSubject {
+                identity: &self.identity.name,
+                groups: &self.identity.groups,
+                target: &self.target.name,
+                target_labels: &self.target.labels,
+            })
+        else {
+            return text.to_string();
+        };
+        match session.everywhere().mask(text.as_bytes()) {
+            ward_mask::MaskResult::Unchanged(_) => text.to_string(),
+            ward_mask::MaskResult::Masked(v) => String::from_utf8_lossy(&v).into_owned(),
+            ward_mask::MaskResult::Null => "(masked by ward)".to_string(),
+        }
+    }
+
     fn judge(&self, classified: &Classified) -> Verdict {
         let policy = self.gateway.policy();
         let subject = Subject {
@@ -204,7 +227,7 @@ pub(crate) async fn client_to_target(
                             identity: ctx.identity.name.to_string(),
                             target: ctx.target.name.clone(),
                             protocol: "postgres".into(),
-                            command: text.clone(),
+                            command: ctx.masked_for_audit(&text),
                             rule: review.rule.clone(),
                             approvers: review.approvers.clone(),
                             approvals_required: review.approvals,

@@ -2241,3 +2241,51 @@ fn ward_mask_previews_the_rules_without_a_database() {
         harness::describe(&out)
     );
 }
+
+/// A statement held for approval is shown to approvers, webhooks and the store masked.
+#[test]
+fn held_statements_are_masked_in_approval_requests() {
+    let rules = format!(
+        "{PII_RULES}rules:\n  - {{ name: approve-updates, statements: [update], action: review, timeout: 30s }}\n"
+    );
+    let env = start("mask_approvals", &rules);
+    let ward = &env.ward;
+    let conninfo = ward.conninfo(ID, TARGET);
+    let held =
+        std::thread::scope(|scope| {
+            let client =
+                scope.spawn(|| {
+                    ward.psql_args(
+                &conninfo,
+                &["-c", "update customers set name = 'write to jane.roe@example.com' where id = 1"],
+            )
+                });
+            let id = harness::wait_until(
+                || {
+                    let out = ward.cli(&["approvals", "list", "--format", "json"]);
+                    let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                    list["approvals"].as_array()?.iter().find_map(|a| {
+                        (a["state"] == "pending").then(|| {
+                            (
+                                a["id"].as_str().unwrap().to_string(),
+                                a["command"].as_str().unwrap().to_string(),
+                            )
+                        })
+                    })
+                },
+                "the held update",
+            );
+            ward.cli_ok(&["deny", &id.0, "--reason", "checking masking"]);
+            let out = client.join().unwrap();
+            assert!(!out.status.success(), "the denied update fails");
+            id.1
+        });
+    assert!(held.contains("update customers"), "{held}");
+    assert!(!held.contains("jane.roe@example.com"), "{held}");
+    assert!(held.contains("j*******@*******.com"), "{held}");
+    let audit = audit_dump(ward);
+    assert!(
+        !audit.contains("jane.roe@example.com"),
+        "the audit keeps it masked too"
+    );
+}
