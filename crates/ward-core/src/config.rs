@@ -459,6 +459,11 @@ impl Config {
         crate::masking::Masking::new(&self.masking)
     }
 
+    /// ward's Ed25519 key for signing session logs (generated on first start).
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.data_dir.join("signing.key")
+    }
+
     /// The SQLite file of the store.
     pub fn sqlite_path(&self) -> PathBuf {
         self.store

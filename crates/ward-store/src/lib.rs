@@ -18,6 +18,7 @@
 //! for humans is the API's job.
 
 mod approvals;
+pub mod chain;
 mod controls;
 mod query;
 mod schema;
@@ -33,7 +34,7 @@ use ward_core::AuditEvent;
 pub use approvals::{ApprovalEventFilter, ApprovalEventRecord, DEFAULT_APPROVAL_EVENTS};
 pub use controls::{ControlEventFilter, ControlEventRecord, DEFAULT_CONTROL_EVENTS};
 pub use schema::SCHEMA_VERSION;
-pub use writer::{ORPHAN_END_REASON, spawn_writer};
+pub use writer::{ORPHAN_END_REASON, spawn_signing_writer, spawn_writer};
 
 /// How long a connection waits for another connection's lock before failing with "database
 /// is locked". The writer holds its lock only for one batch, so this is generous.
@@ -266,6 +267,11 @@ pub struct SessionDetail {
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Chain heads of sessions written since the store was opened (others are read back
+    /// from the log when their next event comes).
+    heads: std::collections::HashMap<String, chain::Head>,
+    /// Signs chain heads; `None` writes an unsigned (still hash-chained) log.
+    signer: Option<chain::LogSigner>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -302,6 +308,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
+            heads: std::collections::HashMap::new(),
+            signer: None,
         })
     }
 
@@ -317,10 +325,60 @@ impl SqliteStore {
     pub fn write_batch(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
         let write = |source| StoreError::Write { source };
         let tx = self.conn.transaction().map_err(write)?;
+        let mut pending = chain::Pending::new();
         for event in events {
             writer::write_event(&tx, event).map_err(write)?;
+            chain::record(&tx, event, &self.heads, &mut pending, self.signer.as_ref())
+                .map_err(write)?;
         }
-        tx.commit().map_err(write)
+        tx.commit().map_err(write)?;
+        self.commit_heads(pending, events);
+        Ok(())
+    }
+
+    /// Signs chain heads from now on (ward serve passes its key; without one the log is
+    /// hash-chained but unsigned).
+    pub fn set_signer(&mut self, signer: chain::LogSigner) {
+        self.signer = Some(signer);
+    }
+
+    /// Takes the signer (to move it to a reopened store).
+    pub fn take_signer(&mut self) -> Option<chain::LogSigner> {
+        self.signer.take()
+    }
+
+    /// Remembers the heads of a committed transaction; ended sessions are forgotten.
+    pub(crate) fn commit_heads(&mut self, pending: chain::Pending, events: &[AuditEvent]) {
+        self.heads.extend(pending);
+        for event in events {
+            if let AuditEvent::SessionEnd(e) = event {
+                self.heads.remove(e.session_id.as_str());
+            }
+        }
+    }
+
+    /// Verifies the stored log of `session_id` (see [`chain::verify_session`]).
+    pub fn verify_session(
+        &self,
+        session_id: &str,
+        public_key: &[u8; 32],
+    ) -> Result<chain::Verdict, StoreError> {
+        chain::verify_session(&self.conn, session_id, public_key).map_err(query::query_err)
+    }
+
+    /// Every session id in the log, oldest first.
+    pub fn logged_sessions(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT session_id FROM event_log GROUP BY session_id ORDER BY MIN(at), session_id",
+            )
+            .map_err(query::query_err)?;
+        let ids = stmt
+            .query_map([], |row| row.get(0))
+            .map_err(query::query_err)?;
+        ids.collect::<Result<Vec<String>, _>>()
+            .map_err(query::query_err)
     }
 
     /// Marks sessions left open by a previous run as ended.

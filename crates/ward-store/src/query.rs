@@ -11,7 +11,7 @@ const SESSION_COLUMNS: &str = "s.id, s.identity, s.target, s.protocol, s.client_
      s.tls_version, s.client_program, s.started_at, s.ended_at, s.end_reason, \
      (SELECT COUNT(*) FROM statements st WHERE st.session_id = s.id)";
 
-fn query_err(source: rusqlite::Error) -> StoreError {
+pub(crate) fn query_err(source: rusqlite::Error) -> StoreError {
     StoreError::Query { source }
 }
 

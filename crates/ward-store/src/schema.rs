@@ -10,7 +10,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::Path;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1: sessions and their statements.
 ///
@@ -112,6 +112,30 @@ ALTER TABLE statements ADD COLUMN rule TEXT;
 
 /// Sets the connection's journal and sync modes, then brings the schema up to
 /// [`SCHEMA_VERSION`].
+/// The tamper-evident session log (see `chain`): every event's exact bytes with its hash
+/// chain, and the signed chain heads.
+const V5: &str = "
+CREATE TABLE IF NOT EXISTS event_log (
+    session_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    prev_hash  BLOB NOT NULL,
+    hash       BLOB NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chain_signatures (
+    session_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    hash       BLOB NOT NULL,
+    signature  BLOB NOT NULL,
+    key_id     TEXT NOT NULL,
+    signed_at  INTEGER NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+";
+
 pub(crate) fn configure_and_migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let schema_err = |source| StoreError::Schema {
         path: path.to_path_buf(),
@@ -156,6 +180,9 @@ pub(crate) fn configure_and_migrate(conn: &Connection, path: &Path) -> Result<()
     }
     if current < 4 {
         tx.execute_batch(V4).map_err(schema_err)?;
+    }
+    if current < 5 {
+        tx.execute_batch(V5).map_err(schema_err)?;
     }
     // Later versions: `if current < 4 { tx.execute_batch(V4)?; }` and so on.
     if current != SCHEMA_VERSION {

@@ -444,3 +444,149 @@ fn writer_retries_a_failing_batch_until_it_succeeds() {
     let detail = store.session_detail(id).unwrap().unwrap();
     assert_eq!(detail.statements.len(), 1);
 }
+
+mod session_log {
+    use super::*;
+    use crate::chain::{CHECKPOINT_EVERY, LogSigner};
+
+    fn signed_store(dir: &Path) -> (SqliteStore, LogSigner) {
+        let signer = LogSigner::from_seed([7; 32]);
+        let mut store = SqliteStore::open(&dir.join("ward.db")).unwrap();
+        store.set_signer(signer.clone());
+        store
+            .write_batch(&[
+                start(A, "ci-nightly", "orders-db", 1_000),
+                statement(A, 1, "SELECT 1", 1_100),
+                statement(A, 2, "SELECT * FROM orders WHERE id = $1", 1_200),
+            ])
+            .unwrap();
+        // A second batch continues the chain from the heads in memory; a reopened store
+        // continues it from the log itself.
+        store
+            .write_batch(&[statement(A, 3, "SELECT 3", 1_300)])
+            .unwrap();
+        let mut store = SqliteStore::open(&dir.join("ward.db")).unwrap();
+        store.set_signer(signer.clone());
+        store
+            .write_batch(&[
+                statement(A, 4, "SELECT 4", 1_400),
+                end(A, 2_000, "client closed"),
+            ])
+            .unwrap();
+        (store, signer)
+    }
+
+    fn problem(store: &SqliteStore, key: &[u8; 32]) -> Option<String> {
+        store.verify_session(A, key).unwrap().problem
+    }
+
+    #[test]
+    fn an_intact_log_verifies_with_its_signed_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, signer) = signed_store(dir.path());
+        let v = store.verify_session(A, &signer.public_key()).unwrap();
+        assert_eq!(v.problem, None);
+        assert_eq!(v.events, 6);
+        assert_eq!(
+            (v.signatures, v.signed_through),
+            (1, 6),
+            "signed at session end"
+        );
+        assert_eq!(store.logged_sessions().unwrap(), [A]);
+    }
+
+    #[test]
+    fn alterations_removals_insertions_and_reorderings_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, signer) = signed_store(dir.path());
+        let key = signer.public_key();
+        let exec = |sql: &str| {
+            store.conn.execute_batch(sql).unwrap();
+        };
+        // Altered: a statement's text changed in place.
+        exec("UPDATE event_log SET body = replace(body, 'SELECT 3', 'SELECT 9') WHERE seq = 4");
+        assert_eq!(
+            problem(&store, &key).as_deref(),
+            Some("event #4 was altered")
+        );
+        exec("UPDATE event_log SET body = replace(body, 'SELECT 9', 'SELECT 3') WHERE seq = 4");
+        assert_eq!(problem(&store, &key), None, "restored");
+        // Removed.
+        exec(
+            "CREATE TABLE saved AS SELECT * FROM event_log WHERE seq = 3; DELETE FROM event_log WHERE seq = 3",
+        );
+        assert!(problem(&store, &key).unwrap().contains("#3 was removed"));
+        exec("INSERT INTO event_log SELECT * FROM saved; DROP TABLE saved");
+        assert_eq!(problem(&store, &key), None, "restored");
+        // Reordered: two events swap places.
+        exec(
+            "UPDATE event_log SET seq = -1 WHERE seq = 2; UPDATE event_log SET seq = 2 WHERE seq = 3; UPDATE event_log SET seq = 3 WHERE seq = -1",
+        );
+        assert!(
+            problem(&store, &key)
+                .unwrap()
+                .contains("event #2 does not follow")
+        );
+        exec(
+            "UPDATE event_log SET seq = -1 WHERE seq = 2; UPDATE event_log SET seq = 2 WHERE seq = 3; UPDATE event_log SET seq = 3 WHERE seq = -1",
+        );
+        assert_eq!(problem(&store, &key), None, "restored");
+        // Inserted: a forged event shifted in after #2.
+        exec("UPDATE event_log SET seq = seq + 100 WHERE seq > 2; UPDATE event_log SET seq = seq - 99 WHERE seq > 100;
+              INSERT INTO event_log SELECT session_id, 3, kind, at, body, hash, hash FROM event_log WHERE seq = 2");
+        let p = problem(&store, &key).unwrap();
+        assert!(p.contains("event #3"), "{p}");
+        // A log checked against another key is not trusted.
+        let dir2 = tempfile::tempdir().unwrap();
+        let (store2, _) = signed_store(dir2.path());
+        let other = LogSigner::from_seed([8; 32]).public_key();
+        assert!(
+            problem(&store2, &other)
+                .unwrap()
+                .contains("does not verify")
+        );
+    }
+
+    #[test]
+    fn long_sessions_are_signed_at_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = LogSigner::from_seed([1; 32]);
+        let mut store = SqliteStore::open(&dir.path().join("ward.db")).unwrap();
+        store.set_signer(signer.clone());
+        let mut events = vec![start(B, "bot", "orders-db", 1)];
+        for seq in 1..=(CHECKPOINT_EVERY * 2) {
+            events.push(statement(B, seq, "SELECT 1", 10 + seq as i64));
+        }
+        store.write_batch(&events).unwrap();
+        let v = store.verify_session(B, &signer.public_key()).unwrap();
+        assert_eq!(v.problem, None);
+        assert_eq!(
+            v.signatures, 2,
+            "a killed gateway still leaves signed prefixes"
+        );
+        assert_eq!(v.signed_through, CHECKPOINT_EVERY * 2);
+    }
+
+    #[test]
+    fn the_signing_key_is_generated_once_and_kept_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/signing.key");
+        let first = LogSigner::load_or_generate(&path).unwrap();
+        let again = LogSigner::load_or_generate(&path).unwrap();
+        assert_eq!(first.public_key(), again.public_key());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let seed = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !format!("{first:?}").contains(seed.trim()),
+            "Debug never shows the key"
+        );
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(
+            LogSigner::load_or_generate(&path)
+                .unwrap_err()
+                .contains("not a ward signing key")
+        );
+    }
+}

@@ -43,7 +43,21 @@ pub fn spawn_writer(
     rx: Receiver<AuditEvent>,
     batch: usize,
 ) -> Result<JoinHandle<()>, StoreError> {
+    spawn_signing_writer(path, rx, batch, None)
+}
+
+/// [`spawn_writer`] whose session logs are signed with `signer` at session ends and
+/// checkpoints (see [`crate::chain`]).
+pub fn spawn_signing_writer(
+    path: PathBuf,
+    rx: Receiver<AuditEvent>,
+    batch: usize,
+    signer: Option<crate::chain::LogSigner>,
+) -> Result<JoinHandle<()>, StoreError> {
     let mut store = SqliteStore::open(&path)?;
+    if let Some(signer) = signer {
+        store.set_signer(signer);
+    }
     let closed = store.close_orphaned_sessions(ORPHAN_END_REASON)?;
     if closed > 0 {
         tracing::warn!(
@@ -121,7 +135,12 @@ fn write_with_retry(store: &mut SqliteStore, events: &[AuditEvent]) {
         backoff = (backoff * 2).min(MAX_BACKOFF);
         if attempt.is_multiple_of(REOPEN_EVERY) {
             match SqliteStore::open(&store.path) {
-                Ok(fresh) => *store = fresh,
+                Ok(mut fresh) => {
+                    if let Some(signer) = store.take_signer() {
+                        fresh.set_signer(signer);
+                    }
+                    *store = fresh;
+                }
                 Err(e) => tracing::error!(error = %e, "cannot reopen the audit store"),
             }
         }
@@ -132,11 +151,25 @@ fn write_with_retry(store: &mut SqliteStore, events: &[AuditEvent]) {
 /// so the one bad event is set aside (and logged) and the rest are still written.
 fn write_isolating(store: &mut SqliteStore, events: &[AuditEvent]) -> Result<(), StoreError> {
     let write = |source| StoreError::Write { source };
+    let mut pending = crate::chain::Pending::new();
     let mut tx = store.conn.transaction().map_err(write)?;
     for event in events {
         let sp = tx.savepoint().map_err(write)?;
-        match write_event(&sp, event) {
-            Ok(()) => sp.commit().map_err(write)?,
+        let mut chained = pending.clone();
+        let written = write_event(&sp, event).and_then(|()| {
+            crate::chain::record(
+                &sp,
+                event,
+                &store.heads,
+                &mut chained,
+                store.signer.as_ref(),
+            )
+        });
+        match written {
+            Ok(()) => {
+                sp.commit().map_err(write)?;
+                pending = chained;
+            }
             Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
                 // Rolled back when `sp` drops. Log what identifies the event, never its SQL
                 // text or parameters, which may hold secrets.
@@ -150,7 +183,9 @@ fn write_isolating(store: &mut SqliteStore, events: &[AuditEvent]) -> Result<(),
             Err(e) => return Err(write(e)),
         }
     }
-    tx.commit().map_err(write)
+    tx.commit().map_err(write)?;
+    store.commit_heads(pending, events);
+    Ok(())
 }
 
 fn describe(event: &AuditEvent) -> String {

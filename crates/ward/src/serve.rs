@@ -50,8 +50,18 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     })?;
     drop(store);
     let (audit, audit_rx) = AuditSink::channel(config.audit.queue);
-    let writer = ward_store::spawn_writer(sqlite.clone(), audit_rx, config.audit.batch)
-        .context("cannot start the audit writer")?;
+    // Session logs are hash-chained and their heads signed with ward's own key, generated
+    // on first start (`ward keys show` prints its public half).
+    let signer = ward_store::chain::LogSigner::load_or_generate(&config.signing_key_path())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(key_id = %signer.key_id(), "session logs are signed");
+    let writer = ward_store::spawn_signing_writer(
+        sqlite.clone(),
+        audit_rx,
+        config.audit.batch,
+        Some(signer),
+    )
+    .context("cannot start the audit writer")?;
 
     let registry = SessionRegistry::new();
     let controls = Arc::new(ward_core::control::Controls::new());

@@ -1,0 +1,383 @@
+//! The tamper-evident session log: every event of a session, hash-chained and signed.
+//!
+//! Each event is stored as the exact JSON bytes it was recorded as, with the SHA-256 of the
+//! previous event's hash followed by those bytes. The first event of a session chains from
+//! a genesis value bound to the session id, so events cannot be moved between sessions. The
+//! chain head is signed with ward's Ed25519 key at session end and every
+//! [`CHECKPOINT_EVERY`] events, so even a gateway killed mid-session leaves a verifiable,
+//! signed prefix. Verification recomputes everything from the stored bytes and names the
+//! first event that does not fit.
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// A signature is written after this many events of a session (and at its end).
+pub const CHECKPOINT_EVERY: u64 = 64;
+
+/// Domain separation for hashes and signatures of this log format.
+const DOMAIN: &[u8] = b"ward.session-log.v1\0";
+
+/// The value the first event of `session_id` chains from.
+pub fn genesis(session_id: &str) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(DOMAIN)
+        .chain_update(session_id.as_bytes())
+        .finalize()
+        .into()
+}
+
+/// The hash of an event: SHA-256 of the previous hash and the event's bytes.
+pub fn link(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(prev)
+        .chain_update(body)
+        .finalize()
+        .into()
+}
+
+/// What a checkpoint signature covers: the session, the position and the chain head there.
+fn signed_message(session_id: &str, seq: u64, hash: &[u8; 32]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + session_id.len() + 41);
+    m.extend_from_slice(DOMAIN);
+    m.extend_from_slice(session_id.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(hash);
+    m
+}
+
+/// ward's signing key (Ed25519), kept in the data directory.
+#[derive(Clone)]
+pub struct LogSigner {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for LogSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private key.
+        f.debug_struct("LogSigner")
+            .field("key_id", &self.key_id())
+            .finish()
+    }
+}
+
+impl LogSigner {
+    /// Loads the key from `path` (hex of the 32-byte seed), generating and writing it
+    /// (mode 0600) on first use.
+    pub fn load_or_generate(path: &Path) -> Result<LogSigner, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes = hex::decode(text.trim())
+                    .map_err(|_| format!("{} is not a ward signing key (hex)", path.display()))?;
+                let seed: [u8; 32] = bytes.try_into().map_err(|_| {
+                    format!("{} is not a ward signing key (32 bytes)", path.display())
+                })?;
+                Ok(LogSigner {
+                    key: SigningKey::from_bytes(&seed),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut seed = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+                write_private(path, format!("{}\n", hex::encode(seed)).as_bytes())
+                    .map_err(|e| format!("cannot write the signing key {}: {e}", path.display()))?;
+                tracing::info!(path = %path.display(), "generated the session-log signing key");
+                Ok(LogSigner {
+                    key: SigningKey::from_bytes(&seed),
+                })
+            }
+            Err(e) => Err(format!(
+                "cannot read the signing key {}: {e}",
+                path.display()
+            )),
+        }
+    }
+
+    /// A key from a seed (tests).
+    pub fn from_seed(seed: [u8; 32]) -> LogSigner {
+        LogSigner {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// A short name of the public key (first 16 hex digits of its SHA-256).
+    pub fn key_id(&self) -> String {
+        key_id(&self.public_key())
+    }
+
+    fn sign(&self, session_id: &str, seq: u64, hash: &[u8; 32]) -> [u8; 64] {
+        self.key
+            .sign(&signed_message(session_id, seq, hash))
+            .to_bytes()
+    }
+}
+
+/// The short name of a public key.
+pub fn key_id(public_key: &[u8; 32]) -> String {
+    hex::encode(&Sha256::digest(public_key)[..8])
+}
+
+fn write_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content)?;
+    f.sync_all()
+}
+
+/// The chain position of a session: the last event's number and hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+/// The stored head of `session_id`, or `None` before its first event.
+pub(crate) fn stored_head(conn: &Connection, session_id: &str) -> rusqlite::Result<Option<Head>> {
+    conn.prepare_cached(
+        "SELECT seq, hash FROM event_log WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1",
+    )?
+    .query_row([session_id], |row| {
+        let seq: i64 = row.get(0)?;
+        let hash: Vec<u8> = row.get(1)?;
+        Ok(Head {
+            seq: seq as u64,
+            hash: hash.try_into().unwrap_or([0; 32]),
+        })
+    })
+    .optional()
+}
+
+/// One event about to join its session's chain.
+pub(crate) struct Link<'a> {
+    pub session_id: &'a str,
+    pub kind: &'a str,
+    pub at: i64,
+    /// The event's exact bytes, as stored and hashed.
+    pub body: &'a [u8],
+    /// The session's last event: its head is signed.
+    pub ends_session: bool,
+}
+
+/// Appends one event to its session's chain and returns the new head; signs it when it
+/// ends the session or reaches a checkpoint.
+pub(crate) fn append(
+    conn: &Connection,
+    event: &Link<'_>,
+    previous: Option<Head>,
+    signer: Option<&LogSigner>,
+) -> rusqlite::Result<Head> {
+    let session_id = event.session_id;
+    let (seq, prev) = match previous {
+        Some(h) => (h.seq + 1, h.hash),
+        None => (1, genesis(session_id)),
+    };
+    let hash = link(&prev, event.body);
+    conn.prepare_cached(
+        "INSERT INTO event_log (session_id, seq, kind, at, body, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        session_id,
+        seq as i64,
+        event.kind,
+        event.at,
+        std::str::from_utf8(event.body).unwrap_or_default(),
+        &prev[..],
+        &hash[..]
+    ])?;
+    if let Some(signer) = signer
+        && (event.ends_session || seq.is_multiple_of(CHECKPOINT_EVERY))
+    {
+        sign_head(conn, session_id, Head { seq, hash }, signer, event.at)?;
+    }
+    Ok(Head { seq, hash })
+}
+
+fn sign_head(
+    conn: &Connection,
+    session_id: &str,
+    head: Head,
+    signer: &LogSigner,
+    at: i64,
+) -> rusqlite::Result<()> {
+    let signature = signer.sign(session_id, head.seq, &head.hash);
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO chain_signatures (session_id, seq, hash, signature, key_id, signed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        session_id,
+        head.seq as i64,
+        &head.hash[..],
+        &signature[..],
+        signer.key_id(),
+        at
+    ])?;
+    Ok(())
+}
+
+/// What verifying one session's log found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub session_id: String,
+    pub events: u64,
+    /// Signatures that verified, and the last position they cover.
+    pub signatures: u64,
+    pub signed_through: u64,
+    /// The first problem, if any, naming the event.
+    pub problem: Option<String>,
+}
+
+/// Verifies one session's stored log against `public_key`.
+pub fn verify_session(
+    conn: &Connection,
+    session_id: &str,
+    public_key: &[u8; 32],
+) -> rusqlite::Result<Verdict> {
+    let mut verdict = Verdict {
+        session_id: session_id.to_string(),
+        events: 0,
+        signatures: 0,
+        signed_through: 0,
+        problem: None,
+    };
+    let mut stmt = conn.prepare(
+        "SELECT seq, body, prev_hash, hash FROM event_log WHERE session_id = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([session_id], |row| {
+        Ok((
+            row.get::<_, i64>(0)? as u64,
+            row.get::<_, String>(1)?,
+            row.get::<_, Vec<u8>>(2)?,
+            row.get::<_, Vec<u8>>(3)?,
+        ))
+    })?;
+    let mut expected_prev = genesis(session_id);
+    let mut expected_seq = 1u64;
+    let mut hashes: std::collections::HashMap<u64, [u8; 32]> = std::collections::HashMap::new();
+    for row in rows {
+        let (seq, body, prev, hash) = row?;
+        verdict.events += 1;
+        if verdict.problem.is_some() {
+            continue;
+        }
+        if seq != expected_seq {
+            verdict.problem = Some(if seq > expected_seq {
+                format!("event #{expected_seq} was removed (the log jumps to #{seq})")
+            } else {
+                format!("event #{seq} appears out of order")
+            });
+            continue;
+        }
+        if prev[..] != expected_prev[..] {
+            verdict.problem = Some(format!(
+                "event #{seq} does not follow event #{} (an event was removed, inserted or reordered before it)",
+                seq - 1
+            ));
+            continue;
+        }
+        let computed = link(&expected_prev, body.as_bytes());
+        if hash[..] != computed[..] {
+            verdict.problem = Some(format!("event #{seq} was altered"));
+            continue;
+        }
+        hashes.insert(seq, computed);
+        expected_prev = computed;
+        expected_seq += 1;
+    }
+    let key = VerifyingKey::from_bytes(public_key);
+    let mut sigs = conn.prepare(
+        "SELECT seq, hash, signature FROM chain_signatures WHERE session_id = ?1 ORDER BY seq",
+    )?;
+    let sig_rows = sigs.query_map([session_id], |row| {
+        Ok((
+            row.get::<_, i64>(0)? as u64,
+            row.get::<_, Vec<u8>>(1)?,
+            row.get::<_, Vec<u8>>(2)?,
+        ))
+    })?;
+    for row in sig_rows {
+        let (seq, hash, signature) = row?;
+        let hash: [u8; 32] = hash.try_into().unwrap_or([0; 32]);
+        let ok = key.as_ref().is_ok_and(|k| {
+            <[u8; 64]>::try_from(signature.as_slice())
+                .ok()
+                .map(|s| Signature::from_bytes(&s))
+                .is_some_and(|s| {
+                    k.verify(&signed_message(session_id, seq, &hash), &s)
+                        .is_ok()
+                })
+        });
+        if !ok {
+            verdict.problem.get_or_insert_with(|| {
+                format!("the signature at event #{seq} does not verify with this public key")
+            });
+            continue;
+        }
+        if hashes.get(&seq) != Some(&hash) {
+            verdict.problem.get_or_insert_with(|| {
+                format!("the signed head at event #{seq} does not match the log (events up to #{seq} were changed)")
+            });
+            continue;
+        }
+        verdict.signatures += 1;
+        verdict.signed_through = verdict.signed_through.max(seq);
+    }
+    Ok(verdict)
+}
+
+/// Chain heads written in a transaction not yet committed.
+pub(crate) type Pending = std::collections::HashMap<String, Head>;
+
+/// Appends `event` to its session's chain (events that belong to no session are not
+/// chained). `committed` are the heads known to be stored; `pending` collects this
+/// transaction's, to be merged once it commits.
+pub(crate) fn record(
+    conn: &Connection,
+    event: &ward_core::AuditEvent,
+    committed: &std::collections::HashMap<String, Head>,
+    pending: &mut Pending,
+    signer: Option<&LogSigner>,
+) -> rusqlite::Result<()> {
+    use ward_core::AuditEvent as E;
+    let (session, kind, at, ends) = match event {
+        E::SessionStart(s) => (s.session_id.as_str(), "session_start", s.started_at, false),
+        E::Statement(s) => (s.session_id.as_str(), "statement", s.started_at, false),
+        E::SessionEnd(s) => (s.session_id.as_str(), "session_end", s.ended_at, true),
+        E::Approval(a) => (a.session_id.as_str(), "approval", a.at, false),
+        E::Control(c) => match &c.session_id {
+            Some(id) => (id.as_str(), "control", c.at, false),
+            None => return Ok(()),
+        },
+    };
+    let body = serde_json::to_vec(event)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let previous = match pending.get(session).or_else(|| committed.get(session)) {
+        Some(h) => Some(*h),
+        None => stored_head(conn, session)?,
+    };
+    let entry = Link {
+        session_id: session,
+        kind,
+        at,
+        body: &body,
+        ends_session: ends,
+    };
+    let head = append(conn, &entry, previous, signer)?;
+    pending.insert(session.to_string(), head);
+    Ok(())
+}
