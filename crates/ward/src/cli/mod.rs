@@ -3,6 +3,7 @@
 mod api;
 mod approvals;
 mod controls;
+mod evidence;
 mod mask;
 mod output;
 mod replay;
@@ -40,6 +41,8 @@ const DEFAULT_CONFIG: &str = "ward.yaml";
           approve    approve a held statement                     ward approve r-7k2m9qxa --as bob\n  \
           deny       refuse a held statement                      ward deny r-7k2m9qxa --reason \"not now\"\n  \
           replay     a recorded session as a timeline             ward replay 0190a1b2-7c3d --pace\n  \
+          verify     check session logs' hash chains, signatures  ward verify --config ward.yaml\n  \
+          keys       the session-log signing key                  ward keys show\n  \
           mask       try the masking rules on sample values       ward mask --target orders-db 'jane@example.com'\n\n\
         Run `ward <verb> --help` for details and examples.",
     propagate_version = true
@@ -194,6 +197,27 @@ pub enum Command {
           ward deny r-7k2m9qxa --reason \"not during the freeze\""
     )]
     Deny(approvals::DenyArgs),
+
+    /// ward's session-log signing key.
+    #[command(subcommand)]
+    Keys(evidence::KeysCommand),
+
+    /// Verify that session logs are intact: hash chains and signatures.
+    #[command(
+        long_about = "Verify that the session logs in the audit store are intact.\n\n\
+        Every event of a session is stored as its exact bytes in a SHA-256 hash chain, and \
+        the chain head is signed with ward's Ed25519 key at the session's end and every 64 \
+        events. This recomputes the chains and checks the signatures, and names the first \
+        event that was altered, removed, inserted or reordered. It exits non-zero if any \
+        session fails.\n\n\
+        It reads the store named by the config file directly (no running gateway needed). \
+        By default it verifies against the key in <data_dir>/signing.key; pass the public key \
+        obtained separately with --public-key to check a copied store.\n\n\
+        Examples:\n  \
+          ward verify --config ward.yaml\n  \
+          ward verify 0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b --public-key 3b6a27bc…"
+    )]
+    Verify(evidence::VerifyArgs),
 
     /// Replay a recorded session as a timeline (through the admin API).
     #[command(
@@ -351,6 +375,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deny(args) => approvals::deny(&config, &args),
         Command::Mask(args) => mask::run(&config, &args),
         Command::Replay(args) => replay::run(&config, &args),
+        Command::Keys(command) => evidence::keys(&config, &command),
+        Command::Verify(args) => evidence::verify(&config, &args),
     }
 }
 
