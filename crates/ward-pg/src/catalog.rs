@@ -146,18 +146,7 @@ impl Catalog {
     pub async fn describe(&self, sql: &str) -> Result<Vec<u8>, String> {
         let mut connection = self.connection.lock().await;
         let result = tokio::time::timeout(LOOKUP_TIMEOUT, async {
-            if connection.is_none() {
-                let upstream = self
-                    .connector
-                    .connect(
-                        &[("application_name".into(), "ward-catalog".into())],
-                        LOOKUP_TIMEOUT,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                *connection = Some(upstream.stream);
-            }
-            let stream = connection.as_mut().expect("just connected");
+            let stream = self.connected(&mut connection).await?;
             let mut out = Vec::new();
             put_message(&mut out, b'P', |b| {
                 put_cstr(b, "");
@@ -198,11 +187,11 @@ impl Catalog {
         }
     }
 
-    async fn query(
+    /// The side connection, opened (with the target's credential) when there is none.
+    async fn connected<'c>(
         &self,
-        connection: &mut Option<MaybeTls>,
-        oids: &[u32],
-    ) -> Result<HashMap<u32, Arc<TableNames>>, String> {
+        connection: &'c mut Option<MaybeTls>,
+    ) -> Result<&'c mut MaybeTls, String> {
         if connection.is_none() {
             let upstream = self
                 .connector
@@ -214,7 +203,15 @@ impl Catalog {
                 .map_err(|e| e.to_string())?;
             *connection = Some(upstream.stream);
         }
-        let stream = connection.as_mut().expect("just connected");
+        Ok(connection.as_mut().expect("just connected"))
+    }
+
+    async fn query(
+        &self,
+        connection: &mut Option<MaybeTls>,
+        oids: &[u32],
+    ) -> Result<HashMap<u32, Arc<TableNames>>, String> {
+        let stream = self.connected(connection).await?;
         // OIDs are integers printed by ward itself, so the text cannot inject anything.
         let list = oids
             .iter()

@@ -289,18 +289,16 @@ fn references_in(rt: &protobuf::ResTarget, relations: &[String]) -> Vec<String> 
     out
 }
 
+/// The first statement of a parse.
+pub(crate) fn first_statement(parsed: &pg_query::ParseResult) -> Option<&NodeEnum> {
+    parsed.protobuf.stmts.first()?.stmt.as_ref()?.node.as_ref()
+}
+
 /// For a view's definition (`pg_get_viewdef`, whose select list PostgreSQL stores with `*`
 /// expanded), the column names each view column is computed from, by position.
 pub fn view_column_references(definition: &str) -> Option<Vec<Vec<String>>> {
     let parsed = pg_query::parse(definition).ok()?;
-    let node = parsed
-        .protobuf
-        .stmts
-        .first()?
-        .stmt
-        .as_ref()?
-        .node
-        .as_ref()?;
+    let node = first_statement(&parsed)?;
     let mut info = CommandInfo::default();
     output_columns(node, &mut info);
     let mut list = info.select_list?;

@@ -34,27 +34,7 @@ use std::sync::Arc;
 use ward_core::masking::{ColumnMask, ColumnRef, Origin, SessionMasking};
 use ward_mask::{Masker, Outcome, Strategy};
 
-/// Type OIDs masking distinguishes.
-mod oid {
-    pub const BYTEA: u32 = 17;
-    pub const CHAR: u32 = 18;
-    pub const NAME: u32 = 19;
-    pub const INT8: u32 = 20;
-    pub const INT2: u32 = 21;
-    pub const INT4: u32 = 23;
-    pub const TEXT: u32 = 25;
-    pub const OID: u32 = 26;
-    pub const JSON: u32 = 114;
-    pub const XML: u32 = 142;
-    pub const FLOAT4: u32 = 700;
-    pub const FLOAT8: u32 = 701;
-    pub const MONEY: u32 = 790;
-    pub const UNKNOWN: u32 = 705;
-    pub const BPCHAR: u32 = 1042;
-    pub const VARCHAR: u32 = 1043;
-    pub const NUMERIC: u32 = 1700;
-    pub const JSONB: u32 = 3802;
-}
+use crate::messages::oid;
 
 /// How a column's values are represented, for choosing a transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1000,15 +980,7 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn copy_source_query(statement: &str) -> Option<String> {
     use pg_query::NodeEnum;
     let parsed = pg_query::parse(statement).ok()?;
-    let node = parsed
-        .protobuf
-        .stmts
-        .first()?
-        .stmt
-        .as_ref()?
-        .node
-        .as_ref()?;
-    let NodeEnum::CopyStmt(copy) = node else {
+    let NodeEnum::CopyStmt(copy) = crate::classify::first_statement(&parsed)? else {
         return None;
     };
     if copy.is_from {

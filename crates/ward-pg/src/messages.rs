@@ -330,10 +330,11 @@ fn render_text(out: &mut String, value: &[u8], room: usize) {
     }
 }
 
-/// Type OIDs whose binary form ward can show as a value.
-mod oid {
+/// Type OIDs ward reads values of (the audit's parameter rendering, masking).
+pub(crate) mod oid {
     pub const BOOL: u32 = 16;
     pub const BYTEA: u32 = 17;
+    pub const CHAR: u32 = 18;
     pub const NAME: u32 = 19;
     pub const INT8: u32 = 20;
     pub const INT2: u32 = 21;
@@ -344,10 +345,12 @@ mod oid {
     pub const XML: u32 = 142;
     pub const FLOAT4: u32 = 700;
     pub const FLOAT8: u32 = 701;
+    pub const MONEY: u32 = 790;
     pub const UNKNOWN: u32 = 705;
     pub const BPCHAR: u32 = 1042;
     pub const VARCHAR: u32 = 1043;
     pub const DATE: u32 = 1082;
+    pub const NUMERIC: u32 = 1700;
     pub const TIMESTAMP: u32 = 1114;
     pub const TIMESTAMPTZ: u32 = 1184;
     pub const UUID: u32 = 2950;
