@@ -187,8 +187,10 @@ pub(crate) fn append(
     };
     let hash = link(&prev, event.body);
     conn.prepare_cached(
-        "INSERT INTO event_log (session_id, seq, kind, at, body, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        // Rows are appended in rowid order (cheap even with many sessions interleaved);
+        // the previous hash is not stored: verification recomputes the chain.
+        "INSERT INTO event_log (session_id, seq, kind, at, body, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         session_id,
@@ -196,7 +198,6 @@ pub(crate) fn append(
         event.kind,
         event.at,
         std::str::from_utf8(event.body).unwrap_or_default(),
-        &prev[..],
         &hash[..]
     ])?;
     if let Some(signer) = signer
@@ -255,22 +256,28 @@ pub fn verify_session(
         signed_through: 0,
         problem: None,
     };
-    let mut stmt = conn.prepare(
-        "SELECT seq, body, prev_hash, hash FROM event_log WHERE session_id = ?1 ORDER BY seq",
-    )?;
-    let rows = stmt.query_map([session_id], |row| {
-        Ok((
-            row.get::<_, i64>(0)? as u64,
-            row.get::<_, String>(1)?,
-            row.get::<_, Vec<u8>>(2)?,
-            row.get::<_, Vec<u8>>(3)?,
-        ))
-    })?;
+    let mut stmt =
+        conn.prepare("SELECT seq, body, hash FROM event_log WHERE session_id = ?1 ORDER BY seq")?;
+    let rows = stmt
+        .query_map([session_id], |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                row.get::<_, String>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // Every stored hash, and the genesis: the predecessors an intact but moved event could
+    // have been chained from.
+    let mut predecessors: Vec<[u8; 32]> = rows
+        .iter()
+        .filter_map(|(_, _, h)| <[u8; 32]>::try_from(h.as_slice()).ok())
+        .collect();
+    predecessors.push(genesis(session_id));
     let mut expected_prev = genesis(session_id);
     let mut expected_seq = 1u64;
     let mut hashes: std::collections::HashMap<u64, [u8; 32]> = std::collections::HashMap::new();
-    for row in rows {
-        let (seq, body, prev, hash) = row?;
+    for (seq, body, hash) in rows {
         verdict.events += 1;
         if verdict.problem.is_some() {
             continue;
@@ -283,16 +290,18 @@ pub fn verify_session(
             });
             continue;
         }
-        if prev[..] != expected_prev[..] {
-            verdict.problem = Some(format!(
-                "event #{seq} does not follow event #{} (an event was removed, inserted or reordered before it)",
-                seq - 1
-            ));
-            continue;
-        }
         let computed = link(&expected_prev, body.as_bytes());
         if hash[..] != computed[..] {
-            verdict.problem = Some(format!("event #{seq} was altered"));
+            // Its own bytes still give its stored hash from *some* predecessor only if the
+            // event itself is intact: then what changed is the order before it.
+            verdict.problem = Some(if body_is_intact(&body, &hash, &predecessors) {
+                format!(
+                    "event #{seq} does not follow event #{} (an event was removed, inserted or reordered before it)",
+                    seq - 1
+                )
+            } else {
+                format!("event #{seq} was altered")
+            });
             continue;
         }
         hashes.insert(seq, computed);
@@ -338,6 +347,14 @@ pub fn verify_session(
         verdict.signed_through = verdict.signed_through.max(seq);
     }
     Ok(verdict)
+}
+
+/// Whether `body` hashes to `hash` from one of `predecessors` (the event is intact, only
+/// its place in the chain is wrong).
+fn body_is_intact(body: &str, hash: &[u8], predecessors: &[[u8; 32]]) -> bool {
+    predecessors
+        .iter()
+        .any(|p| link(p, body.as_bytes())[..] == *hash)
 }
 
 /// Chain heads written in a transaction not yet committed.

@@ -116,15 +116,15 @@ ALTER TABLE statements ADD COLUMN rule TEXT;
 /// chain, and the signed chain heads.
 const V5: &str = "
 CREATE TABLE IF NOT EXISTS event_log (
+    id         INTEGER PRIMARY KEY,
     session_id TEXT NOT NULL,
     seq        INTEGER NOT NULL,
     kind       TEXT NOT NULL,
     at         INTEGER NOT NULL,
     body       TEXT NOT NULL,
-    prev_hash  BLOB NOT NULL,
-    hash       BLOB NOT NULL,
-    PRIMARY KEY (session_id, seq)
-) WITHOUT ROWID;
+    hash       BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS event_log_by_session ON event_log (session_id, seq);
 CREATE TABLE IF NOT EXISTS chain_signatures (
     session_id TEXT NOT NULL,
     seq        INTEGER NOT NULL,

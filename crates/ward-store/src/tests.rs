@@ -533,7 +533,9 @@ mod session_log {
         assert_eq!(problem(&store, &key), None, "restored");
         // Inserted: a forged event shifted in after #2.
         exec("UPDATE event_log SET seq = seq + 100 WHERE seq > 2; UPDATE event_log SET seq = seq - 99 WHERE seq > 100;
-              INSERT INTO event_log SELECT session_id, 3, kind, at, body, hash, hash FROM event_log WHERE seq = 2");
+              INSERT INTO event_log (session_id, seq, kind, at, body, hash)
+                SELECT session_id, 3, kind, at, replace(body, 'SELECT *', 'SELECT forged'), hash
+                FROM event_log WHERE seq = 2");
         let p = problem(&store, &key).unwrap();
         assert!(p.contains("event #3"), "{p}");
         // A log checked against another key is not trusted.
