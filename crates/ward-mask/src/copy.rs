@@ -222,6 +222,37 @@ fn copy_escape(src: &[u8], out: &mut Vec<u8>) {
 }
 
 /// CSV rows; `false` if the payload is not well-formed CSV.
+/// Decodes one COPY text-format field's escapes, appending to `out` (for callers that
+/// mask fields themselves, per column).
+pub fn unescape_text_field(field: &[u8], out: &mut Vec<u8>) {
+    let at = out.len();
+    out.resize(at + field.len(), 0);
+    let n = copy_unescape(field, &mut out[at..]);
+    out.truncate(at + n);
+}
+
+/// Appends `value` as a COPY text-format field (escaped so it cannot break the row).
+pub fn escape_text_field(value: &[u8], out: &mut Vec<u8>) {
+    copy_escape(value, out);
+}
+
+/// Decodes one CSV field (quoted or bare), appending its value to `out`.
+pub fn unquote_csv_field(field: &[u8], out: &mut Vec<u8>) {
+    let inner = field
+        .strip_prefix(b"\"")
+        .and_then(|f| f.strip_suffix(b"\""))
+        .unwrap_or(field);
+    let at = out.len();
+    out.resize(at + inner.len(), 0);
+    let n = unquote(inner, &mut out[at..]);
+    out.truncate(at + n);
+}
+
+/// Appends `value` as a CSV field, quoted when it has to be.
+pub fn quote_csv_field(value: &[u8], out: &mut Vec<u8>) {
+    csv_quote(value, out);
+}
+
 fn csv_line(masker: &Masker, line: &[u8], splice: &mut Splice, out: &mut Vec<u8>) -> bool {
     let mut tmp = Vec::new();
     let mut i = 0;
@@ -393,6 +424,25 @@ mod tests {
 
     fn hex(s: &[u8]) -> String {
         s.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn field_codecs_round_trip() {
+        let mut escaped = Vec::new();
+        escape_text_field(b"a\tb\\c\n", &mut escaped);
+        assert_eq!(escaped, b"a\\tb\\\\c\\n");
+        let mut back = Vec::new();
+        unescape_text_field(&escaped, &mut back);
+        assert_eq!(back, b"a\tb\\c\n");
+        let mut quoted = Vec::new();
+        quote_csv_field(b"x,\"y\"", &mut quoted);
+        assert_eq!(quoted, b"\"x,\"\"y\"\"\"");
+        let mut value = Vec::new();
+        unquote_csv_field(&quoted, &mut value);
+        assert_eq!(value, b"x,\"y\"");
+        value.clear();
+        unquote_csv_field(b"bare", &mut value);
+        assert_eq!(value, b"bare");
     }
 
     #[test]

@@ -510,7 +510,8 @@ fn unescape(raw: &[u8], out: &mut [u8]) -> usize {
 }
 
 /// Append `s` as a quoted JSON string.
-fn write_string(s: &[u8], out: &mut Vec<u8>) {
+/// Appends `s` as a JSON string literal.
+pub fn write_string(s: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push(b'"');

@@ -50,12 +50,7 @@ impl SessionContext<'_> {
         let Some(session) = self
             .gateway
             .masking()
-            .for_session(&ward_core::masking::MaskSubject {
-                identity: &self.identity.name,
-                groups: &self.identity.groups,
-                target: &self.target.name,
-                target_labels: &self.target.labels,
-            })
+            .for_session(&crate::mask::subject(self.identity, self.target))
         else {
             return text.to_string();
         };

@@ -137,6 +137,19 @@ fn row_description_fields(body: &[u8]) -> Option<Vec<Field<'_>>> {
     Some(fields)
 }
 
+/// Who a session's masking rules are chosen for.
+pub(crate) fn subject<'a>(
+    identity: &'a ward_core::identity::Identity,
+    target: &'a ward_core::config::PostgresTarget,
+) -> ward_core::masking::MaskSubject<'a> {
+    ward_core::masking::MaskSubject {
+        identity: &identity.name,
+        groups: &identity.groups,
+        target: &target.name,
+        target_labels: &target.labels,
+    }
+}
+
 /// The masking state of one session's target-to-client direction.
 pub struct ResultMasker {
     session: Arc<SessionMasking>,
@@ -426,11 +439,11 @@ impl ResultMasker {
     /// `Key (email)=(x@y.com) already exists.` and `Failing row contains (…).`
     fn mask_detail(&self, detail: &[u8], out: &mut Vec<u8>) -> bool {
         if let Some(rest) = detail.strip_prefix(b"Key (")
-            && let Some(close) = find(rest, b")=(")
+            && let Some(close) = memchr::memmem::find(rest, b")=(")
         {
             let columns = &rest[..close];
             let values_start = close + 3;
-            let Some(values_len) = rfind(&rest[values_start..], b")") else {
+            let Some(values_len) = memchr::memrchr(b')', &rest[values_start..]) else {
                 return false;
             };
             let names = String::from_utf8_lossy(columns);
@@ -787,7 +800,7 @@ fn mask_whole(
                     Outcome::Null
                 }
                 Outcome::Masked => {
-                    json_string(&inner, out);
+                    ward_mask::json::write_string(&inner, out);
                     Outcome::Masked
                 }
             }
@@ -943,19 +956,6 @@ fn star_out(masker: &Masker, bytes: &mut [u8]) -> bool {
     !spans.is_empty()
 }
 
-fn json_string(text: &[u8], out: &mut Vec<u8>) {
-    out.push(b'"');
-    for &c in text {
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            c if c < 0x20 => out.extend_from_slice(format!("\\u{c:04x}").as_bytes()),
-            c => out.push(c),
-        }
-    }
-    out.push(b'"');
-}
-
 fn itoa_buf() -> [u8; 24] {
     [0; 24]
 }
@@ -966,14 +966,6 @@ fn write_i64(buf: &mut [u8; 24], v: i64) -> &[u8] {
     let _ = write!(cursor, "{v}");
     let n = cursor.position() as usize;
     &buf[..n]
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 /// The query a `COPY … TO` reads: its `(query)`, or `SELECT cols FROM table`.
@@ -1138,21 +1130,23 @@ fn unescape_field<'a>(field: &'a [u8], csv: bool, buf: &'a mut Vec<u8>) -> &'a [
         if field.first() != Some(&b'"') {
             return field;
         }
-        *buf = csv_unquote(field);
+        buf.clear();
+        ward_mask::copy::unquote_csv_field(field, buf);
     } else {
         if memchr::memchr(b'\\', field).is_none() {
             return field;
         }
-        *buf = copy_unescape(field);
+        buf.clear();
+        ward_mask::copy::unescape_text_field(field, buf);
     }
     buf
 }
 
 fn escape_field(value: &[u8], csv: bool, out: &mut Vec<u8>) {
     if csv {
-        csv_quote(value, out);
+        ward_mask::copy::quote_csv_field(value, out);
     } else {
-        copy_escape(value, out);
+        ward_mask::copy::escape_text_field(value, out);
     }
 }
 
@@ -1171,71 +1165,6 @@ fn split_csv(line: &[u8], ranges: &mut Vec<(usize, usize)>) {
         }
     }
     ranges.push((start, line.len()));
-}
-
-fn csv_unquote(field: &[u8]) -> Vec<u8> {
-    match field
-        .strip_prefix(b"\"")
-        .and_then(|f| f.strip_suffix(b"\""))
-    {
-        Some(inner) => {
-            let mut out = Vec::with_capacity(inner.len());
-            let mut i = 0;
-            while i < inner.len() {
-                out.push(inner[i]);
-                i += if inner[i] == b'"' && inner.get(i + 1) == Some(&b'"') {
-                    2
-                } else {
-                    1
-                };
-            }
-            out
-        }
-        None => field.to_vec(),
-    }
-}
-
-fn csv_quote(value: &[u8], out: &mut Vec<u8>) {
-    out.push(b'"');
-    for &c in value {
-        if c == b'"' {
-            out.push(b'"');
-        }
-        out.push(c);
-    }
-    out.push(b'"');
-}
-
-fn copy_unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\' && i + 1 < field.len() {
-            out.push(match field[i + 1] {
-                b't' => b'\t',
-                b'n' => b'\n',
-                b'r' => b'\r',
-                other => other,
-            });
-            i += 2;
-        } else {
-            out.push(field[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-fn copy_escape(value: &[u8], out: &mut Vec<u8>) {
-    for &c in value {
-        match c {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            c => out.push(c),
-        }
-    }
 }
 
 /// Whether a COPY statement writes CSV (`FORMAT csv`, or the old `CSV` keyword).
@@ -1448,10 +1377,6 @@ mod tests {
         split_csv(line, &mut ranges);
         let fields: Vec<&[u8]> = ranges.iter().map(|&(a, b)| &line[a..b]).collect();
         assert_eq!(fields, vec![&b"1"[..], b"\"a,b\"", b"", b"\"x\"\"y\""]);
-        assert_eq!(csv_unquote(b"\"x\"\"y\""), b"x\"y");
-        let mut out = Vec::new();
-        copy_escape(b"a\tb\\", &mut out);
-        assert_eq!(copy_unescape(&out), b"a\tb\\");
     }
 
     #[test]

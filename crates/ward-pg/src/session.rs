@@ -191,13 +191,6 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
         if let Some(m) = &masking.masker {
             tracing::info!(session = %session_id, rules = ?m.session().rule_names(), "masking results");
         }
-        if !masking.rules.is_empty() {
-            // Masking needs each result's columns, which the tracker then keeps.
-            tracker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .keep_row_descriptions();
-        }
         let end = tokio::select! {
             end = crate::guard::client_to_target(&mut client_read, &mut target_write, &tracker, &ctx, &notice_tx, max) => end,
             end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max, pid_map, &mut notice_rx, &mut masking) => end,
@@ -357,12 +350,7 @@ impl<'a> SessionMasker<'a> {
     }
 
     fn derive(&mut self, rules: Arc<ward_core::masking::Masking>) {
-        let session = rules.for_session(&ward_core::masking::MaskSubject {
-            identity: &self.identity.name,
-            groups: &self.identity.groups,
-            target: &self.target.name,
-            target_labels: &self.target.labels,
-        });
+        let session = rules.for_session(&crate::mask::subject(self.identity, self.target));
         self.rules = rules;
         self.masker = match (session, self.masker.take()) {
             (None, _) => None,
@@ -424,7 +412,9 @@ async fn target_to_client(
     let mut out: Vec<u8> = Vec::new();
     // Bytes already buffered must be scanned again before reading more (after a stop).
     let mut rescan = false;
-    let mut keeping_rows = !gateway.masking().is_empty();
+    // Result descriptions are kept once masking applies to the session (from its start, or
+    // from the reload that brought rules for it).
+    let mut keeping_rows = false;
     loop {
         if masking.masker.is_some() && buf.capacity() - buf.len() < MASKED_READ_ROOM {
             // Masked results cost CPU per message; larger reads halve the wakeups per row.
@@ -452,7 +442,6 @@ async fn target_to_client(
         let masker = &mut masking.masker;
         let masked = masker.is_some();
         if masked && !keeping_rows {
-            // Rules that arrived by reload: keep result descriptions from now on.
             tracker
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
