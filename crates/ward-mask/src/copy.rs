@@ -391,17 +391,10 @@ fn csv_quote(s: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Detector, DetectorConfig, MaskerConfig, Strategy};
+    use crate::{Detector, Strategy};
 
     fn masker(strategy: Strategy) -> Masker {
-        Masker::new(MaskerConfig {
-            detectors: vec![
-                DetectorConfig::new(Detector::Email, strategy.clone()),
-                DetectorConfig::new(Detector::PaymentCard, strategy),
-            ],
-            token_key: None,
-        })
-        .unwrap()
+        crate::test_masker(&[Detector::Email, Detector::PaymentCard], strategy)
     }
 
     fn run(m: &Masker, line: &str, csv: bool) -> (Outcome, String) {

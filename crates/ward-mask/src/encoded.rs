@@ -325,17 +325,10 @@ fn wrap_lines(encoded: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Detector, DetectorConfig, MaskerConfig, Strategy};
+    use crate::{Detector, Strategy};
 
     fn masker(strategy: Strategy) -> Masker {
-        Masker::new(MaskerConfig {
-            detectors: vec![
-                DetectorConfig::new(Detector::Email, strategy.clone()),
-                DetectorConfig::new(Detector::PaymentCard, strategy),
-            ],
-            token_key: None,
-        })
-        .unwrap()
+        crate::test_masker(&[Detector::Email, Detector::PaymentCard], strategy)
     }
 
     fn hex(s: &[u8]) -> String {

@@ -538,18 +538,13 @@ pub fn write_string(s: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Detector, DetectorConfig, MaskerConfig};
+    use crate::Detector;
 
     fn masker(strategy: Strategy) -> Masker {
-        Masker::new(MaskerConfig {
-            detectors: vec![
-                DetectorConfig::new(Detector::Email, strategy.clone()),
-                DetectorConfig::new(Detector::PaymentCard, strategy.clone()),
-                DetectorConfig::new(Detector::UsSsn, strategy),
-            ],
-            token_key: Some(b"test-key".to_vec()),
-        })
-        .unwrap()
+        crate::test_masker(
+            &[Detector::Email, Detector::PaymentCard, Detector::UsSsn],
+            strategy,
+        )
     }
 
     fn run(m: &Masker, keys: &JsonKeys, doc: &str) -> Option<(Outcome, String)> {

@@ -809,3 +809,16 @@ fn next_digit(b: &[u8], mut i: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests;
+
+/// A masker with `detectors`, all using `strategy` (and a test key), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_masker(detectors: &[Detector], strategy: Strategy) -> Masker {
+    Masker::new(MaskerConfig {
+        detectors: detectors
+            .iter()
+            .map(|d| DetectorConfig::new(d.clone(), strategy.clone()))
+            .collect(),
+        token_key: Some(b"test-key".to_vec()),
+    })
+    .expect("valid test masker")
+}
