@@ -45,11 +45,9 @@ for tool in python3 openssl curl; do
   command -v "$tool" >/dev/null || die "$tool is needed (scripts/install-deps.sh installs it)"
 done
 
-PGBIN=""
-for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n -r); do
-  [[ -x "$d/initdb" ]] && { PGBIN=$d; break; }
-done
-[[ -n "$PGBIN" ]] || die "no PostgreSQL server binaries (run scripts/install-deps.sh as root)"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+PGBIN=$(find_pgbin)
 
 if [[ -z "${WARD_BIN:-}" ]]; then
   say "building ward (release)"
@@ -58,24 +56,7 @@ if [[ -z "${WARD_BIN:-}" ]]; then
 fi
 [[ -x "$WARD_BIN" ]] || die "no ward binary at $WARD_BIN"
 
-# Server programs refuse to run as root: run them as `postgres` then.
-as_pg() {
-  if [[ $(id -u) -eq 0 ]]; then
-    (cd / && runuser -u postgres -- "$@")
-  else
-    "$@"
-  fi
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-WORK=$(mktemp -d /tmp/ward-bench-mask.XXXXXX)
-chmod 755 "$WORK"
-PGDIR="$WORK/pg"
-mkdir -p "$PGDIR" "$WORK/logs"
-[[ $(id -u) -eq 0 ]] && chown postgres:postgres "$PGDIR"
+make_workdir ward-bench-mask
 
 WARD_PID=""
 cleanup() {
@@ -100,37 +81,11 @@ WARD_PORT=$(free_port)
 API_PORT=$(free_port)
 BENCH_PASSWORD=$(openssl rand -hex 16)
 
-# ---- TLS certificate for PostgreSQL (self-signed; sslmode=require does not verify it) ----
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
-  -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-  -keyout "$PGDIR/server.key" -out "$PGDIR/server.crt" 2>/dev/null
-chmod 600 "$PGDIR/server.key"
-[[ $(id -u) -eq 0 ]] && chown postgres:postgres "$PGDIR/server.key" "$PGDIR/server.crt"
-
 # ---- PostgreSQL ----
-say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-as_pg "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-  -E UTF8 --locale=C --no-sync >"$WORK/logs/initdb.log"
-cat >>"$PGDIR/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$PGDIR'
-max_connections = 50
-shared_buffers = 256MB
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-ssl = on
-ssl_cert_file = '$PGDIR/server.crt'
-ssl_key_file = '$PGDIR/server.key'
-CONF
-as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w -t 60 start >/dev/null ||
-  die "PostgreSQL did not start: $(tail -20 "$PGDIR/postgres.log")"
+start_postgres 50
 admin_psql() {
   "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGDIR" -p "$PG_PORT" -U postgres "$@"
 }
-admin_psql -d postgres \
-  -c "create role bench login password '$BENCH_PASSWORD'" -c "create database bench owner bench"
 
 # ---- the table ----
 say "loading $ROWS rows into big(id, name, email, card)"

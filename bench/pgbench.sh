@@ -32,11 +32,9 @@ die() { printf 'pgbench.sh: %s\n' "$*" >&2; exit 1; }
 
 "$ROOT/scripts/install-deps.sh" >&2
 
-PGBIN=""
-for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n -r); do
-  [[ -x "$d/initdb" ]] && { PGBIN=$d; break; }
-done
-[[ -n "$PGBIN" ]] || die "no PostgreSQL server binaries (run scripts/install-deps.sh as root)"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+PGBIN=$(find_pgbin)
 command -v pgbouncer >/dev/null || die "pgbouncer is not installed (run scripts/install-deps.sh as root)"
 
 if [[ -z "${WARD_BIN:-}" ]]; then
@@ -51,24 +49,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [[ $(ulimit -n) -ge $((IDLE_SESSIONS * 2 + 100)) ]] ||
   say "warning: open-file limit $(ulimit -n) may be too low for $IDLE_SESSIONS idle sessions"
 
-# Server programs refuse to run as root: run them as `postgres` then.
-as_pg() {
-  if [[ $(id -u) -eq 0 ]]; then
-    (cd / && runuser -u postgres -- "$@")
-  else
-    "$@"
-  fi
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-WORK=$(mktemp -d /tmp/ward-bench.XXXXXX)
-chmod 755 "$WORK"
-PGDIR="$WORK/pg"
-mkdir -p "$PGDIR" "$WORK/logs"
-[[ $(id -u) -eq 0 ]] && chown postgres:postgres "$PGDIR"
+make_workdir ward-bench
 
 WARD_PID=""
 IDLE_PID=""
@@ -99,34 +80,8 @@ WARD_PORT=$(free_port)
 API_PORT=$(free_port)
 BENCH_PASSWORD=$(openssl rand -hex 16)
 
-# ---- TLS certificate for PostgreSQL and pgbouncer (self-signed, client side only checks TLS) ----
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
-  -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-  -keyout "$PGDIR/server.key" -out "$PGDIR/server.crt" 2>/dev/null
-chmod 600 "$PGDIR/server.key"
-[[ $(id -u) -eq 0 ]] && chown postgres:postgres "$PGDIR/server.key" "$PGDIR/server.crt"
-
 # ---- PostgreSQL ----
-say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-as_pg "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-  -E UTF8 --locale=C --no-sync >"$WORK/logs/initdb.log"
-cat >>"$PGDIR/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$PGDIR'
-max_connections = $((IDLE_SESSIONS + 100))
-shared_buffers = 256MB
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-ssl = on
-ssl_cert_file = '$PGDIR/server.crt'
-ssl_key_file = '$PGDIR/server.key'
-CONF
-as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w -t 60 start >/dev/null ||
-  die "PostgreSQL did not start: $(tail -20 "$PGDIR/postgres.log")"
-"$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGDIR" -p "$PG_PORT" -U postgres -d postgres \
-  -c "create role bench login password '$BENCH_PASSWORD'" -c "create database bench owner bench"
+start_postgres $((IDLE_SESSIONS + 100))
 
 export PGPASSWORD=$BENCH_PASSWORD PGSSLMODE=require PGCONNECT_TIMEOUT=10
 say "pgbench -i -s $SCALE"

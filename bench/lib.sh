@@ -1,0 +1,68 @@
+# Shared by the benchmark scripts (sourced, not run): finding PostgreSQL, running server
+# programs as `postgres` when root, free ports, a work directory, and a throwaway
+# PostgreSQL with TLS and a `bench` role and database.
+#
+# The sourcing script defines say() and die() first.
+
+# The newest PostgreSQL server binaries installed.
+find_pgbin() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n -r); do
+    [[ -x "$d/initdb" ]] && { echo "$d"; return; }
+  done
+  die "no PostgreSQL server binaries (run scripts/install-deps.sh as root)"
+}
+
+# Server programs refuse to run as root: run them as `postgres` then.
+as_pg() {
+  if [[ $(id -u) -eq 0 ]]; then
+    (cd / && runuser -u postgres -- "$@")
+  else
+    "$@"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Sets WORK (a fresh directory named after $1) and PGDIR inside it.
+make_workdir() {
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+  chmod 755 "$WORK"
+  PGDIR="$WORK/pg"
+  mkdir -p "$PGDIR" "$WORK/logs"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres:postgres "$PGDIR"; fi
+}
+
+# Starts PostgreSQL on 127.0.0.1:$PG_PORT in $PGDIR with TLS (a self-signed certificate,
+# which sslmode=require does not verify), durability off (benchmarks measure the proxies),
+# max_connections $1, and a role and database `bench` with password $BENCH_PASSWORD.
+start_postgres() {
+  local max_connections=$1
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$PGDIR/server.key" -out "$PGDIR/server.crt" 2>/dev/null
+  chmod 600 "$PGDIR/server.key"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres:postgres "$PGDIR/server.key" "$PGDIR/server.crt"; fi
+  say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  as_pg "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    -E UTF8 --locale=C --no-sync >"$WORK/logs/initdb.log"
+  cat >>"$PGDIR/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PGDIR'
+max_connections = $max_connections
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+ssl = on
+ssl_cert_file = '$PGDIR/server.crt'
+ssl_key_file = '$PGDIR/server.key'
+CONF
+  as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w -t 60 start >/dev/null ||
+    die "PostgreSQL did not start: $(tail -20 "$PGDIR/postgres.log")"
+  "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGDIR" -p "$PG_PORT" -U postgres -d postgres \
+    -c "create role bench login password '$BENCH_PASSWORD'" -c "create database bench owner bench"
+}
