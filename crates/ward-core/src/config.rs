@@ -194,6 +194,28 @@ pub struct AuditConfig {
     /// Most events written in one store transaction.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// `strict` (default): a statement reaches the target only once its event is on disk.
+    /// `buffered`: events are queued and written in batches shortly after (faster; a crash
+    /// can lose the last few milliseconds of the log).
+    #[serde(default)]
+    pub mode: AuditMode,
+    /// How long a statement waits for its event to become durable in strict mode before
+    /// ward refuses it (the store is stuck or full).
+    #[serde(default = "default_durable_timeout", with = "humantime_serde_compat")]
+    pub durable_timeout: Duration,
+}
+
+/// Whether statements wait for their audit event to be durable (see [`AuditConfig::mode`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditMode {
+    #[default]
+    Strict,
+    Buffered,
+}
+
+fn default_durable_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_queue() -> usize {
@@ -208,6 +230,8 @@ impl Default for AuditConfig {
         AuditConfig {
             queue: default_queue(),
             batch: default_batch(),
+            mode: AuditMode::default(),
+            durable_timeout: default_durable_timeout(),
         }
     }
 }

@@ -109,6 +109,28 @@ pub struct StatementEvent {
     pub rule: Option<String>,
 }
 
+/// A command about to be forwarded to the target, recorded (in strict audit mode) before
+/// any of it reaches the target. The [`StatementEvent`]s that follow report what the target
+/// did with it; a `command` with no statement after it was sent but never answered (the
+/// gateway or the session stopped first).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CommandEvent {
+    pub session_id: SessionId,
+    pub origin: StatementOrigin,
+    /// The command as sent: a Query's whole text, a prepared statement's text for an
+    /// Execute, `<function call oid=N>` for a FunctionCall. Masked like statement text.
+    pub text: Arc<str>,
+    /// Bound parameters, rendered and capped as for statements.
+    pub params: Option<String>,
+    /// The policy decision when a rule was involved (`allowed`, `approved`).
+    #[serde(default)]
+    pub decision: Option<String>,
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Unix micros.
+    pub at: i64,
+}
+
 /// A session ended.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionEnd {
@@ -254,6 +276,7 @@ pub struct ControlEvent {
 pub enum AuditEvent {
     SessionStart(SessionStart),
     Statement(StatementEvent),
+    Command(CommandEvent),
     SessionEnd(SessionEnd),
     Control(ControlEvent),
     Approval(ApprovalEvent),

@@ -20,6 +20,6 @@ pub mod time;
 
 pub use audit::{AuditClosed, AuditSink};
 pub use config::{Config, ConfigError};
-pub use event::{AuditEvent, SessionEnd, SessionId, SessionStart, StatementEvent};
+pub use event::{AuditEvent, CommandEvent, SessionEnd, SessionId, SessionStart, StatementEvent};
 pub use identity::{AuthError, Identity, TokenBook};
 pub use registry::{LiveSession, SessionRegistry};

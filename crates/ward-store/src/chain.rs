@@ -360,8 +360,11 @@ fn body_is_intact(body: &str, hash: &[u8], predecessors: &[[u8; 32]]) -> bool {
 /// Chain heads written in a transaction not yet committed.
 pub(crate) type Pending = std::collections::HashMap<String, Head>;
 
-/// Appends `event` to its session's chain (events that belong to no session are not
-/// chained). `committed` are the heads known to be stored; `pending` collects this
+/// The chain of events that belong to no session (locks, unlocks, pauses, resumes).
+pub const GATEWAY_LOG: &str = "gateway";
+
+/// Appends `event` to its session's chain (events that belong to no session join the
+/// [`GATEWAY_LOG`] chain). `committed` are the heads known to be stored; `pending` collects this
 /// transaction's, to be merged once it commits.
 pub(crate) fn record(
     conn: &Connection,
@@ -374,11 +377,14 @@ pub(crate) fn record(
     let (session, kind, at, ends) = match event {
         E::SessionStart(s) => (s.session_id.as_str(), "session_start", s.started_at, false),
         E::Statement(s) => (s.session_id.as_str(), "statement", s.started_at, false),
+        E::Command(c) => (c.session_id.as_str(), "command", c.at, false),
         E::SessionEnd(s) => (s.session_id.as_str(), "session_end", s.ended_at, true),
         E::Approval(a) => (a.session_id.as_str(), "approval", a.at, false),
         E::Control(c) => match &c.session_id {
             Some(id) => (id.as_str(), "control", c.at, false),
-            None => return Ok(()),
+            // Locks, pauses and their lifting belong to no session: they form the
+            // gateway's own chain.
+            None => (GATEWAY_LOG, "control", c.at, false),
         },
     };
     let body = serde_json::to_vec(event)
