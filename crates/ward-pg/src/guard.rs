@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::UnboundedSender;
 use ward_core::approvals::{ApprovalOutcome, ApprovalRequest};
-use ward_core::event::SessionId;
+use ward_core::event::{AuditEvent, CommandEvent, SessionId, StatementOrigin};
 use ward_core::identity::Identity;
 use ward_core::policy::{Decision, Subject, Verdict};
 
@@ -47,6 +47,9 @@ impl SessionContext<'_> {
     /// when masking rules apply (a held `UPDATE … SET email = 'jane@…'` must not show the
     /// value in approval listings, webhooks or the store).
     fn masked_for_audit(&self, text: &str) -> String {
+        if !self.gateway.masking_configured() {
+            return text.to_string();
+        }
         let Some(session) = self
             .gateway
             .masking()
@@ -72,6 +75,64 @@ impl SessionContext<'_> {
         };
         policy.decide(&subject, classified.as_deref())
     }
+}
+
+impl SessionContext<'_> {
+    /// The event that records a command before it is forwarded (strict audit).
+    fn command_event(
+        &self,
+        origin: StatementOrigin,
+        text: &str,
+        params: Option<String>,
+        note: &Note,
+    ) -> AuditEvent {
+        AuditEvent::Command(CommandEvent {
+            session_id: self.session_id.clone(),
+            origin,
+            text: Arc::from(self.masked_for_audit(text)),
+            params: params.map(|p| self.masked_for_audit(&p)),
+            decision: note.as_ref().map(|d| d.decision.to_string()),
+            rule: note.as_ref().and_then(|d| d.rule.clone()),
+            at: ward_core::time::now_micros(),
+        })
+    }
+}
+
+/// Records `commands` and waits until the last (and so every one) is durable. Nothing of
+/// them may reach the target before this returns `Ok`.
+async fn make_durable(commands: &mut Vec<AuditEvent>, ctx: &SessionContext<'_>) -> Result<(), End> {
+    let Some(last) = commands.pop() else {
+        return Ok(());
+    };
+    for command in commands.drain(..) {
+        ctx.gateway
+            .audit
+            .record(command)
+            .await
+            .map_err(|_| End::AuditUnavailable)?;
+    }
+    ctx.gateway
+        .audit
+        .record_durable(last, ctx.gateway.durable_timeout)
+        .await
+        .map_err(|e| {
+            tracing::error!(session = %ctx.session_id, error = %e, "a command could not be recorded; it was not forwarded and the session is ended");
+            End::NotRecorded(e.to_string())
+        })
+}
+
+/// Forwards client bytes once the commands among them are durable.
+async fn forward_recorded(
+    target: &mut WriteHalf<MaybeTls>,
+    bytes: &[u8],
+    commands: &mut Vec<AuditEvent>,
+    ctx: &SessionContext<'_>,
+) -> Result<(), End> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    make_durable(commands, ctx).await?;
+    forward(target, bytes).await
 }
 
 /// Most client bytes buffered while a statement is held; past this ward stops reading and
@@ -109,6 +170,9 @@ pub(crate) async fn client_to_target(
     let mut refusal: Option<Refusal> = None;
     // Client bytes read while a statement was held for approval, not yet processed.
     let mut held_input = BytesMut::new();
+    // Strict audit: commands seen in this chunk, recorded durably before it is forwarded.
+    let strict = ctx.gateway.audit_strict;
+    let mut commands: Vec<AuditEvent> = Vec::new();
     loop {
         if held_input.is_empty() {
             match fill(client, &mut buf).await {
@@ -183,7 +247,9 @@ pub(crate) async fn client_to_target(
             if matches!(frame.tag, b'Q' | b'P' | b'F' | b'B' | b'E')
                 && ctx.gateway.controls.is_paused(&ctx.identity.name)
             {
-                if let Err(end) = forward(target, &buf[out_from..frame.start]).await {
+                if let Err(end) =
+                    forward_recorded(target, &buf[out_from..frame.start], &mut commands, ctx).await
+                {
                     return end;
                 }
                 out_from = frame.start;
@@ -213,7 +279,14 @@ pub(crate) async fn client_to_target(
                         });
                     }
                     Decision::Review(review) => {
-                        if let Err(end) = forward(target, &buf[out_from..frame.start]).await {
+                        if let Err(end) = forward_recorded(
+                            target,
+                            &buf[out_from..frame.start],
+                            &mut commands,
+                            ctx,
+                        )
+                        .await
+                        {
                             return end;
                         }
                         out_from = frame.start;
@@ -293,7 +366,10 @@ pub(crate) async fn client_to_target(
                     }
                 }
                 if let Some(refused) = denied {
-                    if let Err(end) = forward(target, &buf[out_from..frame.start]).await {
+                    if let Err(end) =
+                        forward_recorded(target, &buf[out_from..frame.start], &mut commands, ctx)
+                            .await
+                    {
                         return end;
                     }
                     out_from = frame.end;
@@ -305,6 +381,18 @@ pub(crate) async fn client_to_target(
                     }
                     continue;
                 }
+                if strict && frame.tag != b'P' {
+                    let origin = if frame.tag == b'Q' {
+                        StatementOrigin::Simple
+                    } else {
+                        StatementOrigin::FunctionCall
+                    };
+                    let capped = tracker
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .capped(&text);
+                    commands.push(ctx.command_event(origin, &capped, None, &note));
+                }
                 let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
                 t.set_note(note);
                 if ctx.gateway.masking_configured() {
@@ -315,10 +403,17 @@ pub(crate) async fn client_to_target(
                 }
                 continue;
             }
-            let noted = tracker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .frontend(frame.tag, body);
+            let (noted, executed) = {
+                let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                let noted = t.frontend(frame.tag, body);
+                let executed = (strict && frame.tag == b'E' && noted == Frontend::Forward)
+                    .then(|| t.last_execute())
+                    .flatten();
+                (noted, executed)
+            };
+            if let Some((text, params, note)) = executed {
+                commands.push(ctx.command_event(StatementOrigin::Execute, &text, params, &note));
+            }
             match noted {
                 Frontend::Forward => {}
                 Frontend::Terminate => terminate = true,
@@ -326,7 +421,8 @@ pub(crate) async fn client_to_target(
             }
         }
         if out_from < ready
-            && let Err(end) = forward(target, &buf[out_from..ready]).await
+            && let Err(end) =
+                forward_recorded(target, &buf[out_from..ready], &mut commands, ctx).await
         {
             return end;
         }

@@ -42,6 +42,10 @@ pub struct PgGateway {
     pub limits: Limits,
     pub registry: Arc<SessionRegistry>,
     pub audit: AuditSink,
+    /// Strict audit: commands are forwarded only once their event is durable.
+    pub audit_strict: bool,
+    /// How long a command waits for durability before the session is ended unsent.
+    pub durable_timeout: std::time::Duration,
     pub cancels: cancel::CancelMap,
     /// Identity locks and pauses (shared with the admin API).
     pub controls: Arc<Controls>,
@@ -147,6 +151,8 @@ impl PgGateway {
             limits: config.limits.clone(),
             registry: shared.registry,
             audit: shared.audit,
+            audit_strict: config.audit.mode == ward_core::config::AuditMode::Strict,
+            durable_timeout: config.audit.durable_timeout,
             cancels: cancel::CancelMap::default(),
             controls: shared.controls,
             approvals: shared.approvals,

@@ -59,6 +59,9 @@ pub(crate) enum End {
     TargetProtocol(String),
     Killed(String),
     AuditUnavailable,
+    /// Strict audit: a command's event could not be made durable, so the command was not
+    /// sent and the session is ended.
+    NotRecorded(String),
 }
 
 impl End {
@@ -72,6 +75,7 @@ impl End {
             End::TargetProtocol(why) => format!("target protocol error: {why}"),
             End::Killed(why) => format!("killed: {why}"),
             End::AuditUnavailable => "audit writer unavailable".into(),
+            End::NotRecorded(why) => format!("a command could not be recorded: {why}"),
         }
     }
 }
@@ -288,6 +292,10 @@ async fn tell_client<W: AsyncWrite + Unpin>(client: &mut W, end: &End, session_i
         End::AuditUnavailable => (
             sqlstate::SYSTEM_ERROR,
             "ward: the audit log is unavailable; the session was ended rather than continue unaudited".to_string(),
+        ),
+        End::NotRecorded(why) => (
+            sqlstate::SYSTEM_ERROR,
+            format!("ward: the statement was not sent to the target because the audit log could not record it ({why}); ward never forwards unrecorded statements, so session {session_id} was ended — retry once the audit store is writable"),
         ),
     };
     refuse(client, code, &message, None).await;

@@ -813,6 +813,22 @@ impl Tracker {
         }
     }
 
+    /// The text, parameters and policy note of the Execute just noted (the prepared
+    /// statement it runs), for the command event recorded before it is forwarded.
+    pub fn last_execute(&self) -> Option<(Arc<str>, Option<String>, Note)> {
+        match self.pending.back()? {
+            Pending::Execute {
+                text, params, note, ..
+            } => Some((text.clone(), params.clone(), note.clone())),
+            _ => None,
+        }
+    }
+
+    /// `text` capped as statement texts are.
+    pub fn capped(&self, text: &str) -> Arc<str> {
+        capped_text(text.as_bytes(), self.text_cap)
+    }
+
     /// True when the next response answers a statement ward sent in place of a refused one.
     pub fn answering_refusal(&self) -> bool {
         matches!(

@@ -16,6 +16,10 @@ use std::path::Path;
 /// A signature is written after this many events of a session (and at its end).
 pub const CHECKPOINT_EVERY: u64 = 64;
 
+/// A session's newest events are signed at the latest this long after they were written
+/// (when the gateway's checkpoint tick comes), however few they are.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Domain separation for hashes and signatures of this log format.
 const DOMAIN: &[u8] = b"ward.session-log.v1\0";
 
@@ -208,7 +212,7 @@ pub(crate) fn append(
     Ok(Head { seq, hash })
 }
 
-fn sign_head(
+pub(crate) fn sign_head(
     conn: &Connection,
     session_id: &str,
     head: Head,

@@ -34,7 +34,7 @@ use ward_core::AuditEvent;
 pub use approvals::{ApprovalEventFilter, ApprovalEventRecord, DEFAULT_APPROVAL_EVENTS};
 pub use controls::{ControlEventFilter, ControlEventRecord, DEFAULT_CONTROL_EVENTS};
 pub use schema::SCHEMA_VERSION;
-pub use writer::{ORPHAN_END_REASON, spawn_signing_writer, spawn_writer};
+pub use writer::{ORPHAN_END_REASON, WriterOptions, spawn_writer, spawn_writer_with};
 
 /// How long a connection waits for another connection's lock before failing with "database
 /// is locked". The writer holds its lock only for one batch, so this is generous.
@@ -272,6 +272,11 @@ pub struct SqliteStore {
     heads: std::collections::HashMap<String, chain::Head>,
     /// Signs chain heads; `None` writes an unsigned (still hash-chained) log.
     signer: Option<chain::LogSigner>,
+    /// Per session with unsigned events: the position last signed and when (for
+    /// time-based checkpoints).
+    last_signed: std::collections::HashMap<String, (u64, std::time::Instant)>,
+    /// Every commit is fsync'd (strict audit).
+    durable: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -310,6 +315,8 @@ impl SqliteStore {
             path: path.to_path_buf(),
             heads: std::collections::HashMap::new(),
             signer: None,
+            last_signed: std::collections::HashMap::new(),
+            durable: false,
         })
     }
 
@@ -334,6 +341,45 @@ impl SqliteStore {
         tx.commit().map_err(write)?;
         self.commit_heads(pending, events);
         Ok(())
+    }
+
+    /// Makes every commit durable before it returns (`PRAGMA synchronous = FULL`: the WAL is
+    /// fsync'd at each commit). Strict audit mode needs it: a command is forwarded only once
+    /// its event survives a crash of ward or of the machine.
+    pub fn set_durable_commits(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|source| StoreError::Write { source })?;
+        self.durable = true;
+        Ok(())
+    }
+
+    /// Whether commits are fsync'd (see [`SqliteStore::set_durable_commits`]).
+    pub fn durable_commits(&self) -> bool {
+        self.durable
+    }
+
+    /// Signs the head of every session whose newest events have gone unsigned for
+    /// `interval` (time-based checkpoints: a gateway killed during a quiet, long session
+    /// still leaves a recently signed prefix).
+    pub fn sign_due_heads(&mut self, interval: std::time::Duration) -> Result<usize, StoreError> {
+        let Some(signer) = self.signer.as_ref() else {
+            return Ok(0);
+        };
+        let now = std::time::Instant::now();
+        let at = ward_core::time::now_micros();
+        let mut signed = 0;
+        for (session, head) in &self.heads {
+            let (seq, when) = *self.last_signed.entry(session.clone()).or_insert((0, now));
+            if head.seq > seq && now.duration_since(when) >= interval {
+                chain::sign_head(&self.conn, session, *head, signer, at)
+                    .map_err(|source| StoreError::Write { source })?;
+                self.last_signed.insert(session.clone(), (head.seq, now));
+                signed += 1;
+            }
+        }
+        self.last_signed.retain(|s, _| self.heads.contains_key(s));
+        Ok(signed)
     }
 
     /// Signs chain heads from now on (ward serve passes its key; without one the log is

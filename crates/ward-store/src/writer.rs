@@ -5,8 +5,8 @@ use rusqlite::{Connection, params};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::mpsc::Receiver;
-use ward_core::AuditEvent;
+use ward_core::audit::DurableAck;
+use ward_core::{AuditEvent, AuditReceiver, Queued};
 
 /// First pause after a failed batch; doubled after each further failure.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
@@ -24,6 +24,32 @@ const LINGER: Duration = Duration::from_millis(25);
 /// The end reason given to sessions a previous run left open.
 pub const ORPHAN_END_REASON: &str = "unknown: ward stopped before the session ended";
 
+/// How the writer commits.
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// Most events written in one transaction.
+    pub batch: usize,
+    /// Signs session logs at session ends and checkpoints (see [`crate::chain`]).
+    pub signer: Option<crate::chain::LogSigner>,
+    /// Strict audit: every commit is fsync'd and made at once (no lingering), and events
+    /// recorded with an acknowledgement are acknowledged only after their commit. Buffered:
+    /// commits wait briefly to gather more events and are not fsync'd one by one.
+    pub strict: bool,
+    /// Chain heads left unsigned this long are signed on the next tick.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            batch: 2048,
+            signer: None,
+            strict: false,
+            checkpoint_interval: crate::chain::CHECKPOINT_INTERVAL,
+        }
+    }
+}
+
 /// Starts the audit writer: a dedicated OS thread that drains `rx` into the store at `path`.
 ///
 /// The store is opened (and created or migrated) before the thread starts, so a store that
@@ -34,29 +60,39 @@ pub const ORPHAN_END_REASON: &str = "unknown: ward stopped before the session en
 /// The thread waits for one event, takes whatever else is already queued up to `batch`
 /// events, and writes them in one transaction. A failed batch is logged and retried with
 /// backoff until it succeeds; meanwhile the bounded channel fills and the sessions feeding
-/// it wait, so nothing is lost and nothing runs unaudited for long. Only events that can
+/// it wait, so nothing is lost and nothing runs unaudited for long. Events waiting for an
+/// acknowledgement (strict mode's commands) are not retried: their senders are told at
+/// once, and refuse the command rather than forward it unrecorded. Only events that can
 /// never be written (a duplicate session or statement key, i.e. an adapter bug) are set
 /// aside, each logged at error level. The thread returns once every sender is gone and the
 /// channel is drained, so joining it after dropping the sinks guarantees a complete audit.
 pub fn spawn_writer(
     path: PathBuf,
-    rx: Receiver<AuditEvent>,
+    rx: AuditReceiver,
     batch: usize,
 ) -> Result<JoinHandle<()>, StoreError> {
-    spawn_signing_writer(path, rx, batch, None)
+    spawn_writer_with(
+        path,
+        rx,
+        WriterOptions {
+            batch,
+            ..WriterOptions::default()
+        },
+    )
 }
 
-/// [`spawn_writer`] whose session logs are signed with `signer` at session ends and
-/// checkpoints (see [`crate::chain`]).
-pub fn spawn_signing_writer(
+/// [`spawn_writer`] with every option.
+pub fn spawn_writer_with(
     path: PathBuf,
-    rx: Receiver<AuditEvent>,
-    batch: usize,
-    signer: Option<crate::chain::LogSigner>,
+    rx: AuditReceiver,
+    options: WriterOptions,
 ) -> Result<JoinHandle<()>, StoreError> {
     let mut store = SqliteStore::open(&path)?;
-    if let Some(signer) = signer {
+    if let Some(signer) = options.signer.clone() {
         store.set_signer(signer);
+    }
+    if options.strict {
+        store.set_durable_commits()?;
     }
     let closed = store.close_orphaned_sessions(ORPHAN_END_REASON)?;
     if closed > 0 {
@@ -67,34 +103,60 @@ pub fn spawn_signing_writer(
     }
     std::thread::Builder::new()
         .name("ward-audit-writer".into())
-        .spawn(move || run(store, rx, batch.max(1)))
+        .spawn(move || run(store, rx, options))
         .map_err(StoreError::Spawn)
 }
 
 /// Niceness of the writer thread. The audit is written in bursts; a slightly lower priority
 /// lets the relay threads' latency-critical work go first when cores are busy, while the
 /// bounded queue still guarantees the writer is never starved for long (sessions wait for it).
+/// Strict mode keeps normal priority: sessions wait for every commit.
 const WRITER_NICE: libc::c_int = 5;
 
-fn run(mut store: SqliteStore, mut rx: Receiver<AuditEvent>, batch: usize) {
-    // On Linux, PRIO_PROCESS with id 0 changes the calling thread only. Failure is harmless.
-    // SAFETY: setpriority takes plain integers and touches no memory of ours.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, WRITER_NICE) };
+fn run(mut store: SqliteStore, mut rx: AuditReceiver, options: WriterOptions) {
+    if !options.strict {
+        // On Linux, PRIO_PROCESS with id 0 changes the calling thread only. Failure is
+        // harmless.
+        // SAFETY: setpriority takes plain integers and touches no memory of ours.
+        let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, WRITER_NICE) };
+    }
+    let batch = options.batch.max(1);
     let mut events = Vec::with_capacity(batch.min(4096));
+    let mut acks: Vec<(usize, DurableAck)> = Vec::new();
     let mut written: u64 = 0;
-    while let Some(first) = rx.blocking_recv() {
-        events.push(first);
+    let mut tick = false;
+    let take = |queued: Queued,
+                events: &mut Vec<AuditEvent>,
+                acks: &mut Vec<(usize, DurableAck)>,
+                tick: &mut bool| match queued {
+        Queued::Event { event, ack } => {
+            if let Some(ack) = ack {
+                acks.push((events.len(), ack));
+            }
+            events.push(event);
+        }
+        Queued::Tick => *tick = true,
+    };
+    while let Some(first) = rx.blocking_recv_queued() {
+        take(first, &mut events, &mut acks, &mut tick);
         while events.len() < batch {
-            match rx.try_recv() {
-                Ok(event) => events.push(event),
-                Err(_) => break,
+            match rx.try_recv_queued() {
+                Some(queued) => take(queued, &mut events, &mut acks, &mut tick),
+                None => break,
             }
         }
-        write_with_retry(&mut store, &events);
-        written += events.len() as u64;
+        if !events.is_empty() {
+            write_with_retry(&mut store, &mut events, &mut acks);
+            written += events.len() as u64;
+        }
+        if std::mem::take(&mut tick)
+            && let Err(e) = store.sign_due_heads(options.checkpoint_interval)
+        {
+            tracing::error!(error = %e, "cannot sign session-log checkpoints; will retry on the next tick");
+        }
         let full = events.len() >= batch;
         events.clear();
-        if !full {
+        if !full && !options.strict {
             std::thread::sleep(LINGER);
         }
     }
@@ -104,9 +166,15 @@ fn run(mut store: SqliteStore, mut rx: Receiver<AuditEvent>, batch: usize) {
     );
 }
 
-/// Writes `events`, retrying until it works. Never gives up: giving up would mean either
-/// dropping audit records or letting sessions run unaudited.
-fn write_with_retry(store: &mut SqliteStore, events: &[AuditEvent]) {
+/// Writes `events`, retrying until it works, and answers `acks` (indexes into `events`).
+/// Never gives up on unacknowledged events: giving up would mean either dropping audit
+/// records or letting sessions run unaudited. Acknowledged events whose write failed are
+/// dropped after telling their senders, who refuse the command they describe.
+fn write_with_retry(
+    store: &mut SqliteStore,
+    events: &mut Vec<AuditEvent>,
+    acks: &mut Vec<(usize, DurableAck)>,
+) {
     let mut backoff = INITIAL_BACKOFF;
     let mut attempt: u32 = 0;
     loop {
@@ -120,10 +188,27 @@ fn write_with_retry(store: &mut SqliteStore, events: &[AuditEvent]) {
                 if attempt > 1 {
                     tracing::info!(attempts = attempt, "audit store writable again");
                 }
+                for (_, ack) in acks.drain(..) {
+                    let _ = ack.send(Ok(()));
+                }
                 return;
             }
             Err(error) => error,
         };
+        if !acks.is_empty() {
+            let message = error.to_string();
+            for (index, ack) in acks.drain(..).rev() {
+                events.remove(index);
+                let _ = ack.send(Err(message.clone()));
+            }
+            tracing::error!(
+                error = %error,
+                "cannot write audit events; commands waiting for them were refused"
+            );
+            if events.is_empty() {
+                return;
+            }
+        }
         tracing::error!(
             error = %error,
             events = events.len(),
@@ -138,6 +223,12 @@ fn write_with_retry(store: &mut SqliteStore, events: &[AuditEvent]) {
                 Ok(mut fresh) => {
                     if let Some(signer) = store.take_signer() {
                         fresh.set_signer(signer);
+                    }
+                    if store.durable_commits()
+                        && let Err(e) = fresh.set_durable_commits()
+                    {
+                        tracing::error!(error = %e, "cannot make the reopened audit store durable");
+                        continue;
                     }
                     *store = fresh;
                 }

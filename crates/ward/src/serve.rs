@@ -55,13 +55,38 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let signer = ward_store::chain::LogSigner::load_or_generate(&config.signing_key_path())
         .map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(key_id = %signer.key_id(), "session logs are signed");
-    let writer = ward_store::spawn_signing_writer(
+    let strict = config.audit.mode == ward_core::config::AuditMode::Strict;
+    let writer = ward_store::spawn_writer_with(
         sqlite.clone(),
         audit_rx,
-        config.audit.batch,
-        Some(signer),
+        ward_store::WriterOptions {
+            batch: config.audit.batch,
+            signer: Some(signer),
+            strict,
+            ..Default::default()
+        },
     )
     .context("cannot start the audit writer")?;
+    tracing::info!(
+        mode = if strict { "strict" } else { "buffered" },
+        "audit: {}",
+        if strict {
+            "statements are forwarded only once their event is on disk"
+        } else {
+            "events are written in batches (a crash can lose the last moments)"
+        }
+    );
+    // Time-based checkpoints: the writer signs heads left unsigned for a while.
+    let ticker = {
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                audit.tick();
+            }
+        })
+    };
 
     let registry = SessionRegistry::new();
     let controls = Arc::new(ward_core::control::Controls::new());
@@ -186,6 +211,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     .await;
     let _ = api.await;
     drop(gateway);
+    ticker.abort();
+    let _ = ticker.await;
     drop(audit);
     // The writer drains what is queued, then exits once every sink is gone.
     let joined = tokio::time::timeout(

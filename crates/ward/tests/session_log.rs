@@ -37,7 +37,7 @@ fn sessions_are_logged_chained_and_signed_and_verify() {
     assert_eq!(public_key.len(), 64, "{keys}");
     let out = ward.cli_ok(&["verify"]);
     assert!(
-        out.contains(&format!("OK        session {id}: 5 events, signed")),
+        out.contains(&format!("OK        session {id}: 6 events, signed")),
         "{out}"
     );
     assert!(out.contains("1 of 1 sessions intact"), "{out}");
@@ -64,12 +64,13 @@ fn a_tampered_log_is_named_and_fails_verification() {
             [&id],
         )
         .unwrap();
-    assert_eq!(changed, 5, "the rewrite touched the log");
+    // start, the command (recorded before it was sent), three statements, end.
+    assert_eq!(changed, 6, "the rewrite touched the log");
     let out = ward.cli(&["verify"]);
     assert!(!out.status.success(), "{}", harness::describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(&format!("TAMPERED  session {id}: event #4 was altered")),
+        stdout.contains(&format!("TAMPERED  session {id}: event #2 was altered")),
         "{stdout}"
     );
     // Removing an event is named too.

@@ -1,5 +1,5 @@
 use super::*;
-use tokio::sync::mpsc::Receiver;
+use crate::audit::AuditReceiver as Receiver;
 
 fn request(identity: &str, approvers: &[&str], required: u32) -> ApprovalRequest {
     ApprovalRequest {
@@ -16,13 +16,13 @@ fn request(identity: &str, approvers: &[&str], required: u32) -> ApprovalRequest
     }
 }
 
-fn approvals() -> (Approvals, Receiver<AuditEvent>) {
+fn approvals() -> (Approvals, Receiver) {
     let (audit, rx) = AuditSink::channel(64);
     (Approvals::new(audit), rx)
 }
 
 /// The approval events queued so far: (state, by).
-fn events(rx: &mut Receiver<AuditEvent>) -> Vec<(ApprovalEventState, Option<String>)> {
+fn events(rx: &mut Receiver) -> Vec<(ApprovalEventState, Option<String>)> {
     let mut out = Vec::new();
     while let Ok(ev) = rx.try_recv() {
         match ev {
