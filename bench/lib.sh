@@ -66,3 +66,40 @@ CONF
   "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGDIR" -p "$PG_PORT" -U postgres -d postgres \
     -c "create role bench login password '$BENCH_PASSWORD'" -c "create database bench owner bench"
 }
+
+# Starts `ward serve` from $WORK/$1 on 127.0.0.1:$2 (API on $3) with audit mode $4 in front
+# of the `bench` database of the PostgreSQL started above, with a token `bench`. Sets
+# WARD_TOKEN and appends the ward's pid to WARD_PIDS. Needs WARD_BIN and BENCH_PASSWORD.
+start_ward() {
+  local name=$1 port=$2 api=$3 mode=$4 dir="$WORK/$1"
+  mkdir -p "$dir"
+  local token_json hash
+  token_json=$("$WARD_BIN" token create bench --format json)
+  WARD_TOKEN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$token_json")
+  hash=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["hash"])' <<<"$token_json")
+  printf '%s\n' "$BENCH_PASSWORD" >"$dir/bench.password"
+  chmod 600 "$dir/bench.password"
+  cat >"$dir/ward.yaml" <<YAML
+data_dir: data
+listen: { postgres: "127.0.0.1:$port", api: "127.0.0.1:$api" }
+audit: { mode: $mode }
+identity:
+  tokens:
+    - { name: bench, hash: "$hash" }
+targets:
+  bench:
+    postgres: "127.0.0.1:$PG_PORT"
+    database: bench
+    credential: { user: bench, password: "file:bench.password" }
+    tls: { mode: disable }
+YAML
+  "$WARD_BIN" serve --config "$dir/ward.yaml" >"$WORK/logs/$name.log" 2>&1 &
+  WARD_PIDS+=("$!")
+  local i
+  for i in $(seq 1 200); do
+    curl -fsS "http://127.0.0.1:$api/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "${WARD_PIDS[-1]}" 2>/dev/null || die "$name exited: $(tail -30 "$WORK/logs/$name.log")"
+    sleep 0.1
+  done
+  die "$name not ready after 20 s: $(tail -30 "$WORK/logs/$name.log")"
+}
