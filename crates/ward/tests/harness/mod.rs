@@ -31,7 +31,7 @@ mod postgres;
 mod tls;
 mod ward;
 
-pub use postgres::{AuthMethod, PgTarget, Postgres};
+pub use postgres::{AuthMethod, PgTarget, Postgres, quote_ident};
 pub use tls::{insecure_client_config, insecure_connector, verifying_connector};
 pub use ward::{IssuedToken, Target, TargetTls, TokenSpec, Ward, WardOptions};
 

@@ -384,6 +384,21 @@ impl Ward {
         }
     }
 
+    /// Kills ward with SIGKILL (no chance to flush or sign anything) and starts it again
+    /// with the same config, ports and data directory (crash tests).
+    pub fn crash_and_restart(&mut self) {
+        if let Some(child) = &self.child {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        self.kill();
+        if let Err(e) = self.spawn_and_wait() {
+            panic!("{e}");
+        }
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

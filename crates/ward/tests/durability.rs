@@ -1,0 +1,194 @@
+//! Strict audit: ward forwards a statement only once its event is on disk. Killing ward
+//! with SIGKILL in the middle of a write workload must never leave a statement the target
+//! ran without its event in ward's log, and every session's chain must still verify.
+
+mod harness;
+
+use harness::{AuthMethod, Postgres, Target, Ward, WardOptions};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const WRITERS: u64 = 4;
+const CRASHES: usize = 4;
+
+/// A target database where every inserted row is also noted, by a trigger, in `executed`:
+/// the target's own record of what it ran.
+fn target_with_trigger(name: &str) -> harness::PgTarget {
+    let pg = Postgres::get();
+    let db = pg.create_target(name, AuthMethod::ScramSha256);
+    pg.admin_sql(
+        &db.database,
+        &format!(
+            "CREATE TABLE t (n bigint PRIMARY KEY);
+             CREATE TABLE executed (n bigint NOT NULL, at timestamptz NOT NULL DEFAULT now());
+             CREATE FUNCTION note_insert() RETURNS trigger LANGUAGE plpgsql AS
+               $$BEGIN INSERT INTO executed (n) VALUES (NEW.n); RETURN NEW; END$$;
+             CREATE TRIGGER noted AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION note_insert();
+             GRANT ALL ON t, executed TO {user};",
+            user = harness::quote_ident(&db.user)
+        ),
+    );
+    db
+}
+
+/// Inserts rows numbered from `base` until ward goes away; half by simple Query (the
+/// number in the SQL text), half by a prepared statement (the number as a parameter).
+async fn write_until_gone(config: tokio_postgres::Config, base: u64) {
+    let Ok((client, connection)) = config.connect(harness::insecure_connector()).await else {
+        return;
+    };
+    let _connection = tokio::spawn(connection);
+    let Ok(insert) = client.prepare("INSERT INTO t (n) VALUES ($1)").await else {
+        return;
+    };
+    for i in 0.. {
+        let n = (base + i) as i64;
+        let done = if i % 2 == 0 {
+            client
+                .simple_query(&format!("INSERT INTO t (n) VALUES ({n})"))
+                .await
+                .map(|_| ())
+        } else {
+            client.execute(&insert, &[&n]).await.map(|_| ())
+        };
+        if done.is_err() {
+            return;
+        }
+    }
+}
+
+/// The row numbers whose insert appears in ward's log (a command or statement event).
+fn logged_numbers(ward: &Ward) -> BTreeSet<i64> {
+    let db = rusqlite::Connection::open(ward.data_dir().join("ward.db")).expect("open the store");
+    let mut stmt = db
+        .prepare("SELECT body FROM event_log WHERE kind IN ('command', 'statement')")
+        .unwrap();
+    let bodies: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut found = BTreeSet::new();
+    for body in bodies {
+        let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let text = event["text"].as_str().unwrap_or_default();
+        if let Some(rest) = text.strip_prefix("INSERT INTO t (n) VALUES (")
+            && let Some(n) = rest.strip_suffix(')').and_then(|n| n.parse().ok())
+        {
+            found.insert(n);
+        }
+        if let Some(params) = event["params"].as_str()
+            && let Some(value) = params.strip_prefix("$1=")
+            && let Ok(n) = value.trim_matches('\'').parse()
+        {
+            found.insert(n);
+        }
+    }
+    found
+}
+
+#[test]
+fn every_statement_the_target_ran_survives_sigkill_in_the_log() {
+    let db = target_with_trigger("durable_crash");
+    let mut ward = Ward::start(
+        WardOptions::new()
+            .target(Target::postgres("shop", &db))
+            .token("ci"),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..CRASHES {
+        runtime.block_on(async {
+            let writers = (0..WRITERS).map(|w| {
+                write_until_gone(
+                    ward.pg_config("ci", "shop"),
+                    (round as u64 * WRITERS + w) * 1_000_000,
+                )
+            });
+            let run = futures_util::future::join_all(writers);
+            // Let the writers get going, then pull the plug mid-stream.
+            let crash = async {
+                tokio::time::sleep(Duration::from_millis(400 + 150 * round as u64)).await;
+            };
+            tokio::pin!(run);
+            tokio::select! {
+                _ = &mut run => panic!("the writers stopped before ward was killed"),
+                _ = crash => {}
+            }
+            // SIGKILL and restart while the writers are still sending.
+            ward.crash_and_restart();
+            let _ = tokio::time::timeout(Duration::from_secs(20), run).await;
+        });
+    }
+    ward.stop();
+
+    let executed: BTreeSet<i64> = Postgres::get()
+        .admin_sql(&db.database, "SELECT n FROM executed ORDER BY n")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(
+        executed.len() > 50 * CRASHES,
+        "the workload ran too little to show anything: {} rows",
+        executed.len()
+    );
+    let logged = logged_numbers(&ward);
+    let missing: Vec<_> = executed.difference(&logged).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "the target ran inserts that ward's log does not have (first few: {missing:?}); {} executed, {} logged",
+        executed.len(),
+        logged.len()
+    );
+
+    // Every chain, including those of the sessions the crashes cut short, verifies.
+    let out = ward.cli(&["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", harness::describe(&out));
+    assert!(!stdout.contains("TAMPERED"), "{stdout}");
+}
+
+#[test]
+fn a_statement_that_cannot_be_recorded_is_not_sent() {
+    let db = target_with_trigger("durable_refuse");
+    let ward = Ward::start(
+        WardOptions::new()
+            .target(Target::postgres("shop", &db))
+            .token("ci")
+            .extra_yaml("audit: { durable_timeout: 1s }\n"),
+    );
+    ward.psql_ok("ci", "shop", "INSERT INTO t (n) VALUES (1)");
+    // Another process holds the store's write lock: ward cannot record anything.
+    let store =
+        rusqlite::Connection::open(ward.data_dir().join("ward.db")).expect("open the store");
+    store.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let out = ward.psql("ci", "shop", "INSERT INTO t (n) VALUES (2)");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{}", harness::describe(&out));
+    assert!(
+        stderr.contains("not sent to the target because the audit log could not record it"),
+        "{stderr}"
+    );
+    // Long enough for the writer's own attempt to fail too (its busy timeout is 5 s).
+    std::thread::sleep(Duration::from_secs(6));
+    store.execute_batch("ROLLBACK").unwrap();
+    let ran = Postgres::get().admin_sql(
+        &db.database,
+        "SELECT string_agg(n::text, ',' ORDER BY n) FROM executed",
+    );
+    assert_eq!(ran.trim(), "1", "the unrecorded insert must not have run");
+    // Once the store is writable again, sessions work as before.
+    ward.psql_ok("ci", "shop", "INSERT INTO t (n) VALUES (3)");
+    let ran = Postgres::get().admin_sql(
+        &db.database,
+        "SELECT string_agg(n::text, ',' ORDER BY n) FROM executed",
+    );
+    assert_eq!(ran.trim(), "1,3");
+    assert!(
+        ward.log().contains("a command could not be recorded"),
+        "ward logs the refusal"
+    );
+}
