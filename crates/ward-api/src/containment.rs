@@ -504,6 +504,7 @@ mod tests {
                     AuditEvent::SessionStart(SessionStart {
                         session_id: SessionId(ENDED.into()),
                         identity: "ci".into(),
+                        groups: Vec::new(),
                         target: "db".into(),
                         protocol: "postgres".into(),
                         client_addr: "127.0.0.1:1".into(),

@@ -33,6 +33,9 @@ impl fmt::Display for SessionId {
 pub struct SessionStart {
     pub session_id: SessionId,
     pub identity: String,
+    /// The identity's groups when the session started (from its token or IdP claims).
+    #[serde(default)]
+    pub groups: Vec<String>,
     pub target: String,
     /// `postgres` today; `ssh`, `mysql`, `kubernetes` later.
     pub protocol: String,

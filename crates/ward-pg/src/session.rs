@@ -138,6 +138,7 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
     let start = SessionStart {
         session_id: session_id.clone(),
         identity: identity.name.to_string(),
+        groups: identity.groups.iter().map(|g| g.to_string()).collect(),
         target: target_name.clone(),
         protocol: "postgres".into(),
         client_addr: peer.to_string(),

@@ -239,6 +239,7 @@ mod tests {
                 AuditEvent::SessionStart(SessionStart {
                     session_id: SessionId("0190a1b2-0000".into()),
                     identity: "alice".into(),
+                    groups: Vec::new(),
                     target: "db".into(),
                     protocol: "postgres".into(),
                     client_addr: "127.0.0.1:1".into(),

@@ -6,6 +6,7 @@ fn start(id: &str, identity: &str, target: &str, started_at: i64) -> AuditEvent 
     AuditEvent::SessionStart(SessionStart {
         session_id: SessionId(id.into()),
         identity: identity.into(),
+        groups: Vec::new(),
         target: target.into(),
         protocol: "postgres".into(),
         client_addr: "10.0.0.7:51234".into(),
