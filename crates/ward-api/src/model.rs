@@ -109,6 +109,24 @@ pub struct SessionList {
 pub struct SessionDetailView {
     pub session: SessionView,
     pub statements: Vec<StatementView>,
+    /// Commands sent to the target after the last recorded result, with no result of their
+    /// own (ward stopped or the session ended first); strict audit mode only.
+    #[serde(default)]
+    pub unanswered: Vec<UnansweredView>,
+}
+
+/// A command that was sent but whose result was never recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnansweredView {
+    /// `simple`, `execute` or `function_call`.
+    pub origin: String,
+    pub text: String,
+    pub params: Option<String>,
+    /// When ward recorded it, just before sending it.
+    pub sent_at: String,
+    pub sent_at_us: i64,
+    pub decision: Option<String>,
+    pub rule: Option<String>,
 }
 
 impl From<SessionDetail> for SessionDetailView {
@@ -116,6 +134,19 @@ impl From<SessionDetail> for SessionDetailView {
         SessionDetailView {
             session: d.session.into(),
             statements: d.statements.into_iter().map(Into::into).collect(),
+            unanswered: d
+                .unanswered
+                .into_iter()
+                .map(|c| UnansweredView {
+                    origin: c.origin.as_str().to_string(),
+                    text: c.text.to_string(),
+                    params: c.params,
+                    sent_at: format_micros(c.at),
+                    sent_at_us: c.at,
+                    decision: c.decision,
+                    rule: c.rule,
+                })
+                .collect(),
         }
     }
 }

@@ -116,7 +116,7 @@ pub struct StatementEvent {
 /// any of it reaches the target. The [`StatementEvent`]s that follow report what the target
 /// did with it; a `command` with no statement after it was sent but never answered (the
 /// gateway or the session stopped first).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandEvent {
     pub session_id: SessionId,
     pub origin: StatementOrigin,

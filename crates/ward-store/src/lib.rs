@@ -258,6 +258,10 @@ pub struct StatementRecord {
 pub struct SessionDetail {
     pub session: SessionSummary,
     pub statements: Vec<StatementRecord>,
+    /// Commands recorded (strict audit) after the session's last statement result: sent to
+    /// the target, but no result was recorded (ward stopped, or the session ended first).
+    #[serde(default)]
+    pub unanswered: Vec<ward_core::CommandEvent>,
 }
 
 /// The read-write handle on the SQLite store.

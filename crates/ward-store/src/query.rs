@@ -194,8 +194,39 @@ pub(crate) fn session_detail(
     // Read separately from the count; keep the two consistent if the writer got in between.
     let mut session = session;
     session.statement_count = statements.len() as u64;
+    let unanswered = unanswered_commands(conn, &session.id)?;
     Ok(Some(SessionDetail {
         session,
         statements,
+        unanswered,
     }))
+}
+
+/// The session's command events after its last statement event (see
+/// [`SessionDetail::unanswered`]).
+fn unanswered_commands(
+    conn: &Connection,
+    session_id: &str,
+) -> Result<Vec<ward_core::CommandEvent>, StoreError> {
+    let query = |source| StoreError::Query { source };
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT body FROM event_log WHERE session_id = ?1 AND kind = 'command'
+               AND seq > COALESCE((SELECT MAX(seq) FROM event_log
+                                   WHERE session_id = ?1 AND kind = 'statement'), 0)
+             ORDER BY seq",
+        )
+        .map_err(query)?;
+    let bodies = stmt
+        .query_map([session_id], |row| row.get::<_, String>(0))
+        .map_err(query)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(query)?;
+    Ok(bodies
+        .iter()
+        .filter_map(|body| match serde_json::from_str(body) {
+            Ok(ward_core::AuditEvent::Command(c)) => Some(c),
+            _ => None,
+        })
+        .collect())
 }

@@ -192,3 +192,63 @@ fn a_statement_that_cannot_be_recorded_is_not_sent() {
         "ward logs the refusal"
     );
 }
+
+#[test]
+fn a_command_in_flight_when_ward_dies_replays_as_sent_without_result() {
+    let db = Postgres::get().create_target("durable_inflight", AuthMethod::ScramSha256);
+    let mut ward = Ward::start(
+        WardOptions::new()
+            .target(Target::postgres("shop", &db))
+            .token("ci"),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (client, _conn) = runtime.block_on(ward.client("ci", "shop"));
+    runtime.block_on(client.simple_query("SELECT 1")).unwrap();
+    let sleeping = runtime.spawn(async move {
+        let _ = client
+            .simple_query("SELECT pg_sleep(30) AS in_flight")
+            .await;
+    });
+    // The command is durable before it is sent: once PostgreSQL runs it, kill ward.
+    harness::wait_for(
+        || {
+            Postgres::get()
+                .admin_sql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'",
+                )
+                .trim()
+                == "1"
+        },
+        "the sleep to run on the target",
+    );
+    ward.crash_and_restart();
+    sleeping.abort();
+    let id = harness::wait_until(
+        || {
+            let json = ward.sessions_json();
+            let s = &json["sessions"][0];
+            (s["active"] == false).then(|| s["id"].as_str().unwrap().to_string())
+        },
+        "the cut-short session to be listed as ended",
+    );
+    let out = ward.cli_ok(&["replay", &id]);
+    assert!(out.contains("SENT, NO RESULT"), "{out}");
+    assert!(out.contains("SELECT pg_sleep(30) AS in_flight"), "{out}");
+    assert!(
+        out.contains("ward stopped before the session ended"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ward.cli_ok(&["replay", &id, "--format", "json"])).unwrap();
+    let steps = json.as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{json}");
+    assert_eq!(steps[1]["unanswered"], true, "{json}");
+    assert!(steps[0].get("unanswered").is_none(), "{json}");
+    let out = ward.cli(&["verify", &id]);
+    assert!(out.status.success(), "{}", harness::describe(&out));
+    let _ = Postgres::get().admin_sql(
+        "postgres",
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'",
+    );
+}

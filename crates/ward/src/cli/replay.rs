@@ -51,6 +51,10 @@ struct Step<'a> {
     duration_ms: f64,
     sqlstate: Option<&'a str>,
     error: Option<&'a str>,
+    /// Sent to the target, but no result was recorded (ward stopped or the session ended
+    /// first); `seq` is 0 for these.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    unanswered: bool,
 }
 
 pub fn run(config: &ConfigLocation, args: &ReplayArgs) -> anyhow::Result<()> {
@@ -65,7 +69,21 @@ pub fn run(config: &ConfigLocation, args: &ReplayArgs) -> anyhow::Result<()> {
     );
     let detail: SessionDetailView = client.get(&path, &[], Some(not_found))?;
     let start = detail.session.started_at_us;
-    let steps: Vec<Step<'_>> = detail.statements.iter().map(|st| step(st, start)).collect();
+    let mut steps: Vec<Step<'_>> = detail.statements.iter().map(|st| step(st, start)).collect();
+    steps.extend(detail.unanswered.iter().map(|c| Step {
+        offset_ms: (c.sent_at_us - start) as f64 / 1000.0,
+        seq: 0,
+        statement: &c.text,
+        params: c.params.as_deref(),
+        decision: "sent, no result",
+        rule: c.rule.as_deref(),
+        command: None,
+        rows: None,
+        duration_ms: 0.0,
+        sqlstate: None,
+        error: None,
+        unanswered: true,
+    }));
     match args.format {
         Format::Json if !args.pace => {
             print_stdout(&format!("{}\n", serde_json::to_string_pretty(&steps)?))
@@ -116,6 +134,7 @@ fn step(st: &StatementView, start: i64) -> Step<'_> {
         duration_ms: st.duration_us as f64 / 1000.0,
         sqlstate: st.sqlstate.as_deref(),
         error: st.error.as_deref(),
+        unanswered: false,
     }
 }
 
@@ -159,10 +178,15 @@ fn offset(micros: i64) -> String {
 }
 
 fn render(s: &Step<'_>) -> String {
+    let seq = if s.unanswered {
+        "-".to_string()
+    } else {
+        s.seq.to_string()
+    };
     let mut head = format!(
         "+{}  #{:<3} {:<16}",
         offset((s.offset_ms * 1000.0) as i64),
-        s.seq,
+        seq,
         clean(s.decision, false).to_uppercase()
     );
     if let Some(rule) = s.rule {
@@ -172,7 +196,9 @@ fn render(s: &Step<'_>) -> String {
     if let Some(rows) = s.rows {
         head.push_str(&format!("  rows {rows}"));
     }
-    head.push_str(&format!("  {:.3} ms", s.duration_ms));
+    if !s.unanswered {
+        head.push_str(&format!("  {:.3} ms", s.duration_ms));
+    }
     if let Some(state) = s.sqlstate {
         head.push_str(&format!("  SQLSTATE {}", clean(state, false)));
     }

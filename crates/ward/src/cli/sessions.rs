@@ -195,6 +195,22 @@ fn render_detail(detail: &SessionDetailView) -> String {
         out.push('\n');
         out.push_str(&render_statement(statement));
     }
+    for command in &detail.unanswered {
+        out.push('\n');
+        out.push_str(&format!(
+            "#-  {} UTC  SENT, NO RESULT RECORDED  [{}]\n",
+            time_millis(command.sent_at_us),
+            clean(&command.origin, false)
+        ));
+        for line in clean(&command.text.replace("\r\n", "\n"), true).lines() {
+            out.push_str("    ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        if let Some(params) = &command.params {
+            out.push_str(&format!("    params: {}\n", clean(params, false)));
+        }
+    }
     out
 }
 
@@ -288,6 +304,7 @@ mod tests {
                 decision: None,
                 rule: None,
             }],
+            unanswered: vec![],
         };
         let text = render_detail(&detail);
         assert!(
