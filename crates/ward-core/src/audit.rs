@@ -35,6 +35,9 @@ pub enum NotDurable {
 pub type DurableAck = oneshot::Sender<Result<(), String>>;
 
 /// One item of the writer's queue.
+// Events are stored inline, as before ticks existed: boxing them would cost an allocation
+// per event on the data path to save space in a rare variant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Queued {
     /// An event; `ack`, when set, is answered once the event is committed (or failed).
