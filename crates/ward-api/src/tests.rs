@@ -52,6 +52,7 @@ fn app() -> (tempfile::TempDir, Router) {
                 error: None,
                 decision: None,
                 rule: None,
+                result_sample: None,
             }),
             AuditEvent::SessionEnd(SessionEnd {
                 session_id: SessionId(A.into()),

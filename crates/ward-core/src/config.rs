@@ -203,6 +203,35 @@ pub struct AuditConfig {
     /// ward refuses it (the store is stuck or full).
     #[serde(default = "default_durable_timeout", with = "humantime_serde_compat")]
     pub durable_timeout: Duration,
+    /// The first rows of each result kept in its statement event (off by default; rules
+    /// may override it with `capture_rows` / `capture_bytes`).
+    #[serde(default)]
+    pub capture: CaptureConfig,
+}
+
+/// Result capture (`audit.capture`): how much of each result a statement event keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Rows kept per statement; 0 (default) = no capture unless a rule asks for it.
+    #[serde(default)]
+    pub rows: usize,
+    /// Most bytes of values kept per statement (default 4096).
+    #[serde(default = "default_capture_bytes")]
+    pub bytes: usize,
+}
+
+fn default_capture_bytes() -> usize {
+    4096
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            rows: 0,
+            bytes: default_capture_bytes(),
+        }
+    }
 }
 
 /// Whether statements wait for their audit event to be durable (see [`AuditConfig::mode`]).
@@ -232,6 +261,7 @@ impl Default for AuditConfig {
             batch: default_batch(),
             mode: AuditMode::default(),
             durable_timeout: default_durable_timeout(),
+            capture: CaptureConfig::default(),
         }
     }
 }

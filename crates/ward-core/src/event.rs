@@ -110,6 +110,23 @@ pub struct StatementEvent {
     /// The rule behind `decision`.
     #[serde(default)]
     pub rule: Option<String>,
+    /// The first rows of the result as the client received them (masked where masking
+    /// applies), when result capture is on for the statement (`audit.capture`, or a rule's
+    /// `capture_rows`); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_sample: Option<ResultSample>,
+}
+
+/// The first rows of a statement's result, kept as evidence (see `audit.capture`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultSample {
+    /// Column names, from the result's RowDescription (empty when ward never saw it).
+    pub columns: Vec<String>,
+    /// Values as the client received them: text-format values as text, binary-format values
+    /// rendered like bound parameters (or as `\x` hex); `None` is SQL NULL.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// More rows (or longer values) came than the row and byte caps kept.
+    pub truncated: bool,
 }
 
 /// A command about to be forwarded to the target, recorded (in strict audit mode) before

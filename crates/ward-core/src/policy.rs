@@ -92,6 +92,14 @@ pub struct RuleConfig {
     /// For `review`: what a timeout means (default deny).
     #[serde(default)]
     pub on_timeout: OnTimeout,
+    /// Result rows kept in the audit for statements this rule matches, overriding
+    /// `audit.capture.rows` (0 switches capture off for them).
+    #[serde(default)]
+    pub capture_rows: Option<usize>,
+    /// Bytes of result values kept for statements this rule matches, overriding
+    /// `audit.capture.bytes`.
+    #[serde(default)]
+    pub capture_bytes: Option<usize>,
 }
 
 fn one() -> u32 {
@@ -211,6 +219,30 @@ pub struct Review {
 pub struct Verdict {
     pub decision: Decision,
     pub matched: Vec<String>,
+    /// Result capture caps set by the matched rules (of any action, `log` included).
+    pub capture: CaptureOverride,
+}
+
+/// Result capture caps that matched rules set for a command (`capture_rows`,
+/// `capture_bytes`). When several matched rules set one, the smallest wins, so a rule that
+/// switches capture off (`capture_rows: 0`) cannot be overridden by a broader rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureOverride {
+    pub rows: Option<usize>,
+    pub bytes: Option<usize>,
+}
+
+impl CaptureOverride {
+    fn merge(&mut self, rows: Option<usize>, bytes: Option<usize>) {
+        fn smallest(a: Option<usize>, b: Option<usize>) -> Option<usize> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        self.rows = smallest(self.rows, rows);
+        self.bytes = smallest(self.bytes, bytes);
+    }
 }
 
 impl Verdict {
@@ -218,6 +250,7 @@ impl Verdict {
         Verdict {
             decision: Decision::Allow,
             matched: Vec::new(),
+            capture: CaptureOverride::default(),
         }
     }
 
@@ -255,6 +288,8 @@ pub struct Policy {
     settings: PolicyConfig,
     /// Per-target default actions.
     target_defaults: BTreeMap<String, Action>,
+    /// Whether any rule sets `capture_rows` or `capture_bytes`.
+    captures: bool,
 }
 
 /// A rule that cannot work as written.
@@ -339,7 +374,7 @@ impl Policy {
                 });
             }
         }
-        let rules = rules
+        let rules: Vec<RuleConfig> = rules
             .into_iter()
             .map(|mut r| {
                 r.statements
@@ -348,11 +383,20 @@ impl Policy {
                 r
             })
             .collect();
+        let captures = rules
+            .iter()
+            .any(|r| r.capture_rows.is_some() || r.capture_bytes.is_some());
         Ok(Policy {
             rules,
             settings,
             target_defaults,
+            captures,
         })
+    }
+
+    /// True when some rule sets result capture caps (`capture_rows`, `capture_bytes`).
+    pub fn captures(&self) -> bool {
+        self.captures
     }
 
     /// True when no rule could ever change a decision (lets adapters skip classification).
@@ -378,11 +422,13 @@ impl Policy {
                                 .into(),
                     },
                     matched: Vec::new(),
+                    capture: CaptureOverride::default(),
                 },
             };
         };
         let mut worst = Verdict::allow();
         let mut matched = Vec::new();
+        let mut capture = CaptureOverride::default();
         for command in commands {
             let verdict = self.decide_one(subject, command);
             for name in &verdict.matched {
@@ -390,22 +436,26 @@ impl Policy {
                     matched.push(name.clone());
                 }
             }
+            capture.merge(verdict.capture.rows, verdict.capture.bytes);
             if verdict.rank() > worst.rank() {
                 worst = verdict;
             }
         }
         worst.matched = matched;
+        worst.capture = capture;
         worst
     }
 
     fn decide_one(&self, subject: &Subject<'_>, command: &CommandInfo) -> Verdict {
         let mut matched = Vec::new();
+        let mut capture = CaptureOverride::default();
         let mut best: Option<&RuleConfig> = None;
         for rule in &self.rules {
             if !self.matches(rule, subject, command) {
                 continue;
             }
             matched.push(rule.name.clone());
+            capture.merge(rule.capture_rows, rule.capture_bytes);
             if rule.action == Action::Log {
                 continue;
             }
@@ -434,7 +484,11 @@ impl Policy {
                 _ => Decision::Allow,
             },
         };
-        Verdict { decision, matched }
+        Verdict {
+            decision,
+            matched,
+            capture,
+        }
     }
 
     fn matches(&self, rule: &RuleConfig, subject: &Subject<'_>, command: &CommandInfo) -> bool {
@@ -725,6 +779,40 @@ mod tests {
             "{err}"
         );
         assert!(serde_yaml::from_str::<Vec<RuleConfig>>("[{name: a, action: maybe}]").is_err());
+    }
+
+    #[test]
+    fn capture_caps_come_from_every_matched_rule_and_the_smallest_wins() {
+        let p = rules(
+            "[{name: sample-orders, tables: [orders], action: log, capture_rows: 5, capture_bytes: 100},
+              {name: quiet-pii, tables: [customers], action: allow, capture_rows: 0},
+              {name: plain, statements: [delete], action: allow}]",
+        );
+        assert!(p.captures());
+        let mut orders = cmd(&["select"]);
+        orders.tables_read.push("orders".into());
+        let v = p.decide(&subject("a", &[]), Some(&[orders.clone()]));
+        assert_eq!(v.decision, Decision::Allow);
+        assert_eq!(
+            v.capture,
+            CaptureOverride {
+                rows: Some(5),
+                bytes: Some(100)
+            }
+        );
+        let mut both = orders.clone();
+        both.tables_read.push("customers".into());
+        let v = p.decide(&subject("a", &[]), Some(&[both]));
+        assert_eq!(v.capture.rows, Some(0), "capture_rows: 0 wins");
+        assert_eq!(v.capture.bytes, Some(100));
+        // Across the statements of one message too.
+        let mut pii = cmd(&["select"]);
+        pii.tables_read.push("customers".into());
+        let v = p.decide(&subject("a", &[]), Some(&[orders, pii]));
+        assert_eq!(v.capture.rows, Some(0));
+        let v = p.decide(&subject("a", &[]), Some(&[cmd(&["delete"])]));
+        assert_eq!(v.capture, CaptureOverride::default());
+        assert!(!rules("[{name: plain, statements: [delete], action: deny}]").captures());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::codec::{Framer, Scan, put_cstr, put_message};
 use crate::messages;
 use crate::session::{End, fill, write_batch};
 use crate::stream::MaybeTls;
-use crate::tracker::{Decided, Frontend, Note, Tracker};
+use crate::tracker::{Capture, Decided, Frontend, Note, Tracker};
 use bytes::{Buf, BytesMut};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, ReadHalf, WriteHalf};
@@ -62,6 +62,16 @@ impl SessionContext<'_> {
             ward_mask::MaskResult::Masked(v) => String::from_utf8_lossy(&v).into_owned(),
             ward_mask::MaskResult::Null => "(masked by ward)".to_string(),
         }
+    }
+
+    /// How much of a statement's result its event keeps: the caps of the rules it matched,
+    /// else `audit.capture`.
+    fn capture(&self, verdict: &Verdict) -> Capture {
+        let global = self.gateway.capture;
+        Capture::new(
+            verdict.capture.rows.unwrap_or(global.rows),
+            verdict.capture.bytes.unwrap_or(global.bytes),
+        )
     }
 
     fn judge(&self, classified: &Classified) -> Verdict {
@@ -261,6 +271,7 @@ pub(crate) async fn client_to_target(
             if matches!(frame.tag, b'Q' | b'P' | b'F') {
                 let (text, classified) = statement_of(frame.tag, body);
                 let verdict = ctx.judge(&classified);
+                let capture = ctx.capture(&verdict);
                 let mut note: Note = verdict.rule().map(|rule| {
                     Arc::new(Decided {
                         decision: "allowed",
@@ -395,6 +406,7 @@ pub(crate) async fn client_to_target(
                 }
                 let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
                 t.set_note(note);
+                t.set_capture(capture);
                 if ctx.gateway.masking_configured() {
                     t.set_output_columns(output_columns(&classified));
                 }

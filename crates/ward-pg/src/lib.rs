@@ -46,6 +46,11 @@ pub struct PgGateway {
     pub audit_strict: bool,
     /// How long a command waits for durability before the session is ended unsent.
     pub durable_timeout: std::time::Duration,
+    /// Result capture for statements no rule sets caps for (`audit.capture`).
+    pub capture: ward_core::config::CaptureConfig,
+    /// Whether some statement may have its result captured: `audit.capture.rows` > 0 or a
+    /// rule with capture caps (kept in step with the policy on reload).
+    capture_possible: AtomicBool,
     pub cancels: cancel::CancelMap,
     /// Identity locks and pauses (shared with the admin API).
     pub controls: Arc<Controls>,
@@ -75,6 +80,10 @@ impl PgGateway {
 
     /// Puts new rules in force for every statement judged from now on.
     pub fn set_policy(&self, policy: Policy) {
+        self.capture_possible.store(
+            self.capture.rows > 0 || policy.captures(),
+            Ordering::Release,
+        );
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
     }
 
@@ -101,6 +110,12 @@ impl PgGateway {
     /// Changes whenever the masking rules are replaced.
     pub fn masking_generation(&self) -> u64 {
         self.masking_generation.load(Ordering::Acquire)
+    }
+
+    /// Whether any statement's result may be captured into the audit (sessions then hold
+    /// DataRows whole and keep result descriptions).
+    pub fn capture_possible(&self) -> bool {
+        self.capture_possible.load(Ordering::Acquire)
     }
 
     /// Whether any masking rule is configured.
@@ -139,7 +154,11 @@ impl PgGateway {
             .map(|(name, c)| (name.clone(), Arc::new(catalog::Catalog::new(c.clone()))))
             .collect();
         let masking = config.masking().map_err(|e| e.to_string())?;
+        let policy = config.policy().map_err(|e| e.to_string())?;
+        let capture = config.audit.capture;
         Ok(PgGateway {
+            capture_possible: AtomicBool::new(capture.rows > 0 || policy.captures()),
+            capture,
             masking_configured: AtomicBool::new(!masking.is_empty()),
             masking_generation: AtomicU64::new(0),
             masking: RwLock::new(Arc::new(masking)),
@@ -156,7 +175,7 @@ impl PgGateway {
             cancels: cancel::CancelMap::default(),
             controls: shared.controls,
             approvals: shared.approvals,
-            policy: RwLock::new(Arc::new(config.policy().map_err(|e| e.to_string())?)),
+            policy: RwLock::new(Arc::new(policy)),
         })
     }
 }

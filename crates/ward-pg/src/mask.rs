@@ -106,15 +106,16 @@ struct Plan {
 }
 
 /// One RowDescription field.
-struct Field<'a> {
-    name: &'a [u8],
+pub(crate) struct Field<'a> {
+    pub(crate) name: &'a [u8],
     table_oid: u32,
     attnum: i16,
-    type_oid: u32,
-    format: i16,
+    pub(crate) type_oid: u32,
+    pub(crate) format: i16,
 }
 
-fn row_description_fields(body: &[u8]) -> Option<Vec<Field<'_>>> {
+/// The fields of a RowDescription body.
+pub(crate) fn row_description_fields(body: &[u8]) -> Option<Vec<Field<'_>>> {
     let (n, mut rest) = read_i16(body)?;
     let mut fields = Vec::with_capacity(usize::try_from(n).ok()?);
     for _ in 0..n {
@@ -522,14 +523,25 @@ impl ResultMasker {
     }
 
     /// Masks what a statement's audit record would otherwise keep in clear: its text,
-    /// parameters and error message (the audit holds masked values only).
+    /// parameters and error message (the audit holds masked values only). A result sample
+    /// was taken from the masked rows; its values are scanned once more with every
+    /// detector, as the other fields are (a value a detector recognises never reaches the
+    /// audit in clear, whatever the rules' `scan` lists).
     pub fn mask_event(&self, event: &mut ward_core::event::StatementEvent) {
         let masker = self.session.everywhere();
         let mut out = Vec::new();
         if mask_text(masker, event.text.as_bytes(), &mut out) {
             event.text = String::from_utf8_lossy(&out).into();
         }
-        for field in [&mut event.params, &mut event.error].into_iter().flatten() {
+        let sample_values = event
+            .result_sample
+            .iter_mut()
+            .flat_map(|s| s.rows.iter_mut().flatten().flatten());
+        for field in [&mut event.params, &mut event.error]
+            .into_iter()
+            .flatten()
+            .chain(sample_values)
+        {
             out.clear();
             if mask_text(masker, field.as_bytes(), &mut out) {
                 *field = String::from_utf8_lossy(&out).into_owned();

@@ -360,7 +360,7 @@ pub(crate) mod oid {
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
-fn render_binary(out: &mut String, value: &[u8], type_oid: u32, room: usize) {
+pub(crate) fn render_binary(out: &mut String, value: &[u8], type_oid: u32, room: usize) {
     use std::fmt::Write;
     let fixed = |n: usize| -> Option<&[u8]> { (value.len() == n).then_some(value) };
     match type_oid {

@@ -421,8 +421,8 @@ async fn target_to_client(
     let mut out: Vec<u8> = Vec::new();
     // Bytes already buffered must be scanned again before reading more (after a stop).
     let mut rescan = false;
-    // Result descriptions are kept once masking applies to the session (from its start, or
-    // from the reload that brought rules for it).
+    // Result descriptions are kept once masking or result capture applies to the session
+    // (from its start, or from the reload that brought rules for it).
     let mut keeping_rows = false;
     loop {
         if masking.masker.is_some() && buf.capacity() - buf.len() < MASKED_READ_ROOM {
@@ -450,7 +450,11 @@ async fn target_to_client(
         masking.refresh();
         let masker = &mut masking.masker;
         let masked = masker.is_some();
-        if masked && !keeping_rows {
+        // Result capture reads whole DataRows (as the client is sent them) and needs the
+        // result descriptions for column names; without it rows stream as before.
+        let capturing = gateway.capture_possible();
+        let stream_rows = !masked && !capturing;
+        if (masked || capturing) && !keeping_rows {
             tracker
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -463,8 +467,13 @@ async fn target_to_client(
             framer.scan::<Stop>(
                 &buf,
                 // Masked sessions hold every DataRow and CopyData whole, so values are never
-                // split across reads; memory stays bounded by the largest message.
-                |tag| !masked && matches!(tag, b'D' | b'd'),
+                // split across reads; memory stays bounded by the largest message. So do
+                // sessions that may capture results, for DataRows.
+                |tag| match tag {
+                    b'D' => stream_rows,
+                    b'd' => !masked,
+                    _ => false,
+                },
                 |scan| {
                     match scan {
                         Scan::Whole { tag: b'A', body } => {

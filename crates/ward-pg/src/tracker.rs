@@ -7,10 +7,11 @@
 //! [`StatementEvent`]s; named statements and portals are followed from Parse to Bind to
 //! Execute so an Execute is attributed to its SQL text and bound parameters.
 
-use crate::messages::{self, parse_command_tag, parse_error_fields};
+use crate::codec::{read_i16, read_i32};
+use crate::messages::{self, oid, parse_command_tag, parse_error_fields};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use ward_core::event::{SessionId, StatementEvent, StatementOrigin};
+use ward_core::event::{ResultSample, SessionId, StatementEvent, StatementOrigin};
 use ward_core::time::now_micros;
 
 /// Named portals kept before the oldest are forgotten. PostgreSQL drops portals at the end
@@ -43,6 +44,186 @@ impl Decided {
 
 /// A shared [`Decided`]; `None` = allowed without any rule involved.
 pub type Note = Option<Arc<Decided>>;
+
+/// How much of a statement's result its audit event keeps (`audit.capture`, or the caps of
+/// the rules it matched). The default captures nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capture {
+    /// Rows kept; 0 = no capture (the one check DataRows pay when capture is off).
+    rows: usize,
+    /// Bytes of values kept.
+    bytes: usize,
+}
+
+impl Capture {
+    /// Capture of at most `rows` rows and `bytes` bytes of values (off when either is 0).
+    pub fn new(rows: usize, bytes: usize) -> Capture {
+        if rows == 0 || bytes == 0 {
+            Capture::default()
+        } else {
+            Capture { rows, bytes }
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.rows > 0
+    }
+}
+
+/// A result sample being collected for one statement.
+#[derive(Debug)]
+struct Sampling {
+    sample: ResultSample,
+    /// Per column: type OID and the format the RowDescription gives.
+    fields: Vec<(u32, i16)>,
+    /// Result formats of the Bind, when they override the description's.
+    formats: Option<Arc<[i16]>>,
+    bytes: usize,
+    /// A cap was reached: nothing more is looked at.
+    done: bool,
+}
+
+impl Sampling {
+    fn new(desc: Option<&RowDesc>, bound_formats: Option<&Arc<[i16]>>) -> Sampling {
+        let mut columns = Vec::new();
+        let mut fields = Vec::new();
+        let formats = match desc {
+            Some(desc) => {
+                for f in crate::mask::row_description_fields(&desc.desc).unwrap_or_default() {
+                    columns.push(String::from_utf8_lossy(f.name).into_owned());
+                    fields.push((f.type_oid, f.format));
+                }
+                desc.formats.clone()
+            }
+            None => bound_formats.cloned(),
+        };
+        Sampling {
+            sample: ResultSample {
+                columns,
+                rows: Vec::new(),
+                truncated: false,
+            },
+            fields,
+            formats,
+            bytes: 0,
+            done: false,
+        }
+    }
+
+    /// Type OID (0 = unknown) and format of column `i`.
+    fn kind(&self, i: usize) -> (u32, i16) {
+        let (type_oid, own) = self.fields.get(i).copied().unwrap_or((0, 0));
+        let format = match self.formats.as_deref() {
+            None => own,
+            Some([]) => 0,
+            Some([one]) => *one,
+            Some(many) => many.get(i).copied().unwrap_or(0),
+        };
+        (type_oid, format)
+    }
+
+    /// Keeps one DataRow (the bytes the client was sent) unless a cap was reached.
+    fn row(&mut self, cap: Capture, body: &[u8]) {
+        if self.done {
+            return;
+        }
+        if self.sample.rows.len() >= cap.rows || self.bytes >= cap.bytes {
+            self.sample.truncated = true;
+            self.done = true;
+            return;
+        }
+        let Some((n, mut rest)) = read_i16(body) else {
+            return;
+        };
+        let mut values = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+        for i in 0..usize::try_from(n).unwrap_or(0) {
+            let Some((len, tail)) = read_i32(rest) else {
+                break;
+            };
+            let Ok(len) = usize::try_from(len) else {
+                values.push(None);
+                rest = tail;
+                continue;
+            };
+            let Some(value) = tail.get(..len) else {
+                break;
+            };
+            rest = &tail[len..];
+            let (type_oid, format) = self.kind(i);
+            let room = cap.bytes.saturating_sub(self.bytes);
+            let (text, cut) = render_value(value, type_oid, format, room);
+            self.bytes += text.len();
+            if cut {
+                self.sample.truncated = true;
+                self.done = true;
+            }
+            values.push(Some(text));
+        }
+        self.sample.rows.push(values);
+    }
+}
+
+/// A result value as the sample shows it, cut to `room` bytes (true when cut).
+fn render_value(value: &[u8], type_oid: u32, format: i16, room: usize) -> (String, bool) {
+    if format != 1 {
+        return cut_text(value, room);
+    }
+    match type_oid {
+        oid::TEXT
+        | oid::VARCHAR
+        | oid::BPCHAR
+        | oid::NAME
+        | oid::CHAR
+        | oid::UNKNOWN
+        | oid::JSON
+        | oid::XML => cut_text(value, room),
+        oid::JSONB if value.first() == Some(&1) => cut_text(&value[1..], room),
+        _ => {
+            let mut out = String::new();
+            if type_oid == oid::BYTEA || type_oid == 0 {
+                let shown = value.len().min(room.saturating_sub(2) / 2 + 1);
+                out.push_str("\\x");
+                out.push_str(&hex::encode(&value[..shown]));
+                let (text, cut) = cut_text(out.as_bytes(), room);
+                return (text, cut || shown < value.len());
+            }
+            messages::render_binary(&mut out, value, type_oid, room);
+            // Dates, timestamps and uuids are quoted as parameters are; a sample value is not.
+            let unquoted = out
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or(&out);
+            cut_text(unquoted.as_bytes(), room)
+        }
+    }
+}
+
+/// `value` as text (invalid UTF-8 replaced), cut at `room` bytes on a character boundary.
+fn cut_text(value: &[u8], room: usize) -> (String, bool) {
+    let head = &value[..value.len().min(room.saturating_add(4))];
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    let cut = value.len() > room || text.len() > room;
+    if text.len() > room {
+        let mut at = room;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+    }
+    (text, cut)
+}
+
+/// Adds a DataRow to the sample of a statement whose capture is on.
+fn sample_row(
+    cap: Capture,
+    slot: &mut Option<Box<Sampling>>,
+    desc: Option<&RowDesc>,
+    bound_formats: Option<&Arc<[i16]>>,
+    body: &[u8],
+) {
+    slot.get_or_insert_with(|| Box::new(Sampling::new(desc, bound_formats)))
+        .row(cap, body);
+}
 
 /// The columns of a result as the server described them, kept for masking: the
 /// RowDescription body, and the result formats a Bind asked for (which override the
@@ -82,6 +263,9 @@ enum Pending {
         failed: bool,
         note: Note,
         refs: Refs,
+        capture: Capture,
+        /// The sample of the statement whose rows arrive now.
+        sample: Option<Box<Sampling>>,
     },
     Parse {
         text: Arc<str>,
@@ -107,6 +291,8 @@ enum Pending {
         /// Where a description still to come would apply (a pipelined Describe answered
         /// after this Execute was sent).
         bound: Bound,
+        capture: Capture,
+        sample: Option<Box<Sampling>>,
     },
     FunctionCall {
         oid: i32,
@@ -128,6 +314,7 @@ struct Prepared {
     /// The RowDescription that answered a Describe of this statement.
     row: Option<Arc<[u8]>>,
     refs: Refs,
+    capture: Capture,
 }
 
 #[derive(Debug)]
@@ -137,6 +324,7 @@ struct Portal {
     note: Note,
     row: Option<RowDesc>,
     bound: Bound,
+    capture: Capture,
 }
 
 /// What a portal was bound from: enough to describe its rows once a RowDescription for
@@ -174,6 +362,8 @@ pub struct Tracker {
     simple_row: Option<RowDesc>,
     /// Output column references for the next Query or Parse noted.
     next_refs: Refs,
+    /// Result capture for the next Query or Parse noted.
+    next_capture: Capture,
 }
 
 /// What a frontend message means for the relay.
@@ -204,6 +394,7 @@ impl Tracker {
             keep_rows: false,
             simple_row: None,
             next_refs: None,
+            next_capture: Capture::default(),
         }
     }
 
@@ -251,6 +442,7 @@ impl Tracker {
                 let statements = split_statements(query, self.text_cap);
                 let note = self.next_note.take();
                 let refs = self.next_refs.take();
+                let capture = std::mem::take(&mut self.next_capture);
                 self.pending.push_back(Pending::Simple {
                     statements,
                     next: 0,
@@ -259,6 +451,8 @@ impl Tracker {
                     failed: false,
                     note,
                     refs,
+                    capture,
+                    sample: None,
                 });
             }
             b'P' => {
@@ -278,6 +472,7 @@ impl Tracker {
                     note: note.clone(),
                     row: None,
                     refs: self.next_refs.take(),
+                    capture: std::mem::take(&mut self.next_capture),
                 };
                 self.statements.insert(parse.name.into(), prepared);
                 self.pending.push_back(Pending::Parse { text, note });
@@ -289,7 +484,7 @@ impl Tracker {
                 }) else {
                     return Frontend::Invalid("malformed Bind message".into());
                 };
-                let (text, note, desc, refs, generation) = self
+                let (text, note, desc, refs, generation, capture) = self
                     .statements
                     .get(bind.statement)
                     .map(|p| {
@@ -299,9 +494,19 @@ impl Tracker {
                             p.row.clone(),
                             p.refs.clone(),
                             Some(p.generation),
+                            p.capture,
                         )
                     })
-                    .unwrap_or_else(|| (unknown_statement(bind.statement), None, None, None, None));
+                    .unwrap_or_else(|| {
+                        (
+                            unknown_statement(bind.statement),
+                            None,
+                            None,
+                            None,
+                            None,
+                            Capture::default(),
+                        )
+                    });
                 let bound = Bound {
                     portal: bind.portal.into(),
                     statement: generation.map(|g| (Box::from(bind.statement), g)),
@@ -324,6 +529,7 @@ impl Tracker {
                         note,
                         row,
                         bound,
+                        capture,
                     },
                 );
                 self.pending.push_back(Pending::Bind);
@@ -332,15 +538,23 @@ impl Tracker {
                 let Some((portal, _max_rows)) = messages::parse_execute(body) else {
                     return Frontend::Invalid("malformed Execute message".into());
                 };
-                let (text, params, note, row, bound) = match self.portals.get(portal) {
+                let (text, params, note, row, bound, capture) = match self.portals.get(portal) {
                     Some(p) => (
                         p.text.clone(),
                         p.params.clone(),
                         p.note.clone(),
                         p.row.clone(),
                         p.bound.clone(),
+                        p.capture,
                     ),
-                    None => (unknown_portal(portal), None, None, None, Bound::default()),
+                    None => (
+                        unknown_portal(portal),
+                        None,
+                        None,
+                        None,
+                        Bound::default(),
+                        Capture::default(),
+                    ),
                 };
                 self.pending.push_back(Pending::Execute {
                     text,
@@ -350,6 +564,8 @@ impl Tracker {
                     note,
                     row,
                     bound,
+                    capture,
+                    sample: None,
                 });
             }
             b'D' => {
@@ -391,6 +607,7 @@ impl Tracker {
                     return Frontend::Invalid("malformed FunctionCall message".into());
                 };
                 let note = self.next_note.take();
+                self.next_capture = Capture::default();
                 self.pending.push_back(Pending::FunctionCall {
                     oid,
                     started: now_micros(),
@@ -419,10 +636,43 @@ impl Tracker {
         }
     }
 
+    /// Notes a complete DataRow, as the client is sent it (masked where masking applies):
+    /// counted, and kept in the statement's result sample while its capture caps allow.
+    #[inline]
+    fn whole_data_row(&mut self, body: &[u8]) {
+        match self.pending.front_mut() {
+            Some(Pending::Execute {
+                rows,
+                capture,
+                sample,
+                row,
+                bound,
+                ..
+            }) => {
+                *rows += 1;
+                if capture.rows > 0 {
+                    sample_row(*capture, sample, row.as_ref(), Some(&bound.formats), body);
+                }
+            }
+            Some(Pending::Simple {
+                rows,
+                capture,
+                sample,
+                ..
+            }) => {
+                *rows += 1;
+                if capture.rows > 0 {
+                    sample_row(*capture, sample, self.simple_row.as_ref(), None, body);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Notes one complete server message, pushing finished statements to `events`.
     pub fn backend(&mut self, tag: u8, body: &[u8], events: &mut Vec<StatementEvent>) {
         match tag {
-            b'D' => self.data_row(),
+            b'D' => self.whole_data_row(body),
             b'1' => self.pop_if(|p| matches!(p, Pending::Parse { .. })),
             b'2' => self.pop_if(|p| matches!(p, Pending::Bind)),
             b'3' => self.pop_if(|p| matches!(p, Pending::Close)),
@@ -584,6 +834,7 @@ impl Tracker {
                     started,
                     rows,
                     note,
+                    sample,
                     ..
                 }) = self.pending.pop_front()
                 else {
@@ -599,7 +850,7 @@ impl Tracker {
                 } else {
                     command
                 };
-                let e = self.event(
+                let mut e = self.event(
                     StatementOrigin::Execute,
                     text,
                     params,
@@ -608,6 +859,7 @@ impl Tracker {
                     command,
                     None,
                 );
+                e.result_sample = sample.map(|s| s.sample);
                 events.push(noted(e, &note));
             }
             Some(Pending::Simple {
@@ -616,9 +868,11 @@ impl Tracker {
                 step_started,
                 rows,
                 note,
+                sample,
                 ..
             }) => {
                 let note = note.clone();
+                let sample = sample.take();
                 let text = statements
                     .get(*next)
                     .cloned()
@@ -629,7 +883,7 @@ impl Tracker {
                 *rows = 0;
                 *step_started = now_micros();
                 let rows = tag_rows.or(if counted > 0 { Some(counted) } else { None });
-                let e = self.event(
+                let mut e = self.event(
                     StatementOrigin::Simple,
                     text,
                     None,
@@ -638,6 +892,7 @@ impl Tracker {
                     command,
                     None,
                 );
+                e.result_sample = sample.map(|s| s.sample);
                 events.push(noted(e, &note));
             }
             _ => {}
@@ -675,9 +930,12 @@ impl Tracker {
                 step_started,
                 failed,
                 note,
+                sample,
                 ..
             }) => {
                 let note = note.clone();
+                // Rows the client received before the error stay in the sample.
+                let sample = sample.take();
                 // The rest of the query string is not executed after an error.
                 let text = statements
                     .get(*next)
@@ -687,7 +945,7 @@ impl Tracker {
                 let started = *step_started;
                 *next = statements.len();
                 *failed = true;
-                let e = self.event(
+                let mut e = self.event(
                     StatementOrigin::Simple,
                     text,
                     None,
@@ -696,6 +954,7 @@ impl Tracker {
                     None,
                     failure,
                 );
+                e.result_sample = sample.map(|s| s.sample);
                 events.push(noted(e, &note));
             }
             Some(Pending::FunctionCall { .. }) => {
@@ -737,9 +996,10 @@ impl Tracker {
                             params,
                             started,
                             note,
+                            sample,
                             ..
                         } => {
-                            let e = self.event(
+                            let mut e = self.event(
                                 StatementOrigin::Execute,
                                 text,
                                 params,
@@ -748,6 +1008,7 @@ impl Tracker {
                                 None,
                                 failure.clone(),
                             );
+                            e.result_sample = sample.map(|s| s.sample);
                             events.push(noted(e, &note));
                             recorded = true;
                         }
@@ -810,6 +1071,7 @@ impl Tracker {
             error,
             decision: None,
             rule: None,
+            result_sample: None,
         }
     }
 
@@ -842,6 +1104,11 @@ impl Tracker {
         self.next_note = note;
     }
 
+    /// Sets the result capture for the next Query or Parse noted.
+    pub fn set_capture(&mut self, capture: Capture) {
+        self.next_capture = capture;
+    }
+
     /// Sets the output column references for the next Query or Parse noted.
     pub fn set_output_columns(&mut self, refs: Refs) {
         self.next_refs = refs;
@@ -858,6 +1125,8 @@ impl Tracker {
             failed: false,
             note,
             refs: None,
+            capture: Capture::default(),
+            sample: None,
         });
     }
 
@@ -1202,6 +1471,213 @@ mod tests {
         t.backend(b'Z', b"I", &mut ev);
         assert_eq!(&*ev[1].text, "select 1");
         assert_eq!(t.pending_len(), 0);
+    }
+
+    /// A RowDescription body: (name, type OID, format) per column.
+    fn row_desc(cols: &[(&str, u32, i16)]) -> Vec<u8> {
+        body(|b| {
+            b.extend((cols.len() as i16).to_be_bytes());
+            for (name, type_oid, format) in cols {
+                put_cstr(b, name);
+                b.extend(0i32.to_be_bytes());
+                b.extend(0i16.to_be_bytes());
+                b.extend(type_oid.to_be_bytes());
+                b.extend((-1i16).to_be_bytes());
+                b.extend((-1i32).to_be_bytes());
+                b.extend(format.to_be_bytes());
+            }
+        })
+    }
+
+    /// A DataRow body.
+    fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        body(|b| {
+            b.extend((values.len() as i16).to_be_bytes());
+            for v in values {
+                match v {
+                    Some(v) => {
+                        b.extend((v.len() as i32).to_be_bytes());
+                        b.extend(*v);
+                    }
+                    None => b.extend((-1i32).to_be_bytes()),
+                }
+            }
+        })
+    }
+
+    fn capturing_tracker(rows: usize, bytes: usize) -> Tracker {
+        let mut t = tracker();
+        t.keep_row_descriptions();
+        t.set_capture(Capture::new(rows, bytes));
+        t
+    }
+
+    fn sample(e: &StatementEvent) -> &ResultSample {
+        e.result_sample.as_ref().expect("a result sample")
+    }
+
+    #[test]
+    fn capture_keeps_the_first_rows_of_each_statement_and_marks_the_rest() {
+        let mut t = capturing_tracker(2, 4096);
+        let q = body(|b| put_cstr(b, "select id, name from t; select 1 as one"));
+        t.frontend(b'Q', &q);
+        let mut ev = Vec::new();
+        t.backend(b'T', &row_desc(&[("id", 23, 0), ("name", 25, 0)]), &mut ev);
+        for i in 1..=5 {
+            let id = i.to_string();
+            let name = format!("n{i}");
+            let name = (i != 2).then_some(name.as_bytes());
+            t.backend(b'D', &data_row(&[Some(id.as_bytes()), name]), &mut ev);
+        }
+        complete(&mut t, "SELECT 5", &mut ev);
+        t.backend(b'T', &row_desc(&[("one", 23, 0)]), &mut ev);
+        t.backend(b'D', &data_row(&[Some(b"1")]), &mut ev);
+        complete(&mut t, "SELECT 1", &mut ev);
+        t.backend(b'Z', b"I", &mut ev);
+        assert_eq!(ev.len(), 2);
+        let first = sample(&ev[0]);
+        assert_eq!(first.columns, ["id", "name"]);
+        assert_eq!(
+            first.rows,
+            vec![
+                vec![Some("1".to_string()), Some("n1".to_string())],
+                vec![Some("2".to_string()), None],
+            ]
+        );
+        assert!(first.truncated);
+        assert_eq!(ev[0].rows, Some(5), "every row is still counted");
+        let second = sample(&ev[1]);
+        assert_eq!(second.columns, ["one"]);
+        assert_eq!(second.rows, vec![vec![Some("1".to_string())]]);
+        assert!(!second.truncated, "exactly what the result held");
+
+        // A statement whose capture is off (the next Query, with no capture set) has none.
+        t.frontend(b'Q', &body(|b| put_cstr(b, "select 2")));
+        t.backend(b'T', &row_desc(&[("x", 23, 0)]), &mut ev);
+        t.backend(b'D', &data_row(&[Some(b"2")]), &mut ev);
+        complete(&mut t, "SELECT 1", &mut ev);
+        assert!(ev[2].result_sample.is_none());
+    }
+
+    #[test]
+    fn capture_stops_at_the_byte_cap_mid_value() {
+        let mut t = capturing_tracker(100, 10);
+        t.frontend(b'Q', &body(|b| put_cstr(b, "select s from t")));
+        let mut ev = Vec::new();
+        t.backend(b'T', &row_desc(&[("s", 25, 0)]), &mut ev);
+        t.backend(b'D', &data_row(&[Some(b"abcdef")]), &mut ev);
+        t.backend(b'D', &data_row(&[Some("ghi€jklmn".as_bytes())]), &mut ev);
+        t.backend(b'D', &data_row(&[Some(b"never")]), &mut ev);
+        complete(&mut t, "SELECT 3", &mut ev);
+        let s = sample(&ev[0]);
+        assert_eq!(
+            s.rows,
+            vec![
+                vec![Some("abcdef".to_string())],
+                vec![Some("ghi".to_string())]
+            ],
+            "cut on a character boundary within 10 bytes"
+        );
+        assert!(s.truncated);
+    }
+
+    #[test]
+    fn capture_renders_binary_results_of_executes_and_survives_errors() {
+        let mut t = capturing_tracker(10, 4096);
+        t.frontend(
+            b'P',
+            &body(|b| {
+                put_cstr(b, "s");
+                put_cstr(b, "select id, name, at, raw from t");
+                b.extend(0i16.to_be_bytes());
+            }),
+        );
+        t.frontend(
+            b'D',
+            &body(|b| {
+                b.push(b'S');
+                put_cstr(b, "s");
+            }),
+        );
+        t.frontend(b'S', &[]);
+        let mut ev = Vec::new();
+        t.backend(b'1', &[], &mut ev);
+        t.backend(b't', &[0, 0], &mut ev);
+        t.backend(
+            b'T',
+            &row_desc(&[
+                ("id", 23, 0),
+                ("name", 25, 0),
+                ("at", 1082, 0),
+                ("raw", 17, 0),
+            ]),
+            &mut ev,
+        );
+        t.backend(b'Z', b"I", &mut ev);
+        // Bind asking for binary results, Execute, Sync.
+        t.frontend(
+            b'B',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, "s");
+                b.extend([0, 0, 0, 0, 0, 1, 0, 1]);
+            }),
+        );
+        t.frontend(
+            b'E',
+            &body(|b| {
+                put_cstr(b, "");
+                b.extend(0i32.to_be_bytes());
+            }),
+        );
+        t.frontend(b'S', &[]);
+        t.backend(b'2', &[], &mut ev);
+        t.backend(
+            b'D',
+            &data_row(&[
+                Some(&42i32.to_be_bytes()),
+                Some(b"alice"),
+                Some(&0i32.to_be_bytes()),
+                Some(&[0xde, 0xad]),
+            ]),
+            &mut ev,
+        );
+        let err = crate::messages::error_bytes(
+            crate::messages::Severity::Error,
+            "22012",
+            "division by zero",
+            None,
+        );
+        t.backend(b'E', &err[5..], &mut ev);
+        t.backend(b'Z', b"I", &mut ev);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].sqlstate.as_deref(), Some("22012"));
+        let s = sample(&ev[0]);
+        assert_eq!(s.columns, ["id", "name", "at", "raw"]);
+        assert_eq!(
+            s.rows,
+            vec![vec![
+                Some("42".to_string()),
+                Some("alice".to_string()),
+                Some("2000-01-01".to_string()),
+                Some("\\xdead".to_string()),
+            ]]
+        );
+        assert!(!s.truncated);
+        assert_eq!(t.pending_len(), 0);
+    }
+
+    #[test]
+    fn capture_off_keeps_nothing() {
+        let mut t = capturing_tracker(0, 4096);
+        assert!(!Capture::new(0, 4096).is_on() && !Capture::new(3, 0).is_on());
+        t.frontend(b'Q', &body(|b| put_cstr(b, "select 1")));
+        let mut ev = Vec::new();
+        t.backend(b'T', &row_desc(&[("x", 23, 0)]), &mut ev);
+        t.backend(b'D', &data_row(&[Some(b"1")]), &mut ev);
+        complete(&mut t, "SELECT 1", &mut ev);
+        assert!(ev[0].result_sample.is_none());
+        assert_eq!(ev[0].rows, Some(1));
     }
 
     #[test]

@@ -31,6 +31,7 @@ fn statement(id: &str, seq: u64, text: &str, started_at: i64) -> AuditEvent {
         error: None,
         decision: None,
         rule: None,
+        result_sample: None,
     })
 }
 
