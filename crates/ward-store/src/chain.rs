@@ -115,7 +115,8 @@ impl LogSigner {
         key_id(&self.public_key())
     }
 
-    fn sign(&self, session_id: &str, seq: u64, hash: &[u8; 32]) -> [u8; 64] {
+    /// Signs the chain head `hash` of `session_id` at `seq` (what a checkpoint stores).
+    pub fn sign(&self, session_id: &str, seq: u64, hash: &[u8; 32]) -> [u8; 64] {
         self.key
             .sign(&signed_message(session_id, seq, hash))
             .to_bytes()
@@ -247,87 +248,133 @@ pub struct Verdict {
     pub problem: Option<String>,
 }
 
-/// Verifies one session's stored log against `public_key`.
+/// One event of a chain as stored: its position, exact bytes and stored hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub seq: u64,
+    /// The event's exact JSON text, as hashed.
+    pub body: String,
+    /// The stored hash (32 bytes when intact; any length is accepted and then fails).
+    pub hash: Vec<u8>,
+}
+
+/// One stored checkpoint: the signed chain head at `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureEntry {
+    pub seq: u64,
+    pub hash: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Verifies one session's stored log against `public_key` (loads it and calls
+/// [`verify_events`]).
 pub fn verify_session(
     conn: &Connection,
     session_id: &str,
     public_key: &[u8; 32],
 ) -> rusqlite::Result<Verdict> {
+    let entries = load_entries(conn, session_id)?;
+    let signatures = load_signatures(conn, session_id)?;
+    Ok(verify_events(session_id, &entries, &signatures, public_key))
+}
+
+/// The stored events of `session_id`, in chain order.
+pub(crate) fn load_entries(conn: &Connection, session_id: &str) -> rusqlite::Result<Vec<LogEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, body, hash FROM event_log WHERE session_id = ?1 ORDER BY seq",
+    )?;
+    stmt.query_map([session_id], |row| {
+        Ok(LogEntry {
+            seq: row.get::<_, i64>(0)? as u64,
+            body: row.get(1)?,
+            hash: row.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// The stored checkpoint signatures of `session_id`, in chain order.
+pub(crate) fn load_signatures(
+    conn: &Connection,
+    session_id: &str,
+) -> rusqlite::Result<Vec<SignatureEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, hash, signature FROM chain_signatures WHERE session_id = ?1 ORDER BY seq",
+    )?;
+    stmt.query_map([session_id], |row| {
+        Ok(SignatureEntry {
+            seq: row.get::<_, i64>(0)? as u64,
+            hash: row.get(1)?,
+            signature: row.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// Verifies one session's events and checkpoint signatures, in the order given, against
+/// `public_key`: recomputes the chain from the genesis of `session_id` and checks every
+/// signature, naming the first event that was altered, removed, inserted or reordered.
+///
+/// Pure: the store ([`verify_session`]) and evidence bundles ([`crate::evidence`]) both
+/// call it, so a bundle is judged exactly as the store it came from.
+pub fn verify_events(
+    session_id: &str,
+    entries: &[LogEntry],
+    signatures: &[SignatureEntry],
+    public_key: &[u8; 32],
+) -> Verdict {
     let mut verdict = Verdict {
         session_id: session_id.to_string(),
-        events: 0,
+        events: entries.len() as u64,
         signatures: 0,
         signed_through: 0,
         problem: None,
     };
-    let mut stmt =
-        conn.prepare("SELECT seq, body, hash FROM event_log WHERE session_id = ?1 ORDER BY seq")?;
-    let rows = stmt
-        .query_map([session_id], |row| {
-            Ok((
-                row.get::<_, i64>(0)? as u64,
-                row.get::<_, String>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let genesis = genesis(session_id);
     // Every stored hash, and the genesis: the predecessors an intact but moved event could
     // have been chained from.
-    let mut predecessors: Vec<[u8; 32]> = rows
+    let stored: Vec<Option<[u8; 32]>> = entries
         .iter()
-        .filter_map(|(_, _, h)| <[u8; 32]>::try_from(h.as_slice()).ok())
+        .map(|e| <[u8; 32]>::try_from(e.hash.as_slice()).ok())
         .collect();
-    predecessors.push(genesis(session_id));
-    let mut expected_prev = genesis(session_id);
+    let mut expected_prev = genesis;
     let mut expected_seq = 1u64;
     let mut hashes: std::collections::HashMap<u64, [u8; 32]> = std::collections::HashMap::new();
-    for (seq, body, hash) in rows {
-        verdict.events += 1;
-        if verdict.problem.is_some() {
-            continue;
-        }
+    for (i, entry) in entries.iter().enumerate() {
+        let seq = entry.seq;
         if seq != expected_seq {
             verdict.problem = Some(if seq > expected_seq {
-                format!("event #{expected_seq} was removed (the log jumps to #{seq})")
+                if entries[i..].iter().any(|e| e.seq == expected_seq) {
+                    format!("event #{expected_seq} appears out of order (after event #{seq})")
+                } else {
+                    format!("event #{expected_seq} was removed (the log jumps to #{seq})")
+                }
+            } else if entries[..i].iter().any(|e| e.seq == seq) {
+                format!(
+                    "event #{seq} appears twice (an event was inserted after event #{})",
+                    expected_seq - 1
+                )
             } else {
                 format!("event #{seq} appears out of order")
             });
-            continue;
+            break;
         }
-        let computed = link(&expected_prev, body.as_bytes());
-        if hash[..] != computed[..] {
-            // Its own bytes still give its stored hash from *some* predecessor only if the
-            // event itself is intact: then what changed is the order before it.
-            verdict.problem = Some(if body_is_intact(&body, &hash, &predecessors) {
-                format!(
-                    "event #{seq} does not follow event #{} (an event was removed, inserted or reordered before it)",
-                    seq - 1
-                )
-            } else {
-                format!("event #{seq} was altered")
-            });
-            continue;
+        let computed = link(&expected_prev, entry.body.as_bytes());
+        if entry.hash[..] != computed[..] {
+            verdict.problem = Some(chain_break(entries, &stored, i, &expected_prev, &genesis));
+            break;
         }
         hashes.insert(seq, computed);
         expected_prev = computed;
         expected_seq += 1;
     }
+    let last_verified = expected_seq - 1;
     let key = VerifyingKey::from_bytes(public_key);
-    let mut sigs = conn.prepare(
-        "SELECT seq, hash, signature FROM chain_signatures WHERE session_id = ?1 ORDER BY seq",
-    )?;
-    let sig_rows = sigs.query_map([session_id], |row| {
-        Ok((
-            row.get::<_, i64>(0)? as u64,
-            row.get::<_, Vec<u8>>(1)?,
-            row.get::<_, Vec<u8>>(2)?,
-        ))
-    })?;
-    for row in sig_rows {
-        let (seq, hash, signature) = row?;
-        let hash: [u8; 32] = hash.try_into().unwrap_or([0; 32]);
+    for sig in signatures {
+        let seq = sig.seq;
+        let hash: [u8; 32] = sig.hash.as_slice().try_into().unwrap_or([0; 32]);
         let ok = key.as_ref().is_ok_and(|k| {
-            <[u8; 64]>::try_from(signature.as_slice())
+            <[u8; 64]>::try_from(sig.signature.as_slice())
                 .ok()
                 .map(|s| Signature::from_bytes(&s))
                 .is_some_and(|s| {
@@ -343,22 +390,91 @@ pub fn verify_session(
         }
         if hashes.get(&seq) != Some(&hash) {
             verdict.problem.get_or_insert_with(|| {
-                format!("the signed head at event #{seq} does not match the log (events up to #{seq} were changed)")
+                if seq > last_verified && last_verified == verdict.events {
+                    // The chain is intact but shorter than what was signed: its tail is gone.
+                    format!(
+                        "event #{} was removed (the log ends at #{last_verified}, but its head at event #{seq} was signed)",
+                        last_verified + 1
+                    )
+                } else {
+                    format!("the signed head at event #{seq} does not match the log (events up to #{seq} were changed)")
+                }
             });
             continue;
         }
         verdict.signatures += 1;
         verdict.signed_through = verdict.signed_through.max(seq);
     }
-    Ok(verdict)
+    verdict
 }
 
-/// Whether `body` hashes to `hash` from one of `predecessors` (the event is intact, only
-/// its place in the chain is wrong).
-fn body_is_intact(body: &str, hash: &[u8], predecessors: &[[u8; 32]]) -> bool {
-    predecessors
-        .iter()
-        .any(|p| link(p, body.as_bytes())[..] == *hash)
+/// Why the event at `i` does not chain from `expected_prev` (the hash of the event before
+/// it). Its own bytes still give its stored hash from *some* predecessor only if the event
+/// itself is intact: then what changed is the order before it.
+fn chain_break(
+    entries: &[LogEntry],
+    stored: &[Option<[u8; 32]>],
+    i: usize,
+    expected_prev: &[u8; 32],
+    genesis: &[u8; 32],
+) -> String {
+    let entry = &entries[i];
+    let seq = entry.seq;
+    let chains_from =
+        |prev: &[u8; 32], e: &LogEntry| link(prev, e.body.as_bytes())[..] == e.hash[..];
+    // Intact, but chained from another position: which one tells what happened.
+    let from = std::iter::once((0u64, *genesis))
+        .chain(
+            entries
+                .iter()
+                .zip(stored)
+                .filter_map(|(e, h)| h.map(|h| (e.seq, h))),
+        )
+        .find(|(_, prev)| chains_from(prev, entry));
+    let before = seq.saturating_sub(1);
+    match from {
+        // Everything up to `before` chained, yet this event's real predecessor is earlier:
+        // the events in between were slipped in (with hashes recomputed to fit).
+        Some((j, _)) if j + 1 == before => {
+            format!("event #{before} was inserted (event #{seq} follows event #{j})")
+        }
+        Some((j, _)) if j < before => format!(
+            "events #{} to #{before} were inserted (event #{seq} follows event #{j})",
+            j + 1
+        ),
+        Some((j, _)) => format!(
+            "event #{seq} does not follow event #{before} (an event was removed, inserted or reordered before it: it follows event #{j})"
+        ),
+        None => {
+            // Not an event of this chain at all; if the next one follows the previous one
+            // directly, this one was slipped in between, otherwise it was altered.
+            match entries.get(i + 1) {
+                Some(next) if chains_from(expected_prev, next) => format!(
+                    "event #{seq} was inserted (the event after it follows event #{before} directly)"
+                ),
+                _ => format!("event #{seq} was altered"),
+            }
+        }
+    }
+}
+
+/// Where an event goes in the log: its chain (session id, or [`GATEWAY_LOG`]), its kind as
+/// stored in `event_log.kind`, its time, and whether it ends its session.
+pub fn chain_of(event: &ward_core::AuditEvent) -> (&str, &'static str, i64, bool) {
+    use ward_core::AuditEvent as E;
+    match event {
+        E::SessionStart(s) => (s.session_id.as_str(), "session_start", s.started_at, false),
+        E::Statement(s) => (s.session_id.as_str(), "statement", s.started_at, false),
+        E::Command(c) => (c.session_id.as_str(), "command", c.at, false),
+        E::SessionEnd(s) => (s.session_id.as_str(), "session_end", s.ended_at, true),
+        E::Approval(a) => (a.session_id.as_str(), "approval", a.at, false),
+        E::Control(c) => match &c.session_id {
+            Some(id) => (id.as_str(), "control", c.at, false),
+            // Locks, pauses and their lifting belong to no session: they form the
+            // gateway's own chain.
+            None => (GATEWAY_LOG, "control", c.at, false),
+        },
+    }
 }
 
 /// Chain heads written in a transaction not yet committed.
@@ -377,20 +493,7 @@ pub(crate) fn record(
     pending: &mut Pending,
     signer: Option<&LogSigner>,
 ) -> rusqlite::Result<()> {
-    use ward_core::AuditEvent as E;
-    let (session, kind, at, ends) = match event {
-        E::SessionStart(s) => (s.session_id.as_str(), "session_start", s.started_at, false),
-        E::Statement(s) => (s.session_id.as_str(), "statement", s.started_at, false),
-        E::Command(c) => (c.session_id.as_str(), "command", c.at, false),
-        E::SessionEnd(s) => (s.session_id.as_str(), "session_end", s.ended_at, true),
-        E::Approval(a) => (a.session_id.as_str(), "approval", a.at, false),
-        E::Control(c) => match &c.session_id {
-            Some(id) => (id.as_str(), "control", c.at, false),
-            // Locks, pauses and their lifting belong to no session: they form the
-            // gateway's own chain.
-            None => (GATEWAY_LOG, "control", c.at, false),
-        },
-    };
+    let (session, kind, at, ends) = chain_of(event);
     let body = serde_json::to_vec(event)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let previous = match pending.get(session).or_else(|| committed.get(session)) {

@@ -20,7 +20,9 @@
 mod approvals;
 pub mod chain;
 mod controls;
+pub mod evidence;
 mod query;
+mod retention;
 mod schema;
 mod writer;
 
@@ -33,6 +35,7 @@ use ward_core::AuditEvent;
 
 pub use approvals::{ApprovalEventFilter, ApprovalEventRecord, DEFAULT_APPROVAL_EVENTS};
 pub use controls::{ControlEventFilter, ControlEventRecord, DEFAULT_CONTROL_EVENTS};
+pub use retention::RetentionCounts;
 pub use schema::SCHEMA_VERSION;
 pub use writer::{ORPHAN_END_REASON, WriterOptions, spawn_writer, spawn_writer_with};
 

@@ -153,42 +153,56 @@ fn statements_of(conn: &Connection, id: &str) -> Result<Vec<StatementRecord>, St
     rows.collect::<Result<Vec<_>, _>>().map_err(query_err)
 }
 
+/// The full id of the session `id_or_prefix` names: the id itself, or a unique prefix of
+/// at least [`MIN_PREFIX_LEN`] characters. `Ok(None)` when nothing matches.
+pub(crate) fn resolve_session_id(
+    conn: &Connection,
+    id_or_prefix: &str,
+) -> Result<Option<String>, StoreError> {
+    let input = id_or_prefix.trim();
+    let exact: Option<String> = conn
+        .prepare_cached("SELECT id FROM sessions WHERE id = ?1")
+        .map_err(query_err)?
+        .query_row([input], |row| row.get(0))
+        .optional()
+        .map_err(query_err)?;
+    if exact.is_some() {
+        return Ok(exact);
+    }
+    if input.chars().count() < MIN_PREFIX_LEN {
+        return Err(StoreError::PrefixTooShort {
+            prefix: input.to_string(),
+        });
+    }
+    // Ids are lowercase UUIDs; accept a prefix copied in upper case too.
+    let needle = if input.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        input.to_ascii_lowercase()
+    } else {
+        input.to_string()
+    };
+    let mut ids = ids_with_prefix(conn, &needle, 4)?;
+    match ids.len() {
+        0 => Ok(None),
+        1 => Ok(ids.pop()),
+        _ => {
+            ids.truncate(3);
+            Err(StoreError::Ambiguous {
+                prefix: input.to_string(),
+                examples: ids,
+            })
+        }
+    }
+}
+
 pub(crate) fn session_detail(
     conn: &Connection,
     id_or_prefix: &str,
 ) -> Result<Option<SessionDetail>, StoreError> {
-    let input = id_or_prefix.trim();
-    let session = match session_by_id(conn, input)? {
-        Some(session) => session,
-        None => {
-            if input.chars().count() < MIN_PREFIX_LEN {
-                return Err(StoreError::PrefixTooShort {
-                    prefix: input.to_string(),
-                });
-            }
-            // Ids are lowercase UUIDs; accept a prefix copied in upper case too.
-            let needle = if input.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-                input.to_ascii_lowercase()
-            } else {
-                input.to_string()
-            };
-            let mut ids = ids_with_prefix(conn, &needle, 4)?;
-            match ids.len() {
-                0 => return Ok(None),
-                1 => {}
-                _ => {
-                    ids.truncate(3);
-                    return Err(StoreError::Ambiguous {
-                        prefix: input.to_string(),
-                        examples: ids,
-                    });
-                }
-            }
-            match session_by_id(conn, &ids[0])? {
-                Some(session) => session,
-                None => return Ok(None),
-            }
-        }
+    let Some(id) = resolve_session_id(conn, id_or_prefix)? else {
+        return Ok(None);
+    };
+    let Some(session) = session_by_id(conn, &id)? else {
+        return Ok(None);
     };
     let statements = statements_of(conn, &session.id)?;
     // Read separately from the count; keep the two consistent if the writer got in between.
