@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pgbench through ward in strict audit mode (every command fsync'd to the audit store
-# before it is forwarded, group commit across sessions) against buffered mode. Two ward
+# before it is forwarded, group commit across sessions), strict without fsync (committed to
+# the OS cache before forwarding) and buffered mode. Three ward
 # processes in front of one PostgreSQL; runs alternate between them so drift on the shared
 # cores affects both alike. The audit store lives under /tmp (same disk as /work here).
 #
@@ -57,13 +58,14 @@ say "pgbench -i -s $SCALE"
 "$PGBIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U bench bench >"$WORK/logs/init.log" 2>&1 ||
   die "pgbench -i failed: $(tail -20 "$WORK/logs/init.log")"
 
-STRICT_PORT=$(free_port); BUFFERED_PORT=$(free_port)
-start_ward strict "$STRICT_PORT" "$(free_port)" strict
-STRICT_TOKEN=$WARD_TOKEN
-start_ward buffered "$BUFFERED_PORT" "$(free_port)" buffered
-BUFFERED_TOKEN=$WARD_TOKEN
-declare -A PORT=([strict]=$STRICT_PORT [buffered]=$BUFFERED_PORT)
-declare -A TOKEN=([strict]=$STRICT_TOKEN [buffered]=$BUFFERED_TOKEN)
+LEGS=(strict nofsync buffered)
+declare -A SETTINGS=([strict]="mode: strict" [nofsync]="mode: strict, fsync: false" [buffered]="mode: buffered")
+declare -A PORT TOKEN
+for leg in "${LEGS[@]}"; do
+  PORT[$leg]=$(free_port)
+  start_ward "$leg" "${PORT[$leg]}" "$(free_port)" "${SETTINGS[$leg]}"
+  TOKEN[$leg]=$WARD_TOKEN
+done
 declare -A SUM RUNS
 
 run() { # leg workload(-S|-N) mode seconds
@@ -75,7 +77,7 @@ WORKLOADS=("-S simple" "-S prepared" "-N prepared")
 for round in $(seq 1 "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
     read -r flag mode <<<"$w"
-    for leg in strict buffered; do
+    for leg in "${LEGS[@]}"; do
       run "$leg" "$flag" "$mode" "$WARMUP" >/dev/null 2>&1 || true
       out="$WORK/logs/$leg$flag-$mode-$round.txt"
       run "$leg" "$flag" "$mode" "$DURATION" >"$out" 2>&1 || die "pgbench via $leg failed: $(tail -20 "$out")"
@@ -94,10 +96,10 @@ done
   echo "- machine: $(nproc) cores, $(uname -sr); PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
   echo "- $CLIENTS clients, $THREADS threads, scale $SCALE, ${DURATION}s per run, $ROUNDS alternating rounds (mean TPS); TLS from pgbench to ward"
   echo
-  echo "| workload | strict TPS | buffered TPS | strict / buffered |"
-  echo "|---|---:|---:|---:|"
+  echo "| workload | strict TPS | strict, fsync: false | buffered TPS | strict / buffered | no-fsync / buffered |"
+  echo "|---|---:|---:|---:|---:|---:|"
   for w in "${WORKLOADS[@]}"; do
-    s=$(( SUM[strict$w] / RUNS[strict$w] )); b=$(( SUM[buffered$w] / RUNS[buffered$w] ))
-    echo "| pgbench $w | $s | $b | $(awk -v a="$s" -v b="$b" 'BEGIN { printf "%.2f", a / b }') |"
+    s=$(( SUM[strict$w] / RUNS[strict$w] )); n=$(( SUM[nofsync$w] / RUNS[nofsync$w] )); b=$(( SUM[buffered$w] / RUNS[buffered$w] ))
+    echo "| pgbench $w | $s | $n | $b | $(awk -v a="$s" -v b="$b" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="$n" -v b="$b" 'BEGIN { printf "%.2f", a / b }') |"
   done
 } | tee "$RESULTS"

@@ -67,7 +67,8 @@ CONF
     -c "create role bench login password '$BENCH_PASSWORD'" -c "create database bench owner bench"
 }
 
-# Starts `ward serve` from $WORK/$1 on 127.0.0.1:$2 (API on $3) with audit mode $4 in front
+# Starts `ward serve` from $WORK/$1 on 127.0.0.1:$2 (API on $3) with audit settings $4 (the
+# inside of a YAML flow mapping, e.g. "mode: strict, fsync: false") in front
 # of the `bench` database of the PostgreSQL started above, with a token `bench`. Sets
 # WARD_TOKEN and appends the ward's pid to WARD_PIDS. Needs WARD_BIN and BENCH_PASSWORD.
 start_ward() {
@@ -82,7 +83,7 @@ start_ward() {
   cat >"$dir/ward.yaml" <<YAML
 data_dir: data
 listen: { postgres: "127.0.0.1:$port", api: "127.0.0.1:$api" }
-audit: { mode: $mode }
+audit: { $mode }
 identity:
   tokens:
     - { name: bench, hash: "$hash" }

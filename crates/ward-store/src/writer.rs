@@ -35,6 +35,9 @@ pub struct WriterOptions {
     /// recorded with an acknowledgement are acknowledged only after their commit. Buffered:
     /// commits wait briefly to gather more events and are not fsync'd one by one.
     pub strict: bool,
+    /// With `strict`: fsync every commit. Without, a commit is acknowledged once it is in
+    /// the operating system's cache (survives a crash of ward, not of the machine).
+    pub fsync: bool,
     /// Chain heads left unsigned this long are signed on the next tick.
     pub checkpoint_interval: Duration,
 }
@@ -45,6 +48,7 @@ impl Default for WriterOptions {
             batch: 2048,
             signer: None,
             strict: false,
+            fsync: true,
             checkpoint_interval: crate::chain::CHECKPOINT_INTERVAL,
         }
     }
@@ -91,7 +95,7 @@ pub fn spawn_writer_with(
     if let Some(signer) = options.signer.clone() {
         store.set_signer(signer);
     }
-    if options.strict {
+    if options.strict && options.fsync {
         store.set_durable_commits()?;
     }
     let closed = store.close_orphaned_sessions(ORPHAN_END_REASON)?;

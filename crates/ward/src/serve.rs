@@ -63,6 +63,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             batch: config.audit.batch,
             signer: Some(signer),
             strict,
+            fsync: config.audit.fsync,
             ..Default::default()
         },
     )
@@ -70,8 +71,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     tracing::info!(
         mode = if strict { "strict" } else { "buffered" },
         "audit: {}",
-        if strict {
-            "statements are forwarded only once their event is on disk"
+        if strict && config.audit.fsync {
+            "statements are forwarded only once their event is on disk (fsync)"
+        } else if strict {
+            "statements are forwarded only once their event is committed (no fsync: survives a crash of ward, not of the machine)"
         } else {
             "events are written in batches (a crash can lose the last moments)"
         }
