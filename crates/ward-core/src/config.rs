@@ -203,6 +203,11 @@ pub struct AuditConfig {
     /// ward refuses it (the store is stuck or full).
     #[serde(default = "default_durable_timeout", with = "humantime_serde_compat")]
     pub durable_timeout: Duration,
+    /// Strict mode: fsync every commit (default). `false` waits only for the commit to reach
+    /// the operating system: the log then survives a crash of ward (SIGKILL, OOM) but not
+    /// of the machine, for several times the throughput on slow disks.
+    #[serde(default = "default_true")]
+    pub fsync: bool,
     /// The first rows of each result kept in its statement event (off by default; rules
     /// may override it with `capture_rows` / `capture_bytes`).
     #[serde(default)]
@@ -243,6 +248,10 @@ pub enum AuditMode {
     Buffered,
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_durable_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -261,6 +270,7 @@ impl Default for AuditConfig {
             batch: default_batch(),
             mode: AuditMode::default(),
             durable_timeout: default_durable_timeout(),
+            fsync: true,
             capture: CaptureConfig::default(),
         }
     }
