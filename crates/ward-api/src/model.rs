@@ -76,6 +76,9 @@ pub struct StatementView {
     /// The rule behind `decision`.
     #[serde(default)]
     pub rule: Option<String>,
+    /// The first rows of the result, when result capture was on (`audit.capture`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_sample: Option<ward_core::event::ResultSample>,
 }
 
 impl From<StatementRecord> for StatementView {
@@ -94,6 +97,7 @@ impl From<StatementRecord> for StatementView {
             error: s.error,
             decision: s.decision,
             rule: s.rule,
+            result_sample: s.result_sample,
         }
     }
 }

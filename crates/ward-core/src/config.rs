@@ -203,6 +203,11 @@ pub struct AuditConfig {
     /// ward refuses it (the store is stuck or full).
     #[serde(default = "default_durable_timeout", with = "humantime_serde_compat")]
     pub durable_timeout: Duration,
+    /// Delete sessions that ended longer ago than this (`90d`), with their statements,
+    /// session log and signatures; checked at start and hourly. Absent or null (default):
+    /// keep everything. Open sessions and the gateway chain are never deleted.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub retention: Option<Duration>,
     /// Strict mode: fsync every commit (default). `false` waits only for the commit to reach
     /// the operating system: the log then survives a crash of ward (SIGKILL, OOM) but not
     /// of the machine, for several times the throughput on slow disks.
@@ -270,6 +275,7 @@ impl Default for AuditConfig {
             batch: default_batch(),
             mode: AuditMode::default(),
             durable_timeout: default_durable_timeout(),
+            retention: None,
             fsync: true,
             capture: CaptureConfig::default(),
         }
@@ -615,6 +621,23 @@ mod humantime_serde_compat {
         let text = String::deserialize(d)?;
         crate::time::parse_duration(&text).map_err(serde::de::Error::custom)
     }
+
+    /// An optional duration: absent or null is `None`.
+    pub mod option {
+        use serde::Deserialize;
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            match Option::<String>::deserialize(d)? {
+                None => Ok(None),
+                Some(text) => crate::time::parse_duration(&text)
+                    .map(Some)
+                    .map_err(serde::de::Error::custom),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -658,6 +681,18 @@ targets:
         let bad = EXAMPLE.replace("env:ORDERS_DB_PASSWORD", "hunter2");
         let err = Config::from_yaml(&bad, Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("by reference"), "{err}");
+    }
+
+    #[test]
+    fn retention_is_optional_and_humane() {
+        let c = Config::from_yaml("", Path::new(".")).unwrap();
+        assert_eq!(c.audit.retention, None, "keep everything by default");
+        let c = Config::from_yaml("audit: { retention: null }", Path::new(".")).unwrap();
+        assert_eq!(c.audit.retention, None);
+        let c = Config::from_yaml("audit: { retention: 90d }", Path::new(".")).unwrap();
+        assert_eq!(c.audit.retention, Some(Duration::from_secs(90 * 86400)));
+        let err = Config::from_yaml("audit: { retention: forever }", Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("30d"), "{err}");
     }
 
     #[test]

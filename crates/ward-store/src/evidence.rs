@@ -220,6 +220,12 @@ const SESSION_ROW: &str =
     "SELECT id, identity, target, protocol, started_at, ended_at, end_reason FROM sessions";
 
 impl SqliteStore {
+    /// The full id of a session given by id or unique prefix (as for
+    /// [`SqliteStore::session_detail`]); `Ok(None)` when none matches.
+    pub fn resolve_session_id(&self, id_or_prefix: &str) -> Result<Option<String>, StoreError> {
+        crate::query::resolve_session_id(&self.conn, id_or_prefix)
+    }
+
     /// The chains `selection` names, in the order they will be exported (sessions oldest
     /// first, the gateway chain last): full ids, prefixes resolved. Errors when a named
     /// session does not exist or the selection matches nothing.

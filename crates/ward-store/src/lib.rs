@@ -254,6 +254,10 @@ pub struct StatementRecord {
     pub decision: Option<String>,
     /// The rule behind `decision`.
     pub rule: Option<String>,
+    /// The first rows of the result, when result capture was on for the statement (read
+    /// from the statement's event in the session log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_sample: Option<ward_core::event::ResultSample>,
 }
 
 /// A session with all its statements, in the order it ran them.

@@ -52,6 +52,7 @@ fn statement_from_row(row: &Row<'_>) -> rusqlite::Result<StatementRecord> {
         error: row.get(10)?,
         decision: row.get(11)?,
         rule: row.get(12)?,
+        result_sample: None,
     })
 }
 
@@ -150,7 +151,37 @@ fn statements_of(conn: &Connection, id: &str) -> Result<Vec<StatementRecord>, St
     let rows = stmt
         .query_map([id], statement_from_row)
         .map_err(query_err)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(query_err)
+    let mut statements = rows.collect::<Result<Vec<_>, _>>().map_err(query_err)?;
+    attach_result_samples(conn, id, &mut statements)?;
+    Ok(statements)
+}
+
+/// Result samples live only in the statement events of the session log (the `statements`
+/// table has no column for them): fills them in from the events that carry one.
+fn attach_result_samples(
+    conn: &Connection,
+    id: &str,
+    statements: &mut [StatementRecord],
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT body FROM event_log WHERE session_id = ?1 AND kind = 'statement'
+               AND instr(body, '\"result_sample\":') > 0",
+        )
+        .map_err(query_err)?;
+    let bodies = stmt
+        .query_map([id], |row| row.get::<_, String>(0))
+        .map_err(query_err)?;
+    for body in bodies {
+        let body = body.map_err(query_err)?;
+        let Ok(ward_core::AuditEvent::Statement(event)) = serde_json::from_str(&body) else {
+            continue;
+        };
+        if let Ok(i) = statements.binary_search_by_key(&event.seq, |s| s.seq) {
+            statements[i].result_sample = event.result_sample;
+        }
+    }
+    Ok(())
 }
 
 /// The full id of the session `id_or_prefix` names: the id itself, or a unique prefix of

@@ -90,6 +90,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             }
         })
     };
+    // Retention (audit.retention): sessions that ended long ago are deleted, at start and
+    // hourly, on a connection of its own.
+    if config.audit.retention == Some(Duration::ZERO) {
+        bail!(
+            "audit.retention: 0 would delete every ended session; remove it (or set null) to keep everything"
+        );
+    }
+    let retention = config
+        .audit
+        .retention
+        .map(|keep| spawn_retention(sqlite.clone(), keep));
 
     let registry = SessionRegistry::new();
     let controls = Arc::new(ward_core::control::Controls::new());
@@ -215,6 +226,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let _ = api.await;
     drop(gateway);
     ticker.abort();
+    if let Some(retention) = retention {
+        retention.abort();
+    }
     let _ = ticker.await;
     drop(audit);
     // The writer drains what is queued, then exits once every sink is gone.
@@ -230,6 +244,48 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often retention runs after its first pass at start.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes the sessions that ended more than `keep` ago, now and every
+/// [`RETENTION_EVERY`], in a blocking task with its own store connection.
+fn spawn_retention(sqlite: PathBuf, keep: Duration) -> tokio::task::JoinHandle<()> {
+    tracing::info!(
+        retention = %humantime::format_duration(keep),
+        "audit retention: sessions that ended longer ago are deleted hourly (the gateway chain is kept)"
+    );
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(RETENTION_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let path = sqlite.clone();
+            let pass = tokio::task::spawn_blocking(move || {
+                let keep = i64::try_from(keep.as_micros()).unwrap_or(i64::MAX);
+                let cutoff = ward_core::time::now_micros().saturating_sub(keep);
+                ward_store::SqliteStore::open(&path)?.apply_retention(cutoff)
+            })
+            .await;
+            match pass {
+                Ok(Ok(c)) if c.sessions > 0 => tracing::info!(
+                    sessions = c.sessions,
+                    statements = c.statements,
+                    events = c.events,
+                    signatures = c.signatures,
+                    approval_events = c.approval_events,
+                    control_events = c.control_events,
+                    "audit retention: deleted sessions past the retention period"
+                ),
+                Ok(Ok(_)) => tracing::debug!("audit retention: nothing to delete"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "audit retention pass failed; next try in an hour")
+                }
+                Err(e) => tracing::warn!(error = %e, "audit retention pass did not finish"),
+            }
+        }
+    })
 }
 
 async fn wait_for_signal() {

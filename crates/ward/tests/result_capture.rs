@@ -137,6 +137,36 @@ fn global_row_cap_keeps_the_first_rows_with_column_names() {
     assert!(insert.get("result_sample").is_none(), "{insert}");
     let null = event_for(&ward, "select null::text as nothing");
     assert_eq!(null["result_sample"]["rows"], json!([[null]]), "{null}");
+
+    // The admin API, `ward sessions show` and `ward replay --format json` show the samples.
+    let id = null["session_id"].as_str().unwrap().to_string();
+    let detail = ward.session_json(&id);
+    let statements = detail["statements"].as_array().unwrap();
+    let api_sample = statements
+        .iter()
+        .find(|s| s["text"] == "select id, name from items order by id")
+        .map(|s| s["result_sample"].clone())
+        .unwrap();
+    assert_eq!(api_sample, ten["result_sample"], "{detail}");
+    let insert_view = statements
+        .iter()
+        .find(|s| s["text"] == "insert into secrets values (9, 'new')")
+        .unwrap();
+    assert!(insert_view.get("result_sample").is_none(), "{insert_view}");
+    let shown = ward.cli_ok(&["sessions", "show", &id]);
+    assert!(
+        shown.contains("    result sample (3 rows, truncated): id | name\n      1 | item 1\n"),
+        "{shown}"
+    );
+    let replay: Value =
+        serde_json::from_str(&ward.cli_ok(&["replay", &id, "--format", "json"])).unwrap();
+    let step = replay
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["statement"] == "select id, name from items order by id")
+        .unwrap();
+    assert_eq!(step["result_sample"], ten["result_sample"], "{replay}");
 }
 
 #[test]

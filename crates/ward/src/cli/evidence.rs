@@ -1,14 +1,18 @@
-//! `ward keys show` and `ward verify`: ward's signing key and the integrity of its session
-//! logs.
+//! `ward keys show`, `ward export` and `ward verify`: ward's signing key, evidence bundles
+//! and the integrity of its session logs.
 //!
-//! Both read the data directory and the store directly (not through the admin API), so an
-//! auditor can check a copy of the store on another machine, against a public key obtained
-//! separately (`--public-key`), without a running gateway.
+//! They read the data directory and the store directly (not through the admin API), so an
+//! auditor can export from or check a copy of the store on another machine, against a
+//! public key obtained separately (`--public-key`), without a running gateway. Verifying a
+//! bundle needs no config at all.
 
 use super::ConfigLocation;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use ward_store::chain::{LogSigner, key_id};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use ward_store::chain::{GATEWAY_LOG, LogSigner, Verdict, key_id};
+use ward_store::evidence::{self, KeySource, Selection};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -18,12 +22,51 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Sessions to verify (ids); every logged session when none is given.
+    /// Sessions to verify (ids or unique prefixes), or evidence bundles (files, e.g.
+    /// evidence.tar); every logged session and the gateway chain when none is given.
+    #[arg(value_name = "SESSION|BUNDLE")]
+    pub sessions: Vec<String>,
+
+    /// The public key to verify against, as `ward keys show` printed it (hex) [default: for
+    /// the store, derived from <data_dir>/signing.key; for a bundle, the key inside it].
+    #[arg(long, value_name = "HEX")]
+    pub public_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Sessions to export: ids or unique prefixes (at least 8 characters); `gateway` names
+    /// the gateway chain. Without any, the filters select (no filter: every session).
     #[arg(value_name = "SESSION")]
     pub sessions: Vec<String>,
 
-    /// The public key to verify against, as `ward keys show` printed it (hex) [default:
-    /// derived from <data_dir>/signing.key].
+    /// Only sessions of this identity.
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
+
+    /// Only sessions to this target.
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+
+    /// Only sessions that started at or after WHEN: a duration ago (1h, 30m, 7d) or a time
+    /// (2026-01-02, 2026-01-02T15:04:05Z), as for `ward sessions list`.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Only sessions that started at or before WHEN (same forms as --since).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    /// Also export the gateway chain (locks, pauses and their lifting), whole.
+    #[arg(long)]
+    pub include_gateway: bool,
+
+    /// Where to write the bundle (a tar file); `-` for standard output.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: String,
+
+    /// The public key to record in the bundle (hex) [default: derived from
+    /// <data_dir>/signing.key].
     #[arg(long, value_name = "HEX")]
     pub public_key: Option<String>,
 }
@@ -52,64 +95,309 @@ pub fn keys(config: &ConfigLocation, command: &KeysCommand) -> anyhow::Result<()
     Ok(())
 }
 
-pub fn verify(config: &ConfigLocation, args: &VerifyArgs) -> anyhow::Result<()> {
-    let config = load(config)?;
-    let public_key: [u8; 32] = match &args.public_key {
-        Some(text) => hex::decode(text.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .context("--public-key must be the 64 hex digits `ward keys show` prints")?,
-        None => {
-            let path = config.signing_key_path();
-            if !path.exists() {
-                bail!("no signing key at {}; pass --public-key", path.display());
-            }
-            LogSigner::load_or_generate(&path)
-                .map_err(|e| anyhow::anyhow!(e))?
-                .public_key()
-        }
-    };
+fn parse_key(text: &str) -> anyhow::Result<[u8; 32]> {
+    evidence::parse_public_key(text)
+        .context("--public-key must be the 64 hex digits `ward keys show` prints")
+}
+
+/// The public key from --public-key, else from the signing key in the data directory.
+fn local_public_key(config: &ward_core::Config, given: Option<&str>) -> anyhow::Result<[u8; 32]> {
+    if let Some(text) = given {
+        return parse_key(text);
+    }
+    let path = config.signing_key_path();
+    if !path.exists() {
+        bail!("no signing key at {}; pass --public-key", path.display());
+    }
+    Ok(LogSigner::load_or_generate(&path)
+        .map_err(|e| anyhow::anyhow!(e))?
+        .public_key())
+}
+
+fn open_store(config: &ward_core::Config) -> anyhow::Result<ward_store::SqliteStore> {
     let sqlite = config.sqlite_path();
     if !sqlite.exists() {
         bail!("no audit store at {}", sqlite.display());
     }
-    let store = ward_store::SqliteStore::open(&sqlite)
-        .with_context(|| format!("cannot open the audit store {}", sqlite.display()))?;
+    ward_store::SqliteStore::open(&sqlite)
+        .with_context(|| format!("cannot open the audit store {}", sqlite.display()))
+}
+
+/// Whether a `ward verify` argument names a bundle rather than a session.
+fn is_bundle(arg: &str) -> bool {
+    arg.ends_with(".tar") || Path::new(arg).is_file()
+}
+
+/// How a chain is named in the output.
+fn label(id: &str) -> String {
+    if id == GATEWAY_LOG {
+        "gateway chain".to_string()
+    } else {
+        format!("session {id}")
+    }
+}
+
+/// Prints one verdict line; returns whether the chain is intact.
+fn print_verdict(v: &Verdict) -> bool {
+    let name = label(&v.session_id);
+    let sigs = match v.signatures {
+        1 => "1 signature".to_string(),
+        n => format!("{n} signatures"),
+    };
+    match (&v.problem, v.events) {
+        (Some(problem), _) => {
+            println!("TAMPERED  {name}: {problem}");
+            false
+        }
+        (None, 0) => {
+            println!("MISSING   {name}: no events in the log");
+            false
+        }
+        (None, n) if v.signed_through < n => {
+            println!(
+                "OK        {name}: {n} events chained; signed through #{} ({sigs}; the rest is unsigned: the session is live or ward stopped before its next checkpoint)",
+                v.signed_through
+            );
+            true
+        }
+        (None, n) => {
+            println!("OK        {name}: {n} events, signed ({sigs}, through #{n})");
+            true
+        }
+    }
+}
+
+fn print_total(verdicts: &[Verdict], bad: usize, key: &str) {
+    let events: u64 = verdicts.iter().map(|v| v.events).sum();
+    let signatures: u64 = verdicts.iter().map(|v| v.signatures).sum();
+    println!(
+        "{} of {} sessions intact ({events} events, {signatures} signatures, key {key})",
+        verdicts.len() - bad,
+        verdicts.len(),
+    );
+}
+
+pub fn verify(config: &ConfigLocation, args: &VerifyArgs) -> anyhow::Result<()> {
+    let bundles = args.sessions.iter().filter(|a| is_bundle(a)).count();
+    if bundles > 0 {
+        if bundles < args.sessions.len() {
+            bail!("give either evidence bundles or session ids to verify, not both");
+        }
+        let key = args.public_key.as_deref().map(parse_key).transpose()?;
+        let mut failed = 0;
+        for path in &args.sessions {
+            if !verify_bundle(Path::new(path), key)? {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            bail!("{failed} evidence bundle(s) failed verification");
+        }
+        return Ok(());
+    }
+    let config = load(config)?;
+    let public_key = local_public_key(&config, args.public_key.as_deref())?;
+    let store = open_store(&config)?;
     let sessions = if args.sessions.is_empty() {
         store.logged_sessions()?
     } else {
-        args.sessions.clone()
+        // Prefixes are resolved as elsewhere; what matches no session is verified as given
+        // (and reported missing), so a session whose row was deleted is still checked.
+        let mut ids = Vec::new();
+        for given in &args.sessions {
+            let given = given.trim();
+            let id = match given {
+                GATEWAY_LOG => None,
+                _ => store.resolve_session_id(given).ok().flatten(),
+            };
+            ids.push(id.unwrap_or_else(|| given.to_string()));
+        }
+        ids
     };
+    let mut verdicts = Vec::new();
     let mut bad = 0;
-    let (mut events, mut signatures) = (0u64, 0u64);
     for id in &sessions {
         let v = store.verify_session(id, &public_key)?;
-        events += v.events;
-        signatures += v.signatures;
-        match (&v.problem, v.events) {
-            (Some(problem), _) => {
-                bad += 1;
-                println!("TAMPERED  session {id}: {problem}");
-            }
-            (None, 0) => {
-                bad += 1;
-                println!("MISSING   session {id}: no events in the log");
-            }
-            (None, n) if v.signed_through < n => println!(
-                "OK        session {id}: {n} events chained; signed through #{} (the rest is unsigned: the session is live or ward stopped before its next checkpoint)",
-                v.signed_through
-            ),
-            (None, n) => println!("OK        session {id}: {n} events, signed"),
+        if !print_verdict(&v) {
+            bad += 1;
         }
+        verdicts.push(v);
     }
-    println!(
-        "{} of {} sessions intact ({events} events, {signatures} signatures, key {})",
-        sessions.len() - bad,
-        sessions.len(),
-        key_id(&public_key)
-    );
+    print_total(&verdicts, bad, &key_id(&public_key));
     if bad > 0 {
         bail!("{bad} session log(s) failed verification");
     }
     Ok(())
+}
+
+/// Verifies one bundle and prints what it found; `Ok(false)` when anything is wrong.
+fn verify_bundle(path: &Path, key: Option<[u8; 32]>) -> anyhow::Result<bool> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open the evidence bundle {}", path.display()))?;
+    let bundle = evidence::read_bundle(std::io::BufReader::new(file))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let report = evidence::verify_bundle(&bundle, key)
+        .with_context(|| format!("cannot verify {}", path.display()))?;
+    let m = &bundle.manifest;
+    println!(
+        "bundle    {}: {} v{} from ward {}, created {}, {} session(s)",
+        path.display(),
+        m.format,
+        m.version,
+        m.ward_version,
+        m.created_at,
+        m.sessions.len()
+    );
+    match report.key_source {
+        KeySource::Given if report.key_id == report.bundle_key_id => println!(
+            "key       verified against the key you gave (key id {})",
+            report.key_id
+        ),
+        KeySource::Given => println!(
+            "key       verified against the key you gave (key id {}); the bundle names another key (key id {})",
+            report.key_id, report.bundle_key_id
+        ),
+        KeySource::Bundle => println!(
+            "key       verified against the key inside the bundle (key id {}); pass --public-key to check it is ward's",
+            report.key_id
+        ),
+    }
+    if report.file_problems.is_empty() {
+        println!(
+            "files     {} files match the manifest's SHA-256",
+            report.files_checked
+        );
+    }
+    for problem in &report.file_problems {
+        println!("TAMPERED  file {problem}");
+    }
+    let mut bad = 0;
+    for v in &report.sessions {
+        if !print_verdict(v) {
+            bad += 1;
+        }
+    }
+    print_total(&report.sessions, bad, &report.key_id);
+    Ok(report.intact())
+}
+
+pub fn export(config: &ConfigLocation, args: &ExportArgs) -> anyhow::Result<()> {
+    let config = load(config)?;
+    let public_key = local_public_key(&config, args.public_key.as_deref())?;
+    let now = ward_core::time::now_micros();
+    let bound = |name: &str, value: &Option<String>| -> anyhow::Result<Option<i64>> {
+        value
+            .as_deref()
+            .map(|v| {
+                ward_api::parse_time_bound(v, now).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+            })
+            .transpose()
+    };
+    let selection = Selection {
+        sessions: args.sessions.clone(),
+        identity: args.identity.clone(),
+        target: args.target.clone(),
+        since: bound("since", &args.since)?,
+        until: bound("until", &args.until)?,
+        include_gateway: args.include_gateway,
+    };
+    if let (Some(s), Some(u)) = (selection.since, selection.until)
+        && s > u
+    {
+        bail!("--since is later than --until; swap them or widen the window");
+    }
+    let to_stdout = args.output == "-";
+    if to_stdout && std::io::stdout().is_terminal() {
+        bail!(
+            "refusing to write a tar to the terminal; redirect it (-o - > evidence.tar) or name a file with -o"
+        );
+    }
+    let store = open_store(&config)?;
+    let options = evidence::ExportOptions {
+        public_key,
+        ward_version: env!("CARGO_PKG_VERSION").to_string(),
+        created_at_us: now,
+    };
+    // Resolve first, so that a selection matching nothing leaves no file behind.
+    store.select_for_export(&selection)?;
+    let summary = if to_stdout {
+        let out = std::io::stdout().lock();
+        store.export_evidence(&selection, &options, std::io::BufWriter::new(out))?
+    } else {
+        let path = PathBuf::from(&args.output);
+        let partial = partial_path(&path);
+        let file = create_private(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        let result = store
+            .export_evidence(&selection, &options, std::io::BufWriter::new(&file))
+            .map_err(anyhow::Error::from)
+            .and_then(|summary| {
+                file.sync_all()?;
+                std::fs::rename(&partial, &path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(summary)
+            });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        result?
+    };
+    // With -o -, stdout carries the tar: the summary goes to stderr.
+    let mut report = String::new();
+    for warning in &summary.warnings {
+        report.push_str(&format!("warning: {warning}\n"));
+    }
+    let m = &summary.manifest;
+    let events: u64 = m.sessions.iter().map(|s| s.events).sum();
+    let signatures: u64 = m.sessions.iter().map(|s| s.signatures).sum();
+    report.push_str(&format!(
+        "exported {} chain(s), {events} events, {signatures} signatures to {} (key id {})\n",
+        m.sessions.len(),
+        if to_stdout {
+            "standard output"
+        } else {
+            &args.output
+        },
+        m.key_id
+    ));
+    for s in &m.sessions {
+        let who = match (&s.identity, &s.target) {
+            (Some(i), Some(t)) => format!("{i} -> {t}"),
+            _ => "locks, pauses".to_string(),
+        };
+        report.push_str(&format!(
+            "  {:<36}  {who}  {} events, signed through #{}\n",
+            s.id, s.events, s.signed_through
+        ));
+    }
+    if !to_stdout {
+        report.push_str(&format!(
+            "check it with: ward verify {} --public-key {}\n",
+            args.output, m.public_key
+        ));
+    }
+    if to_stdout {
+        eprint!("{report}");
+    } else {
+        print!("{report}");
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// The bundle holds SQL text and parameters: readable by its owner only.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }

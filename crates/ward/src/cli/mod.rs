@@ -42,6 +42,7 @@ const DEFAULT_CONFIG: &str = "ward.yaml";
           deny       refuse a held statement                      ward deny r-7k2m9qxa --reason \"not now\"\n  \
           replay     a recorded session as a timeline             ward replay 0190a1b2-7c3d --pace\n  \
           verify     check session logs' hash chains, signatures  ward verify --config ward.yaml\n  \
+          export     sessions as a verifiable evidence bundle     ward export --identity ci-nightly --since 7d -o evidence.tar\n  \
           keys       the session-log signing key                  ward keys show\n  \
           mask       try the masking rules on sample values       ward mask --target orders-db 'jane@example.com'\n\n\
         Run `ward <verb> --help` for details and examples.",
@@ -211,13 +212,40 @@ pub enum Command {
         event that was altered, removed, inserted or reordered. It exits non-zero if any \
         session fails.\n\n\
         It reads the store named by the config file directly (no running gateway needed). \
+        Without SESSION it checks every logged session and the gateway chain (locks, pauses). \
         By default it verifies against the key in <data_dir>/signing.key; pass the public key \
         obtained separately with --public-key to check a copied store.\n\n\
+        Given files (evidence bundles from `ward export`, e.g. evidence.tar), it checks them \
+        instead, with no config needed: the manifest's file hashes, then every chain and \
+        signature. Pass ward's public key with --public-key: without it the bundle is checked \
+        against the key inside it, which proves it is consistent but not that ward signed it.\n\n\
         Examples:\n  \
           ward verify --config ward.yaml\n  \
-          ward verify 0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b --public-key 3b6a27bc…"
+          ward verify 0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b --public-key 3b6a27bc…\n  \
+          ward verify evidence.tar --public-key 3b6a27bc…"
     )]
     Verify(evidence::VerifyArgs),
+
+    /// Write sessions' logs to a self-contained, verifiable evidence bundle (a tar).
+    #[command(
+        long_about = "Write the tamper-evident logs of the selected sessions to a \
+        self-contained evidence bundle (a tar): every event as its exact recorded bytes with \
+        its hash, the signed checkpoints, ward's public key, a manifest with the SHA-256 of \
+        every file, and a README explaining how to check it without ward. `ward verify \
+        BUNDLE --public-key HEX` checks it anywhere.\n\n\
+        Select sessions by id (or a unique prefix of at least 8 characters), or with \
+        --identity, --target, --since and --until (the forms of `ward sessions list`); with \
+        neither, every session. --include-gateway adds the gateway chain (locks, pauses and \
+        their lifting), always whole. A selection that matches nothing is an error.\n\n\
+        Like `ward verify` it reads the store named by the config file directly (no running \
+        gateway needed; a copy of the store works). The bundle is written readable by its \
+        owner only; `-o -` writes it to standard output.\n\n\
+        Examples:\n  \
+          ward export 0190a1b2-7c3d -o incident-42.tar\n  \
+          ward export --identity ci-nightly --since 7d --include-gateway -o evidence.tar\n  \
+          ward export --since 2026-01-01 --until 2026-02-01 -o - | gzip > january.tar.gz"
+    )]
+    Export(evidence::ExportArgs),
 
     /// Replay a recorded session as a timeline (through the admin API).
     #[command(
@@ -377,6 +405,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(&config, &args),
         Command::Keys(command) => evidence::keys(&config, &command),
         Command::Verify(args) => evidence::verify(&config, &args),
+        Command::Export(args) => evidence::export(&config, &args),
     }
 }
 

@@ -55,6 +55,9 @@ struct Step<'a> {
     /// first); `seq` is 0 for these.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     unanswered: bool,
+    /// The first rows of the result, when result capture was on (`audit.capture`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_sample: Option<&'a ward_core::event::ResultSample>,
 }
 
 pub fn run(config: &ConfigLocation, args: &ReplayArgs) -> anyhow::Result<()> {
@@ -83,6 +86,7 @@ pub fn run(config: &ConfigLocation, args: &ReplayArgs) -> anyhow::Result<()> {
         sqlstate: None,
         error: None,
         unanswered: true,
+        result_sample: None,
     }));
     match args.format {
         Format::Json if !args.pace => {
@@ -135,6 +139,7 @@ fn step(st: &StatementView, start: i64) -> Step<'_> {
         sqlstate: st.sqlstate.as_deref(),
         error: st.error.as_deref(),
         unanswered: false,
+        result_sample: st.result_sample.as_ref(),
     }
 }
 

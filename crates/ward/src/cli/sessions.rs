@@ -249,6 +249,38 @@ fn render_statement(st: &StatementView) -> String {
     if let Some(error) = &st.error {
         out.push_str(&format!("    error: {}\n", clean(error, false)));
     }
+    if let Some(sample) = &st.result_sample {
+        out.push_str(&render_sample(sample));
+    }
+    out
+}
+
+/// A statement's captured result rows (`audit.capture`), one line per row.
+fn render_sample(sample: &ward_core::event::ResultSample) -> String {
+    let columns: Vec<String> = sample
+        .columns
+        .iter()
+        .map(|c| clean(c, false).into_owned())
+        .collect();
+    let mut out = format!(
+        "    result sample ({} row{}{}): {}\n",
+        sample.rows.len(),
+        if sample.rows.len() == 1 { "" } else { "s" },
+        if sample.truncated { ", truncated" } else { "" },
+        columns.join(" | ")
+    );
+    for row in &sample.rows {
+        let values: Vec<String> = row
+            .iter()
+            .map(|v| match v {
+                Some(v) => clean(v, false).into_owned(),
+                None => "NULL".to_string(),
+            })
+            .collect();
+        out.push_str("      ");
+        out.push_str(&values.join(" | "));
+        out.push('\n');
+    }
     out
 }
 
@@ -303,6 +335,11 @@ mod tests {
                 error: Some("relation \"orders\" does not exist".into()),
                 decision: None,
                 rule: None,
+                result_sample: Some(ward_core::event::ResultSample {
+                    columns: vec!["id".into(), "note".into()],
+                    rows: vec![vec![Some("1".into()), None]],
+                    truncated: true,
+                }),
             }],
             unanswered: vec![],
         };
@@ -313,6 +350,10 @@ mod tests {
         );
         assert!(
             text.contains("#1  1970-01-01 00:00:01.500 UTC  2.500 ms  -  SQLSTATE 42P01  [execute]\n    SELECT *\n    FROM orders -- \\u{1b}[2J\n    params: $1='42'\n    error: relation"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    result sample (1 row, truncated): id | note\n      1 | NULL\n"),
             "{text}"
         );
     }
