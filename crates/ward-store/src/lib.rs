@@ -21,6 +21,7 @@ mod approvals;
 pub mod chain;
 mod controls;
 pub mod evidence;
+pub mod forward;
 mod query;
 mod retention;
 mod schema;
@@ -35,6 +36,7 @@ use ward_core::AuditEvent;
 
 pub use approvals::{ApprovalEventFilter, ApprovalEventRecord, DEFAULT_APPROVAL_EVENTS};
 pub use controls::{ControlEventFilter, ControlEventRecord, DEFAULT_CONTROL_EVENTS};
+pub use forward::{ForwardLog, LogRow};
 pub use retention::RetentionCounts;
 pub use schema::SCHEMA_VERSION;
 pub use writer::{ORPHAN_END_REASON, WriterOptions, spawn_writer, spawn_writer_with};

@@ -10,7 +10,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::Path;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1: sessions and their statements.
 ///
@@ -136,6 +136,16 @@ CREATE TABLE IF NOT EXISTS chain_signatures (
 ) WITHOUT ROWID;
 ";
 
+/// Version 6: SIEM forwarding. Each forward sink's cursor: the last `event_log.id` it
+/// delivered (see `forward.rs`); the log itself is the spool.
+const V6: &str = "
+CREATE TABLE IF NOT EXISTS forward_cursors (
+    sink       TEXT PRIMARY KEY NOT NULL,
+    last_id    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 pub(crate) fn configure_and_migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let schema_err = |source| StoreError::Schema {
         path: path.to_path_buf(),
@@ -183,6 +193,9 @@ pub(crate) fn configure_and_migrate(conn: &Connection, path: &Path) -> Result<()
     }
     if current < 5 {
         tx.execute_batch(V5).map_err(schema_err)?;
+    }
+    if current < 6 {
+        tx.execute_batch(V6).map_err(schema_err)?;
     }
     // Later versions: `if current < 4 { tx.execute_batch(V4)?; }` and so on.
     if current != SCHEMA_VERSION {
