@@ -128,6 +128,8 @@ fn run(mut store: SqliteStore, mut rx: AuditReceiver, options: WriterOptions) {
     let mut events = Vec::with_capacity(batch.min(4096));
     let mut acks: Vec<(usize, DurableAck)> = Vec::new();
     let mut written: u64 = 0;
+    let mut commits: u64 = 0;
+    let mut busy = Duration::ZERO;
     let mut tick = false;
     let take = |queued: Queued,
                 events: &mut Vec<AuditEvent>,
@@ -150,8 +152,11 @@ fn run(mut store: SqliteStore, mut rx: AuditReceiver, options: WriterOptions) {
             }
         }
         if !events.is_empty() {
+            let began = std::time::Instant::now();
             write_with_retry(&mut store, &mut events, &mut acks);
+            busy += began.elapsed();
             written += events.len() as u64;
+            commits += 1;
         }
         if std::mem::take(&mut tick)
             && let Err(e) = store.sign_due_heads(options.checkpoint_interval)
@@ -166,6 +171,8 @@ fn run(mut store: SqliteStore, mut rx: AuditReceiver, options: WriterOptions) {
     }
     tracing::info!(
         events = written,
+        commits,
+        mean_commit_us = busy.as_micros() as u64 / commits.max(1),
         "audit channel closed and drained; audit writer stopped"
     );
 }
