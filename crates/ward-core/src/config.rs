@@ -63,6 +63,9 @@ pub struct Config {
     /// Masking of sensitive values in results (see docs/masking.md).
     #[serde(default)]
     pub masking: crate::masking::MaskingConfig,
+    /// SIEM forwarding: sinks the session log is copied to (see docs/forwarding.md).
+    #[serde(default)]
+    pub forward: Vec<crate::forward::ForwardSink>,
     /// Filled in at load: the directory the file was read from.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -436,6 +439,9 @@ impl Config {
         if let Some(webhook) = &mut self.approvals.webhook {
             webhook.url.rebase(&base);
         }
+        for sink in &mut self.forward {
+            sink.rebase(&base);
+        }
         if let Some(r) = &mut self.masking.token_key {
             r.rebase(&base);
         }
@@ -476,6 +482,7 @@ impl Config {
             }
         }
         self.policy().map_err(|e| e.to_string())?;
+        crate::forward::validate(&self.forward)?;
         // The key itself is read when the gateway starts (like target credentials); here a
         // placeholder stands in so the rules are checked whether or not it is set yet.
         crate::masking::Masking::with_key(
