@@ -103,7 +103,18 @@ fn identity_name(name: &str) -> Result<String, ApiError> {
 async fn record(state: &ApiState, event: ControlEvent, done: String) -> Result<(), ApiError> {
     let action = event.action.as_str();
     let identity = event.identity.clone();
-    match state.store.record_control(event).await {
+    let recorded = match &state.audit {
+        Some((audit, timeout)) => audit
+            .record_durable(ward_core::AuditEvent::Control(event), *timeout)
+            .await
+            .map_err(|e| e.to_string()),
+        None => state
+            .store
+            .record_control(event)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    match recorded {
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::error!(action, %identity, error = %e, "containment action taken but not recorded in the audit store");

@@ -60,6 +60,10 @@ pub struct ApiState {
     /// Held statements and the tokens approvers prove themselves with; `None` (the
     /// approval endpoints answer 503) until [`ApiState::with_approvals`].
     pub approvals: Option<approvals::ApprovalAccess>,
+    /// Where containment actions are recorded: through the audit writer, so that they join
+    /// the session log (kills in their session's chain, locks and pauses in the gateway
+    /// chain), with a wait for the commit. `None` (tests): written to the store directly.
+    pub audit: Option<(ward_core::AuditSink, std::time::Duration)>,
 }
 
 impl ApiState {
@@ -75,6 +79,7 @@ impl ApiState {
             admin_token_hash,
             controls: Arc::new(Controls::new()),
             approvals: None,
+            audit: None,
         }
     }
 
@@ -86,6 +91,17 @@ impl ApiState {
         tokens: ward_core::TokenBook,
     ) -> ApiState {
         self.approvals = Some(approvals::ApprovalAccess { approvals, tokens });
+        self
+    }
+
+    /// Records containment actions through `audit` (the gateway's writer), waiting up to
+    /// `timeout` for each to be committed.
+    pub fn with_audit(
+        mut self,
+        audit: ward_core::AuditSink,
+        timeout: std::time::Duration,
+    ) -> ApiState {
+        self.audit = Some((audit, timeout));
         self
     }
 

@@ -272,10 +272,12 @@ pub(crate) async fn client_to_target(
                 let (text, classified) = statement_of(frame.tag, body);
                 let verdict = ctx.judge(&classified);
                 let capture = ctx.capture(&verdict);
-                let mut note: Note = verdict.rule().map(|rule| {
+                // An allowed statement names the rules that matched it (`allow` and `log`
+                // rules); denials and reviews replace this note below.
+                let mut note: Note = (!verdict.matched.is_empty()).then(|| {
                     Arc::new(Decided {
                         decision: "allowed",
-                        rule: Some(rule.to_string()),
+                        rule: Some(verdict.matched.join(", ")),
                     })
                 });
                 let mut denied: Option<Refusal> = None;

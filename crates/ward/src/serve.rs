@@ -149,7 +149,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         })?;
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::reload::watch(
+    let reloader = tokio::spawn(crate::reload::watch(
         config_path.to_path_buf(),
         gateway.clone(),
         shutdown.clone(),
@@ -160,7 +160,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         admin_token_hash,
     )
     .with_controls(controls.clone())
-    .with_approvals(approvals.clone(), config.token_book());
+    .with_approvals(approvals.clone(), config.token_book())
+    .with_audit(audit.clone(), config.audit.durable_timeout);
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(ward_api::serve(api_listener, api_state, async move {
         api_shutdown.cancelled().await
@@ -224,7 +225,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     })
     .await;
     let _ = api.await;
+    // Everything that holds an audit sink goes, so the writer sees the queue close.
+    reloader.abort();
+    let _ = reloader.await;
     drop(gateway);
+    drop(approvals);
     ticker.abort();
     if let Some(retention) = retention {
         retention.abort();

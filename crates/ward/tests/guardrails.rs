@@ -562,3 +562,33 @@ fn replay_shows_the_session_timeline_with_decisions() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no session matches"));
 }
+
+#[test]
+fn allowed_statements_name_the_log_and_allow_rules_that_matched() {
+    let env = start(
+        "guard_log_rules",
+        "
+rules:
+  - { name: watch-orders, tables: [orders], action: log }
+  - { name: reads-ok, statements: [select], action: allow }
+",
+    );
+    let out = env.psql("select count(*) from orders; select 1");
+    assert!(out.status.success(), "{}", harness::describe(&out));
+    let id = harness::wait_until(
+        || {
+            let json = env.ward.sessions_json();
+            let s = &json["sessions"][0];
+            (s["active"] == false).then(|| s["id"].as_str().unwrap().to_string())
+        },
+        "the session to end",
+    );
+    let detail = env.ward.session_json(&id);
+    let statements = detail["statements"].as_array().unwrap();
+    assert_eq!(statements.len(), 2, "{detail}");
+    for st in statements {
+        // One message, judged as a whole: both rules are named on both statements.
+        assert_eq!(st["decision"], "allowed", "{detail}");
+        assert_eq!(st["rule"], "watch-orders, reads-ok", "{detail}");
+    }
+}

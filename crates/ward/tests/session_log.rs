@@ -93,3 +93,67 @@ fn a_tampered_log_is_named_and_fails_verification() {
         harness::describe(&out)
     );
 }
+
+#[test]
+fn containment_actions_join_the_chains() {
+    let db = Postgres::get().create_target("log_controls", AuthMethod::ScramSha256);
+    let ward = Ward::start(
+        WardOptions::new()
+            .target(Target::postgres("shop", &db))
+            .token("ci"),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (client, _conn) = runtime.block_on(ward.client("ci", "shop"));
+    runtime.block_on(client.simple_query("select 1")).unwrap();
+    let id = wait_until(
+        || {
+            let json = ward.sessions_json();
+            json["sessions"][0]["id"].as_str().map(str::to_string)
+        },
+        "the live session to be listed",
+    );
+    ward.cli_ok(&["kill", &id, "--reason", "incident 7"]);
+    ward.cli_ok(&["lock", "ci", "--reason", "token leaked"]);
+    ward.cli_ok(&["unlock", "ci"]);
+    let store = rusqlite::Connection::open(ward.data_dir().join("ward.db")).unwrap();
+    let kinds = |session: &str| -> Vec<String> {
+        let mut stmt = store
+            .prepare("SELECT kind || ':' || body FROM event_log WHERE session_id = ?1 ORDER BY seq")
+            .unwrap();
+        stmt.query_map([session], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    wait_until(
+        || {
+            kinds(&id)
+                .iter()
+                .any(|k| k.starts_with("session_end:"))
+                .then_some(())
+        },
+        "the killed session to end",
+    );
+    let session = kinds(&id);
+    assert!(
+        session
+            .iter()
+            .any(|k| k.starts_with("control:") && k.contains("incident 7")),
+        "the kill is in its session's chain: {session:?}"
+    );
+    let gateway = kinds("gateway");
+    assert_eq!(gateway.len(), 2, "{gateway:?}");
+    assert!(gateway[0].contains("\"lock\"") && gateway[0].contains("token leaked"));
+    assert!(gateway[1].contains("\"unlock\""));
+    let out = ward.cli_ok(&["verify"]);
+    assert!(out.contains("gateway"), "{out}");
+    assert!(!out.contains("TAMPERED"), "{out}");
+    // The lock still survives a restart (it is in the controls table too).
+    assert_eq!(
+        store
+            .query_row("SELECT count(*) FROM control_events", [], |r| r
+                .get::<_, i64>(0))
+            .unwrap(),
+        3
+    );
+}
