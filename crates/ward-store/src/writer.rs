@@ -114,16 +114,21 @@ pub fn spawn_writer_with(
 /// Niceness of the writer thread. The audit is written in bursts; a slightly lower priority
 /// lets the relay threads' latency-critical work go first when cores are busy, while the
 /// bounded queue still guarantees the writer is never starved for long (sessions wait for it).
-/// Strict mode keeps normal priority: sessions wait for every commit.
 const WRITER_NICE: libc::c_int = 5;
+/// In strict mode every session waits for the writer's next commit, so on busy cores it
+/// goes first (when ward may raise priority; otherwise it keeps the default).
+const STRICT_WRITER_NICE: libc::c_int = -10;
 
 fn run(mut store: SqliteStore, mut rx: AuditReceiver, options: WriterOptions) {
-    if !options.strict {
-        // On Linux, PRIO_PROCESS with id 0 changes the calling thread only. Failure is
-        // harmless.
-        // SAFETY: setpriority takes plain integers and touches no memory of ours.
-        let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, WRITER_NICE) };
-    }
+    // On Linux, PRIO_PROCESS with id 0 changes the calling thread only. Failure (e.g. no
+    // permission to raise priority) is harmless.
+    let nice = if options.strict {
+        STRICT_WRITER_NICE
+    } else {
+        WRITER_NICE
+    };
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
     let batch = options.batch.max(1);
     let mut events = Vec::with_capacity(batch.min(4096));
     let mut acks: Vec<(usize, DurableAck)> = Vec::new();
