@@ -3,6 +3,8 @@
 //! Endpoints:
 //! - `GET /healthz`: the process is up. `GET /readyz`: and the audit store answers. Neither
 //!   needs authentication, so load balancers and orchestrators can probe them.
+//! - `GET /metrics`: Prometheus text format (SIEM forwarding: queue depth, lag, failures per
+//!   sink); needs the admin token, which Prometheus sends as a bearer token.
 //! - `GET /api/v1/sessions?identity=&target=&since=&until=&limit=`: sessions, newest first.
 //! - `GET /api/v1/sessions/{id}`: one session (full id or unique prefix of at least 8
 //!   characters) with all its statements.
@@ -64,6 +66,19 @@ pub struct ApiState {
     /// the session log (kills in their session's chain, locks and pauses in the gateway
     /// chain), with a wait for the commit. `None` (tests): written to the store directly.
     pub audit: Option<(ward_core::AuditSink, std::time::Duration)>,
+    /// What `GET /metrics` serves (Prometheus text); `None` serves an empty exposition.
+    pub metrics: Option<MetricsSource>,
+}
+
+/// Renders metrics in the Prometheus text format for `GET /metrics` (the forwarders'
+/// registry in `ward serve`).
+#[derive(Clone)]
+pub struct MetricsSource(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for MetricsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSource")
+    }
 }
 
 impl ApiState {
@@ -80,7 +95,14 @@ impl ApiState {
             controls: Arc::new(Controls::new()),
             approvals: None,
             audit: None,
+            metrics: None,
         }
+    }
+
+    /// Serves `GET /metrics` (admin token required) from `render`.
+    pub fn with_metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> ApiState {
+        self.metrics = Some(MetricsSource(Arc::new(render)));
+        self
     }
 
     /// Serves the approval endpoints from `approvals`, the instance the adapters submit to;
@@ -140,9 +162,15 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // After the admin layer: approvals authenticate approvers themselves.
         .merge(approvals::routes(&state));
+    // Prometheus scrapes with a bearer token (`authorization: { credentials_file: … }`):
+    // forwarding metrics name sinks and show activity, so they are not public.
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(metrics)
         .nest("/api/v1", v1)
         .fallback(not_found)
         .with_state(state)
@@ -277,6 +305,19 @@ async fn readyz(State(state): State<ApiState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// `GET /metrics`: the Prometheus text exposition format.
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let body = state.metrics.map(|m| (m.0)()).unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -267,3 +267,40 @@ fn time_bounds() {
     assert_eq!(parse_time_bound("1970-01-02", now), Ok(86_400_000_000));
     assert!(parse_time_bound("later", now).unwrap_err().contains("7d"));
 }
+
+#[tokio::test]
+async fn metrics_need_the_admin_token_and_are_prometheus_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ward.db");
+    let state = ApiState::new(
+        StoreReader::open(&path).unwrap(),
+        SessionRegistry::new(),
+        admin_token_digest(TOKEN),
+    )
+    .with_metrics(|| "ward_forward_queue_depth{sink=\"siem\"} 3\n".to_string());
+    let app = router(state);
+    let get = |token: Option<&str>| {
+        let mut request = Request::builder().uri("/metrics");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        app.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    assert_eq!(get(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(Some("wrong")).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let response = get(Some(TOKEN)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"ward_forward_queue_depth{sink=\"siem\"} 3\n");
+}

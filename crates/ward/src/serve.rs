@@ -79,6 +79,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             "events are written in batches (a crash can lose the last moments)"
         }
     );
+    // SIEM forwarding (`forward:`): a thread per sink reads the session log after the sink's
+    // cursor on a connection of its own, so a slow or dead receiver never slows sessions.
+    let forwarders = ward_forward::start(&config.forward, &sqlite)
+        .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
     // Time-based checkpoints: the writer signs heads left unsigned for a while.
     let ticker = {
         let audit = audit.clone();
@@ -161,7 +165,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     )
     .with_controls(controls.clone())
     .with_approvals(approvals.clone(), config.token_book())
-    .with_audit(audit.clone(), config.audit.durable_timeout);
+    .with_audit(audit.clone(), config.audit.durable_timeout)
+    .with_metrics({
+        let metrics = forwarders.metrics();
+        move || metrics.render()
+    });
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(ward_api::serve(api_listener, api_state, async move {
         api_shutdown.cancelled().await
@@ -247,6 +255,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             "audit writer did not finish in time; some sessions may still hold its queue"
         );
     }
+    // Forwarders finish the delivery in progress; the rest waits in the log for the next
+    // start.
+    forwarders.request_stop();
+    let _ = tokio::time::timeout(
+        SHUTDOWN_GRACE,
+        tokio::task::spawn_blocking(move || forwarders.stop()),
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
 }
