@@ -91,20 +91,35 @@ impl Connection {
         }
     }
 
-    /// Whether the receiver closed the connection or sent anything (syslog receivers send
-    /// nothing; TLS close_notify is such data): then it is not reused.
-    fn looks_closed(&self) -> bool {
-        let socket = self.socket();
-        if socket.set_nonblocking(true).is_err() {
+    /// Whether the receiver closed the connection (or broke it) since the last batch. A
+    /// plain TCP receiver never sends anything, so any data counts as closed too; over TLS,
+    /// records the receiver sends (session tickets) are processed, and only a close_notify,
+    /// an EOF or an error count.
+    fn looks_closed(&mut self) -> bool {
+        if self.socket().set_nonblocking(true).is_err() {
             return true;
         }
-        let mut byte = [0u8; 1];
-        let closed = match socket.peek(&mut byte) {
-            Ok(_) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            Err(_) => true,
+        let closed = match self {
+            Connection::Tcp(socket) => {
+                let mut byte = [0u8; 1];
+                match socket.peek(&mut byte) {
+                    Ok(_) => true,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                }
+            }
+            Connection::Tls(stream) => loop {
+                match stream.conn.read_tls(&mut stream.sock) {
+                    Ok(0) => break true,
+                    Ok(_) => match stream.conn.process_new_packets() {
+                        Ok(state) if state.peer_has_closed() => break true,
+                        Ok(_) => continue,
+                        Err(_) => break true,
+                    },
+                    Err(e) => break e.kind() != std::io::ErrorKind::WouldBlock,
+                }
+            },
         };
-        socket.set_nonblocking(false).is_err() || closed
+        self.socket().set_nonblocking(false).is_err() || closed
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -265,7 +280,7 @@ impl SyslogSink {
     }
 
     fn send_stream(&mut self, items: &[Item<'_>]) -> Result<(), DeliveryError> {
-        if self.stream.as_ref().is_some_and(Connection::looks_closed) {
+        if self.stream.as_mut().is_some_and(Connection::looks_closed) {
             self.stream = None;
         }
         if self.stream.is_none() {

@@ -174,11 +174,21 @@ pub fn free_port() -> u16 {
 
 /// Collected messages of a receiver.
 #[derive(Clone, Default)]
-pub struct Received(pub Arc<Mutex<Vec<String>>>);
+pub struct Received(
+    pub Arc<Mutex<Vec<String>>>,
+    /// Connections accepted (TLS: handshakes completed).
+    pub Arc<std::sync::atomic::AtomicUsize>,
+);
 
 impl Received {
     pub fn len(&self) -> usize {
         self.0.lock().unwrap().len()
+    }
+    pub fn connections(&self) -> usize {
+        self.1.load(Ordering::SeqCst)
+    }
+    fn connected(&self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
     }
     pub fn all(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
@@ -231,6 +241,7 @@ pub fn tcp_receiver(listener: TcpListener) -> Received {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
             let r = r.clone();
+            r.connected();
             std::thread::spawn(move || read_frames(stream, &r));
         }
     });
@@ -300,6 +311,7 @@ pub fn tls_receiver(pki: &Pki) -> (SocketAddr, Received, Arc<Mutex<u32>>) {
                         return;
                     }
                 }
+                r.connected();
                 read_frames(rustls::StreamOwned::new(conn, stream), &r);
             });
         }
