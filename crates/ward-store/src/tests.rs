@@ -483,6 +483,41 @@ mod session_log {
     }
 
     #[test]
+    fn quiet_sessions_are_signed_on_time_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = LogSigner::from_seed([9; 32]);
+        let mut store = SqliteStore::open(&dir.path().join("ward.db")).unwrap();
+        store.set_signer(signer.clone());
+        store
+            .write_batch(&[
+                start(A, "ci-nightly", "orders-db", 1_000),
+                statement(A, 1, "SELECT 1", 1_100),
+            ])
+            .unwrap();
+        let signed = |store: &SqliteStore| {
+            let v = store.verify_session(A, &signer.public_key()).unwrap();
+            assert_eq!(v.problem, None);
+            (v.signatures, v.signed_through)
+        };
+        assert_eq!(signed(&store), (0, 0), "two events: no count checkpoint yet");
+        // Not due yet: the interval has not passed since the session was first seen.
+        assert_eq!(store.sign_due_heads(Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(store.sign_due_heads(Duration::ZERO).unwrap(), 1);
+        assert_eq!(signed(&store), (1, 2), "the head is signed by time");
+        // Nothing new since: nothing to sign again.
+        assert_eq!(store.sign_due_heads(Duration::ZERO).unwrap(), 0);
+        store
+            .write_batch(&[statement(A, 2, "SELECT 2", 1_200)])
+            .unwrap();
+        assert_eq!(store.sign_due_heads(Duration::ZERO).unwrap(), 1);
+        assert_eq!(signed(&store), (2, 3));
+        // An ended session is signed at its end and leaves the time checkpoints.
+        store.write_batch(&[end(A, 2_000, "client closed")]).unwrap();
+        assert_eq!(store.sign_due_heads(Duration::ZERO).unwrap(), 0);
+        assert_eq!(signed(&store), (3, 4));
+    }
+
+    #[test]
     fn an_intact_log_verifies_with_its_signed_end() {
         let dir = tempfile::tempdir().unwrap();
         let (store, signer) = signed_store(dir.path());
