@@ -499,7 +499,11 @@ mod session_log {
             assert_eq!(v.problem, None);
             (v.signatures, v.signed_through)
         };
-        assert_eq!(signed(&store), (0, 0), "two events: no count checkpoint yet");
+        assert_eq!(
+            signed(&store),
+            (0, 0),
+            "two events: no count checkpoint yet"
+        );
         // Not due yet: the interval has not passed since the session was first seen.
         assert_eq!(store.sign_due_heads(Duration::from_secs(3600)).unwrap(), 0);
         assert_eq!(store.sign_due_heads(Duration::ZERO).unwrap(), 1);
@@ -512,7 +516,9 @@ mod session_log {
         assert_eq!(store.sign_due_heads(Duration::ZERO).unwrap(), 1);
         assert_eq!(signed(&store), (2, 3));
         // An ended session is signed at its end and leaves the time checkpoints.
-        store.write_batch(&[end(A, 2_000, "client closed")]).unwrap();
+        store
+            .write_batch(&[end(A, 2_000, "client closed")])
+            .unwrap();
         assert_eq!(store.sign_due_heads(Duration::ZERO).unwrap(), 0);
         assert_eq!(signed(&store), (3, 4));
     }
