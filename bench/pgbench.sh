@@ -118,34 +118,9 @@ as_pg pgbouncer -d "$PGDIR/pgbouncer.ini" || die "pgbouncer did not start: $(tai
 
 # ---- ward ----
 say "starting ward on 127.0.0.1:$WARD_PORT"
-mkdir -p "$WORK/ward"
-token_json=$("$WARD_BIN" token create bench --format json)
-WARD_TOKEN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$token_json")
-WARD_HASH=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["hash"])' <<<"$token_json")
-printf '%s\n' "$BENCH_PASSWORD" >"$WORK/ward/bench.password"
-chmod 600 "$WORK/ward/bench.password"
-cat >"$WORK/ward/ward.yaml" <<YAML
-data_dir: data
-listen: { postgres: "127.0.0.1:$WARD_PORT", api: "127.0.0.1:$API_PORT" }
-identity:
-  tokens:
-    - { name: bench, hash: "$WARD_HASH" }
-targets:
-  bench:
-    postgres: "127.0.0.1:$PG_PORT"
-    database: bench
-    credential: { user: bench, password: "file:bench.password" }
-    tls: { mode: disable }
-YAML
-"$WARD_BIN" serve --config "$WORK/ward/ward.yaml" >"$WORK/logs/ward.log" 2>&1 &
-WARD_PID=$!
-for _ in $(seq 1 200); do
-  if curl -fsS "http://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; then break; fi
-  kill -0 "$WARD_PID" 2>/dev/null || die "ward exited: $(tail -30 "$WORK/logs/ward.log")"
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 ||
-  die "ward not ready after 20 s: $(tail -30 "$WORK/logs/ward.log")"
+WARD_PIDS=()
+start_ward ward "$WARD_PORT" "$API_PORT" "mode: strict"
+WARD_PID=${WARD_PIDS[-1]}
 
 # ---- runs ----
 # leg -> "port user password"

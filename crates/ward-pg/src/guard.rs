@@ -394,19 +394,16 @@ pub(crate) async fn client_to_target(
                     }
                     continue;
                 }
+                let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
                 if strict && frame.tag != b'P' {
                     let origin = if frame.tag == b'Q' {
                         StatementOrigin::Simple
                     } else {
                         StatementOrigin::FunctionCall
                     };
-                    let capped = tracker
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .capped(&text);
+                    let capped = t.capped(&text);
                     commands.push(ctx.command_event(origin, &capped, None, &note));
                 }
-                let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
                 t.set_note(note);
                 t.set_capture(capture);
                 if ctx.gateway.masking_configured() {

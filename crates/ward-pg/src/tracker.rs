@@ -1260,6 +1260,28 @@ mod tests {
                 b.extend([0, 0, 0, 0, 0, 0]);
             }),
         );
+        execute_unnamed(t);
+        t.frontend(b'S', &[]);
+    }
+
+    fn complete(t: &mut Tracker, tag: &str, ev: &mut Vec<StatementEvent>) {
+        t.backend(b'C', &body(|b| put_cstr(b, tag)), ev);
+    }
+
+    /// Bind of `statement` to the unnamed portal, no parameters, binary results.
+    fn bind_binary_results(t: &mut Tracker, statement: &str) {
+        t.frontend(
+            b'B',
+            &body(|b| {
+                put_cstr(b, "");
+                put_cstr(b, statement);
+                b.extend([0, 0, 0, 0, 0, 1, 0, 1]);
+            }),
+        );
+    }
+
+    /// Execute of the unnamed portal, no row limit.
+    fn execute_unnamed(t: &mut Tracker) {
         t.frontend(
             b'E',
             &body(|b| {
@@ -1267,11 +1289,6 @@ mod tests {
                 b.extend(0i32.to_be_bytes());
             }),
         );
-        t.frontend(b'S', &[]);
-    }
-
-    fn complete(t: &mut Tracker, tag: &str, ev: &mut Vec<StatementEvent>) {
-        t.backend(b'C', &body(|b| put_cstr(b, tag)), ev);
     }
 
     fn describe(t: &mut Tracker, kind: u8) {
@@ -1301,22 +1318,9 @@ mod tests {
                 b.extend(0i16.to_be_bytes());
             }),
         );
-        t.frontend(
-            b'B',
-            &body(|b| {
-                put_cstr(b, "");
-                put_cstr(b, "");
-                b.extend([0, 0, 0, 0, 0, 1, 0, 1]);
-            }),
-        );
+        bind_binary_results(&mut t, "");
         describe(&mut t, b'P');
-        t.frontend(
-            b'E',
-            &body(|b| {
-                put_cstr(b, "");
-                b.extend(0i32.to_be_bytes());
-            }),
-        );
+        execute_unnamed(&mut t);
         t.frontend(b'S', &[]);
         t.backend(b'1', &[], &mut ev);
         t.backend(b'2', &[], &mut ev);
@@ -1340,21 +1344,8 @@ mod tests {
             }),
         );
         describe(&mut t, b'S');
-        t.frontend(
-            b'B',
-            &body(|b| {
-                put_cstr(b, "");
-                put_cstr(b, "");
-                b.extend([0, 0, 0, 0, 0, 1, 0, 1]);
-            }),
-        );
-        t.frontend(
-            b'E',
-            &body(|b| {
-                put_cstr(b, "");
-                b.extend(0i32.to_be_bytes());
-            }),
-        );
+        bind_binary_results(&mut t, "");
+        execute_unnamed(&mut t);
         t.frontend(b'S', &[]);
         t.backend(b'1', &[], &mut ev);
         t.backend(b't', &[0, 0], &mut ev);
@@ -1615,21 +1606,8 @@ mod tests {
         );
         t.backend(b'Z', b"I", &mut ev);
         // Bind asking for binary results, Execute, Sync.
-        t.frontend(
-            b'B',
-            &body(|b| {
-                put_cstr(b, "");
-                put_cstr(b, "s");
-                b.extend([0, 0, 0, 0, 0, 1, 0, 1]);
-            }),
-        );
-        t.frontend(
-            b'E',
-            &body(|b| {
-                put_cstr(b, "");
-                b.extend(0i32.to_be_bytes());
-            }),
-        );
+        bind_binary_results(&mut t, "s");
+        execute_unnamed(&mut t);
         t.frontend(b'S', &[]);
         t.backend(b'2', &[], &mut ev);
         t.backend(

@@ -40,22 +40,8 @@ pub struct ExportArgs {
     #[arg(value_name = "SESSION")]
     pub sessions: Vec<String>,
 
-    /// Only sessions of this identity.
-    #[arg(long, value_name = "NAME")]
-    pub identity: Option<String>,
-
-    /// Only sessions to this target.
-    #[arg(long, value_name = "TARGET")]
-    pub target: Option<String>,
-
-    /// Only sessions that started at or after WHEN: a duration ago (1h, 30m, 7d) or a time
-    /// (2026-01-02, 2026-01-02T15:04:05Z), as for `ward sessions list`.
-    #[arg(long, value_name = "WHEN")]
-    pub since: Option<String>,
-
-    /// Only sessions that started at or before WHEN (same forms as --since).
-    #[arg(long, value_name = "WHEN")]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub filter: super::sessions::SessionFilterArgs,
 
     /// Also export the gateway chain (locks, pauses and their lifting), whole.
     #[arg(long)]
@@ -295,10 +281,10 @@ pub fn export(config: &ConfigLocation, args: &ExportArgs) -> anyhow::Result<()> 
     };
     let selection = Selection {
         sessions: args.sessions.clone(),
-        identity: args.identity.clone(),
-        target: args.target.clone(),
-        since: bound("since", &args.since)?,
-        until: bound("until", &args.until)?,
+        identity: args.filter.identity.clone(),
+        target: args.filter.target.clone(),
+        since: bound("since", &args.filter.since)?,
+        until: bound("until", &args.filter.until)?,
         include_gateway: args.include_gateway,
     };
     if let (Some(s), Some(u)) = (selection.since, selection.until)

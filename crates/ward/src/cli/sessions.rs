@@ -14,8 +14,9 @@ pub enum Format {
     Json,
 }
 
+/// The session filters `ward sessions list` and `ward export` share.
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub struct SessionFilterArgs {
     /// Only sessions of this identity.
     #[arg(long, value_name = "NAME")]
     pub identity: Option<String>,
@@ -32,6 +33,12 @@ pub struct ListArgs {
     /// Only sessions that started at or before WHEN (same forms as --since).
     #[arg(long, value_name = "WHEN")]
     pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filter: SessionFilterArgs,
 
     /// Only sessions with a statement whose SQL contains TEXT (case-insensitive).
     #[arg(long, value_name = "TEXT")]
@@ -77,10 +84,10 @@ pub fn run(
 fn list(client: &ApiClient, args: &ListArgs) -> anyhow::Result<()> {
     let mut query = vec![("limit", args.limit.to_string())];
     for (name, value) in [
-        ("identity", &args.identity),
-        ("target", &args.target),
-        ("since", &args.since),
-        ("until", &args.until),
+        ("identity", &args.filter.identity),
+        ("target", &args.filter.target),
+        ("since", &args.filter.since),
+        ("until", &args.filter.until),
         ("command_contains", &args.command_contains),
         ("decision", &args.decision),
     ] {
