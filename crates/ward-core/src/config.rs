@@ -216,6 +216,12 @@ pub struct AuditConfig {
     /// of the machine, for several times the throughput on slow disks.
     #[serde(default = "default_true")]
     pub fsync: bool,
+    /// Strict mode: let a plain read (SELECT/SHOW calling only read-only built-ins) go to
+    /// the target while its event is being committed, and hold its results until the commit
+    /// (default `true`). Statements that may change anything always wait before being sent.
+    /// `false` makes reads wait too.
+    #[serde(default = "default_true")]
+    pub overlap_reads: bool,
     /// The first rows of each result kept in its statement event (off by default; rules
     /// may override it with `capture_rows` / `capture_bytes`).
     #[serde(default)]
@@ -280,6 +286,7 @@ impl Default for AuditConfig {
             durable_timeout: default_durable_timeout(),
             retention: None,
             fsync: true,
+            overlap_reads: true,
             capture: CaptureConfig::default(),
         }
     }
@@ -291,6 +298,231 @@ impl Default for AuditConfig {
 pub struct IdentityConfig {
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// OpenID Connect issuers whose tokens (ID tokens or JWT access tokens) people present
+    /// instead of a service token; checked by the `ward-oidc` crate.
+    #[serde(default)]
+    pub oidc: Vec<OidcIssuerConfig>,
+    /// Issuers of workload identity tokens (CI jobs such as GitHub Actions or GitLab CI,
+    /// Kubernetes service accounts): the identity is built from claims by a template.
+    #[serde(default)]
+    pub workload: Vec<WorkloadIssuerConfig>,
+}
+
+/// JWT signature algorithms an issuer may be configured to use. HMAC (`HS*`) and `none` are
+/// absent on purpose: ward only verifies with public keys it fetched from the issuer.
+pub const JWT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA",
+];
+
+/// An OpenID Connect issuer (`identity.oidc[]`): people log in at the IdP and present the
+/// token; the identity is `name_prefix` + the `username_claim`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuerConfig {
+    /// The issuer URL, compared byte for byte with the token's `iss` (a trailing slash
+    /// matters).
+    pub issuer: String,
+    /// Where the discovery document is; default `{issuer}/.well-known/openid-configuration`.
+    pub discovery_url: Option<String>,
+    /// The JWKS URL; when set, discovery is skipped.
+    pub jwks_url: Option<String>,
+    /// Accepted audiences: the token's `aud` (string or array) must contain one of them.
+    /// Required, because a token minted for another application must not open ward.
+    pub audiences: Vec<String>,
+    /// The claim that names the user (a dotted path may reach into nested claims).
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// The claim holding the user's groups: an array of strings or a string, possibly
+    /// nested (`realm_access.roles`). A token without it simply has no groups from the IdP.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Signature algorithms accepted from this issuer (default RS256, ES256, EdDSA).
+    #[serde(default = "default_jwt_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Tolerance for clocks that disagree when checking `exp`, `nbf` and `iat`.
+    #[serde(default = "default_clock_skew", with = "humantime_serde_compat")]
+    pub clock_skew: Duration,
+    /// How often the issuer's keys are refetched (in the background, on use).
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde_compat")]
+    pub jwks_refresh: Duration,
+    /// How long cached keys keep serving while the IdP cannot be reached; after that its
+    /// tokens are refused until it answers again.
+    #[serde(default = "default_jwks_max_stale", with = "humantime_serde_compat")]
+    pub jwks_max_stale: Duration,
+    /// Least time between two fetches caused by tokens with a key id ward does not know (so
+    /// junk tokens cannot turn ward into a load generator against the IdP).
+    #[serde(
+        default = "default_unknown_kid_refresh_interval",
+        with = "humantime_serde_compat"
+    )]
+    pub unknown_kid_refresh_interval: Duration,
+    /// Put before the user name to form the identity name (e.g. `oidc:`), so that IdP users
+    /// cannot take the name of a service token identity.
+    pub name_prefix: Option<String>,
+    /// Put before every group from the token (e.g. `idp:`).
+    pub groups_prefix: Option<String>,
+    /// Groups every identity from this issuer gets (not prefixed).
+    #[serde(default)]
+    pub static_groups: Vec<String>,
+}
+
+/// A workload identity issuer (`identity.workload[]`): tokens minted for machines (CI jobs,
+/// service accounts), whose identity is built from claims by the `identity` template.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadIssuerConfig {
+    /// The issuer URL, compared byte for byte with the token's `iss`.
+    pub issuer: String,
+    /// Where the discovery document is; default `{issuer}/.well-known/openid-configuration`.
+    pub discovery_url: Option<String>,
+    /// The JWKS URL; when set, discovery is skipped.
+    pub jwks_url: Option<String>,
+    /// Accepted audiences: the token's `aud` must contain one of them.
+    pub audiences: Vec<String>,
+    /// The identity name, e.g. `ci:github:{repository}:{workflow}`: each `{claim}` (dotted
+    /// paths allowed) is filled from the token, with characters outside
+    /// `[A-Za-z0-9._/@:+=-]` replaced by `_`. A missing claim refuses the token.
+    pub identity: String,
+    /// Claims kept with the identity for the audit (e.g. `ref`, `run_id`, `sha`, `actor`).
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    /// Groups every identity from this issuer gets.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// A claim with further groups (array of strings or a string), if any.
+    pub groups_claim: Option<String>,
+    /// Signature algorithms accepted from this issuer (default RS256, ES256, EdDSA).
+    #[serde(default = "default_jwt_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Tolerance for clocks that disagree when checking `exp`, `nbf` and `iat`.
+    #[serde(default = "default_clock_skew", with = "humantime_serde_compat")]
+    pub clock_skew: Duration,
+    /// How often the issuer's keys are refetched (in the background, on use).
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde_compat")]
+    pub jwks_refresh: Duration,
+    /// How long cached keys keep serving while the IdP cannot be reached.
+    #[serde(default = "default_jwks_max_stale", with = "humantime_serde_compat")]
+    pub jwks_max_stale: Duration,
+    /// Least time between two fetches caused by unknown key ids.
+    #[serde(
+        default = "default_unknown_kid_refresh_interval",
+        with = "humantime_serde_compat"
+    )]
+    pub unknown_kid_refresh_interval: Duration,
+}
+
+/// What OIDC and workload issuers share: where the keys are and how tokens are checked.
+/// Both config shapes lower to it, so the verifier has one code path for both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtIssuerCommon {
+    pub issuer: String,
+    /// The discovery document's URL (the configured one or the default), unless
+    /// `jwks_url` is set.
+    pub discovery_url: Option<String>,
+    pub jwks_url: Option<String>,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub clock_skew: Duration,
+    pub jwks_refresh: Duration,
+    pub jwks_max_stale: Duration,
+    pub unknown_kid_refresh_interval: Duration,
+}
+
+impl OidcIssuerConfig {
+    /// The settings shared with workload issuers.
+    pub fn common(&self) -> JwtIssuerCommon {
+        JwtIssuerCommon::new(
+            &self.issuer,
+            self.discovery_url.as_deref(),
+            self.jwks_url.as_deref(),
+            &self.audiences,
+            &self.algorithms,
+            [
+                self.clock_skew,
+                self.jwks_refresh,
+                self.jwks_max_stale,
+                self.unknown_kid_refresh_interval,
+            ],
+        )
+    }
+}
+
+impl WorkloadIssuerConfig {
+    /// The settings shared with OIDC issuers.
+    pub fn common(&self) -> JwtIssuerCommon {
+        JwtIssuerCommon::new(
+            &self.issuer,
+            self.discovery_url.as_deref(),
+            self.jwks_url.as_deref(),
+            &self.audiences,
+            &self.algorithms,
+            [
+                self.clock_skew,
+                self.jwks_refresh,
+                self.jwks_max_stale,
+                self.unknown_kid_refresh_interval,
+            ],
+        )
+    }
+}
+
+impl JwtIssuerCommon {
+    fn new(
+        issuer: &str,
+        discovery_url: Option<&str>,
+        jwks_url: Option<&str>,
+        audiences: &[String],
+        algorithms: &[String],
+        [
+            clock_skew,
+            jwks_refresh,
+            jwks_max_stale,
+            unknown_kid_refresh_interval,
+        ]: [Duration; 4],
+    ) -> Self {
+        let discovery_url = match (jwks_url, discovery_url) {
+            (Some(_), _) => None,
+            (None, Some(url)) => Some(url.to_string()),
+            // OpenID Connect Discovery §4: strip a trailing slash before appending the path.
+            (None, None) => Some(format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            )),
+        };
+        JwtIssuerCommon {
+            issuer: issuer.to_string(),
+            discovery_url,
+            jwks_url: jwks_url.map(str::to_string),
+            audiences: audiences.to_vec(),
+            algorithms: algorithms.to_vec(),
+            clock_skew,
+            jwks_refresh,
+            jwks_max_stale,
+            unknown_kid_refresh_interval,
+        }
+    }
+}
+
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_jwt_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+}
+fn default_clock_skew() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_jwks_max_stale() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_unknown_kid_refresh_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// One service token, as printed by `ward token create`.
@@ -481,6 +713,7 @@ impl Config {
                 }
             }
         }
+        validate_jwt_issuers(&self.identity)?;
         self.policy().map_err(|e| e.to_string())?;
         crate::forward::validate(&self.forward)?;
         // The key itself is read when the gateway starts (like target credentials); here a
@@ -593,6 +826,172 @@ impl Config {
         }
         Ok(out)
     }
+}
+
+/// Checks `identity.oidc` and `identity.workload`; errors name the field, e.g.
+/// `identity.oidc[0].algorithms: ...`.
+fn validate_jwt_issuers(identity: &IdentityConfig) -> Result<(), String> {
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    for (i, o) in identity.oidc.iter().enumerate() {
+        let at = format!("identity.oidc[{i}]");
+        validate_jwt_common(&at, &o.common(), o.discovery_url.is_some())?;
+        if o.username_claim.trim().is_empty() {
+            return Err(format!(
+                "{at}.username_claim: must name a claim, e.g. preferred_username, email or sub"
+            ));
+        }
+        if o.groups_claim.trim().is_empty() {
+            return Err(format!(
+                "{at}.groups_claim: must name a claim (default groups)"
+            ));
+        }
+        if let Some(first) = seen.insert(o.issuer.as_str(), at.clone()) {
+            return Err(duplicate_issuer(&at, &o.issuer, &first));
+        }
+    }
+    for (i, w) in identity.workload.iter().enumerate() {
+        let at = format!("identity.workload[{i}]");
+        validate_jwt_common(&at, &w.common(), w.discovery_url.is_some())?;
+        crate::identity::IdentityTemplate::parse(&w.identity)
+            .map_err(|e| format!("{at}.identity: {e}"))?;
+        for (j, a) in w.attributes.iter().enumerate() {
+            if a.trim().is_empty() {
+                return Err(format!("{at}.attributes[{j}]: must name a claim, e.g. ref"));
+            }
+        }
+        if let Some(g) = &w.groups_claim
+            && g.trim().is_empty()
+        {
+            return Err(format!(
+                "{at}.groups_claim: must name a claim, or be left out"
+            ));
+        }
+        if let Some(first) = seen.insert(w.issuer.as_str(), at.clone()) {
+            return Err(duplicate_issuer(&at, &w.issuer, &first));
+        }
+    }
+    Ok(())
+}
+
+fn duplicate_issuer(at: &str, issuer: &str, first: &str) -> String {
+    format!(
+        "{at}.issuer: {issuer:?} is already configured at {first}; a token is matched to its \
+         issuer by `iss`, so each issuer may appear once"
+    )
+}
+
+fn validate_jwt_common(
+    at: &str,
+    c: &JwtIssuerCommon,
+    discovery_configured: bool,
+) -> Result<(), String> {
+    if c.issuer.trim().is_empty() {
+        return Err(format!(
+            "{at}.issuer: must not be empty; it is the tokens' `iss`"
+        ));
+    }
+    check_idp_url(&format!("{at}.issuer"), &c.issuer)?;
+    if let Some(url) = &c.jwks_url {
+        if discovery_configured {
+            return Err(format!(
+                "{at}: give discovery_url or jwks_url, not both (jwks_url skips discovery)"
+            ));
+        }
+        check_idp_url(&format!("{at}.jwks_url"), url)?;
+    }
+    if let (Some(url), true) = (&c.discovery_url, discovery_configured) {
+        check_idp_url(&format!("{at}.discovery_url"), url)?;
+    }
+    if c.audiences.is_empty() {
+        return Err(format!(
+            "{at}.audiences: list at least one audience (the `aud` the IdP puts in tokens for \
+             ward, often the client id); without it a token minted for any application of \
+             the IdP would be accepted"
+        ));
+    }
+    if c.audiences.iter().any(|a| a.trim().is_empty()) {
+        return Err(format!("{at}.audiences: an audience must not be empty"));
+    }
+    if c.algorithms.is_empty() {
+        return Err(format!(
+            "{at}.algorithms: list at least one of {}",
+            JWT_ALGORITHMS.join(", ")
+        ));
+    }
+    for alg in &c.algorithms {
+        if alg.eq_ignore_ascii_case("none") {
+            return Err(format!(
+                "{at}.algorithms: \"none\" is never accepted: it marks an unsigned token that \
+                 anyone can forge"
+            ));
+        }
+        if alg.len() >= 2 && alg[..2].eq_ignore_ascii_case("HS") {
+            return Err(format!(
+                "{at}.algorithms: {alg:?} (HMAC) is never accepted: ward verifies with the \
+                 issuer's public keys, and accepting HMAC would let anyone who has a public key \
+                 sign tokens with it; use RS256, ES256 or EdDSA"
+            ));
+        }
+        if !JWT_ALGORITHMS.contains(&alg.as_str()) {
+            return Err(format!(
+                "{at}.algorithms: {alg:?} is not supported; use some of {}",
+                JWT_ALGORITHMS.join(", ")
+            ));
+        }
+    }
+    if c.clock_skew > Duration::from_secs(600) {
+        return Err(format!(
+            "{at}.clock_skew: {} is more than 10m; fix the clocks (NTP) instead of accepting \
+             expired tokens",
+            humantime::format_duration(c.clock_skew)
+        ));
+    }
+    if c.jwks_refresh < Duration::from_secs(1) {
+        return Err(format!("{at}.jwks_refresh: must be at least 1s"));
+    }
+    if c.unknown_kid_refresh_interval < Duration::from_secs(1) {
+        return Err(format!(
+            "{at}.unknown_kid_refresh_interval: must be at least 1s, or every token with a \
+             made-up key id would cost a request to the IdP"
+        ));
+    }
+    if c.jwks_max_stale < c.jwks_refresh {
+        return Err(format!(
+            "{at}.jwks_max_stale: {} is shorter than jwks_refresh ({}); the keys would go \
+             stale before they are refreshed",
+            humantime::format_duration(c.jwks_max_stale),
+            humantime::format_duration(c.jwks_refresh)
+        ));
+    }
+    Ok(())
+}
+
+/// IdP URLs must be https, except on loopback (test and sidecar IdPs): keys fetched over
+/// plain http from elsewhere could be replaced by anyone on the path.
+fn check_idp_url(field: &str, url: &str) -> Result<(), String> {
+    let rest = if let Some(rest) = url.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = match authority.rsplit_once(':') {
+            Some((h, port)) if !h.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => authority,
+        };
+        if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+            return Err(format!(
+                "{field}: {url:?} must use https (plain http is accepted only on loopback)"
+            ));
+        }
+        rest
+    } else {
+        return Err(format!(
+            "{field}: {url:?} must be an https:// URL, e.g. https://idp.example.com/realms/main"
+        ));
+    };
+    if rest.split(['/', '?', '#']).next().unwrap_or("").is_empty() {
+        return Err(format!("{field}: {url:?} has no host"));
+    }
+    Ok(())
 }
 
 fn deserialize_expiry<'de, D: serde::Deserializer<'de>>(
@@ -708,5 +1107,131 @@ targets:
         assert_eq!(c.listen.postgres.port(), 15432);
         assert!(!c.tls.allow_plaintext);
         assert_eq!(c.limits.max_message_bytes, 1 << 30);
+    }
+
+    const OIDC: &str = r#"
+identity:
+  oidc:
+    - issuer: https://idp.example.com/realms/main
+      audiences: [ward]
+      groups_claim: realm_access.roles
+      name_prefix: "oidc:"
+  workload:
+    - issuer: https://token.actions.githubusercontent.com
+      audiences: [https://ward.example.com]
+      identity: "ci:github:{repository}:{workflow}"
+      attributes: [ref, run_id]
+      groups: [ci]
+      jwks_url: https://token.actions.githubusercontent.com/.well-known/jwks
+      algorithms: [RS256]
+      clock_skew: 30s
+"#;
+
+    fn invalid(yaml: &str) -> String {
+        Config::from_yaml(yaml, Path::new("."))
+            .expect_err("config should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn oidc_and_workload_issuers_parse_with_defaults() {
+        let c = Config::from_yaml(OIDC, Path::new(".")).unwrap();
+        let o = &c.identity.oidc[0];
+        assert_eq!(o.username_claim, "preferred_username");
+        assert_eq!(o.groups_claim, "realm_access.roles");
+        assert_eq!(o.algorithms, ["RS256", "ES256", "EdDSA"]);
+        assert_eq!(o.clock_skew, Duration::from_secs(60));
+        assert_eq!(o.jwks_refresh, Duration::from_secs(300));
+        assert_eq!(o.jwks_max_stale, Duration::from_secs(86400));
+        assert_eq!(o.unknown_kid_refresh_interval, Duration::from_secs(30));
+        assert_eq!(o.name_prefix.as_deref(), Some("oidc:"));
+        assert!(o.groups_prefix.is_none() && o.static_groups.is_empty());
+        let common = o.common();
+        assert_eq!(
+            common.discovery_url.as_deref(),
+            Some("https://idp.example.com/realms/main/.well-known/openid-configuration")
+        );
+        assert_eq!(common.jwks_url, None);
+
+        let w = &c.identity.workload[0];
+        assert_eq!(w.identity, "ci:github:{repository}:{workflow}");
+        assert_eq!(w.attributes, ["ref", "run_id"]);
+        assert_eq!(w.clock_skew, Duration::from_secs(30));
+        let common = w.common();
+        assert_eq!(common.discovery_url, None, "jwks_url skips discovery");
+        assert_eq!(common.algorithms, ["RS256"]);
+
+        let c = Config::from_yaml("", Path::new(".")).unwrap();
+        assert!(c.identity.oidc.is_empty() && c.identity.workload.is_empty());
+    }
+
+    #[test]
+    fn issuer_validation_names_the_field() {
+        let err = invalid(&OIDC.replace("algorithms: [RS256]", "algorithms: [RS256, none]"));
+        assert!(
+            err.contains("identity.workload[0].algorithms: \"none\" is never accepted"),
+            "{err}"
+        );
+        let err = invalid(&OIDC.replace(
+            "audiences: [ward]",
+            "audiences: [ward]\n      algorithms: [HS256]",
+        ));
+        assert!(
+            err.contains("identity.oidc[0].algorithms: \"HS256\" (HMAC)"),
+            "{err}"
+        );
+        let err = invalid(&OIDC.replace("algorithms: [RS256]", "algorithms: [ES512]"));
+        assert!(
+            err.contains("\"ES512\" is not supported; use some of RS256"),
+            "{err}"
+        );
+        let err = invalid(&OIDC.replace("audiences: [ward]", "audiences: []"));
+        assert!(
+            err.contains("identity.oidc[0].audiences: list at least one"),
+            "{err}"
+        );
+        let err = invalid(&OIDC.replace("      audiences: [ward]\n", ""));
+        assert!(err.contains("audiences"), "{err}");
+        let err = invalid(&OIDC.replace("https://idp.example.com", "http://idp.example.com"));
+        assert!(
+            err.contains("identity.oidc[0].issuer") && err.contains("https"),
+            "{err}"
+        );
+        let ok = OIDC.replace("https://idp.example.com", "http://127.0.0.1:9090");
+        Config::from_yaml(&ok, Path::new(".")).unwrap();
+        let err = invalid(&OIDC.replace(
+            "https://idp.example.com/realms/main",
+            "https://token.actions.githubusercontent.com",
+        ));
+        assert!(
+            err.contains("identity.workload[0].issuer")
+                && err.contains("already configured at identity.oidc[0]"),
+            "{err}"
+        );
+        let err = invalid(&OIDC.replace("{workflow}\"", "{workflow\""));
+        assert!(
+            err.contains("identity.workload[0].identity") && err.contains("not closed"),
+            "{err}"
+        );
+        let err = invalid(&OIDC.replace(
+            "clock_skew: 30s",
+            "clock_skew: 30s\n      jwks_max_stale: 1m",
+        ));
+        assert!(
+            err.contains("identity.workload[0].jwks_max_stale")
+                && err.contains("shorter than jwks_refresh"),
+            "{err}"
+        );
+        let err = invalid(&OIDC.replace("clock_skew: 30s", "clock_skew: soon"));
+        assert!(err.contains("30d"), "{err}");
+        let err = invalid(&OIDC.replace("clock_skew: 30s", "clock_skew: 1h"));
+        assert!(err.contains("identity.workload[0].clock_skew"), "{err}");
+        let err = invalid(&OIDC.replace("name_prefix", "name_prefx"));
+        assert!(err.contains("name_prefx"), "{err}");
+        let err = invalid(&OIDC.replace(
+            "jwks_url:",
+            "discovery_url: https://token.actions.githubusercontent.com/d\n      jwks_url:",
+        ));
+        assert!(err.contains("not both"), "{err}");
     }
 }

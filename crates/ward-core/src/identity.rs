@@ -16,10 +16,15 @@ use subtle::ConstantTimeEq;
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub name: Arc<str>,
-    /// Where the identity came from (`token` today; `oidc`, `workload`, `ssh-key` later).
+    /// Where the identity came from: `token` (a service token), `oidc` (a person's token from
+    /// an OpenID Connect issuer), `workload` (a CI job's or service account's token); later
+    /// `ssh-key`.
     pub source: &'static str,
     pub groups: Vec<String>,
     pub expires: Option<DateTime<Utc>>,
+    /// Facts about the principal kept for the audit, e.g. a CI job's `ref` and `run_id`
+    /// (workload tokens); empty for service tokens.
+    pub attributes: Vec<(String, String)>,
 }
 
 /// Why authentication failed. Clients only ever see "authentication failed".
@@ -86,6 +91,7 @@ impl TokenBook {
             source: "token",
             groups: entry.groups.clone(),
             expires: entry.expires,
+            attributes: Vec::new(),
         })
     }
 }
@@ -107,6 +113,7 @@ impl TokenBook {
             source: "token",
             groups: entry.groups.clone(),
             expires: entry.expires,
+            attributes: Vec::new(),
         })
     }
 
@@ -173,6 +180,108 @@ pub fn parse_token_hash(text: &str) -> Result<[u8; 32], String> {
 /// Constant-time equality of two secrets of any length (length itself is not hidden).
 pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
+}
+
+/// A workload identity template such as `ci:github:{repository}:{workflow}`, parsed once at
+/// config load so a broken template stops `ward serve` instead of refusing every job.
+///
+/// `{claim}` names a claim (a dotted path reaches into nested objects); everything else is
+/// literal. Braces cannot be escaped: identity names have no use for them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityTemplate {
+    parts: Vec<TemplatePart>,
+}
+
+/// One piece of an [`IdentityTemplate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplatePart {
+    Literal(String),
+    Claim(String),
+}
+
+impl IdentityTemplate {
+    /// Parses a template; the error says what is wrong and where.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Err("the template is empty; e.g. ci:github:{repository}:{workflow}".into());
+        }
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            match rest.find(['{', '}']) {
+                None => {
+                    parts.push(TemplatePart::Literal(rest.to_string()));
+                    break;
+                }
+                Some(i) if rest.as_bytes()[i] == b'}' => {
+                    return Err(format!(
+                        "{text:?}: `}}` at byte {} has no `{{`",
+                        text.len() - rest.len() + i
+                    ));
+                }
+                Some(i) => {
+                    if i > 0 {
+                        parts.push(TemplatePart::Literal(rest[..i].to_string()));
+                    }
+                    let after = &rest[i + 1..];
+                    let Some(end) = after
+                        .find(['{', '}'])
+                        .filter(|&e| after.as_bytes()[e] == b'}')
+                    else {
+                        return Err(format!("{text:?}: `{{` is not closed by `}}`"));
+                    };
+                    let claim = after[..end].trim();
+                    if claim.is_empty() {
+                        return Err(format!("{text:?}: `{{}}` names no claim"));
+                    }
+                    parts.push(TemplatePart::Claim(claim.to_string()));
+                    rest = &after[end + 1..];
+                }
+            }
+        }
+        Ok(IdentityTemplate { parts })
+    }
+
+    pub fn parts(&self) -> &[TemplatePart] {
+        &self.parts
+    }
+
+    /// The claims the template reads.
+    pub fn claims(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            TemplatePart::Claim(c) => Some(c.as_str()),
+            TemplatePart::Literal(_) => None,
+        })
+    }
+
+    /// Fills the template: `value` gives each claim's text (or the caller's refusal), which
+    /// is inserted through [`sanitize_identity_part`].
+    pub fn render<E>(&self, mut value: impl FnMut(&str) -> Result<String, E>) -> Result<String, E> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(text) => out.push_str(text),
+                TemplatePart::Claim(claim) => out.push_str(&sanitize_identity_part(&value(claim)?)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A claim value made safe for an identity name: characters outside `[A-Za-z0-9._/@:+=-]`
+/// become `_`, so a token cannot put spaces, control characters or glob characters into
+/// names that policy rules match and logs print.
+pub fn sanitize_identity_part(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._/@:+=-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -261,5 +370,57 @@ mod tests {
         assert!(parse_token_hash(&t.hash).is_ok());
         assert!(parse_token_hash("md5:abc").unwrap_err().contains("sha256:"));
         assert!(parse_token_hash("sha256:abcd").unwrap_err().contains("64"));
+    }
+
+    #[test]
+    fn templates_parse_render_and_sanitize() {
+        let t = IdentityTemplate::parse("ci:github:{repository}:{ job.workflow }").unwrap();
+        assert_eq!(
+            t.claims().collect::<Vec<_>>(),
+            ["repository", "job.workflow"]
+        );
+        let name = t
+            .render(|c| {
+                Ok::<_, ()>(match c {
+                    "repository" => "acme/api".to_string(),
+                    _ => "night ly*\n".to_string(),
+                })
+            })
+            .unwrap();
+        assert_eq!(name, "ci:github:acme/api:night_ly__");
+        assert_eq!(
+            t.render(|c| Err::<String, _>(c.to_string())),
+            Err("repository".into())
+        );
+        assert_eq!(
+            IdentityTemplate::parse("fixed").unwrap().parts(),
+            [TemplatePart::Literal("fixed".into())]
+        );
+        assert!(IdentityTemplate::parse("").unwrap_err().contains("empty"));
+        assert!(
+            IdentityTemplate::parse("a:{b")
+                .unwrap_err()
+                .contains("not closed")
+        );
+        assert!(
+            IdentityTemplate::parse("a:{b{c}}")
+                .unwrap_err()
+                .contains("not closed")
+        );
+        assert!(
+            IdentityTemplate::parse("a}")
+                .unwrap_err()
+                .contains("has no")
+        );
+        assert!(
+            IdentityTemplate::parse("a:{}")
+                .unwrap_err()
+                .contains("names no claim")
+        );
+        assert_eq!(
+            sanitize_identity_part("a.b_c/d@e:f+g=h-i"),
+            "a.b_c/d@e:f+g=h-i"
+        );
+        assert_eq!(sanitize_identity_part("é x"), "__x");
     }
 }
