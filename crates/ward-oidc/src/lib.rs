@@ -57,6 +57,16 @@
 //!   the IdP has been unreachable since ...") until a fetch succeeds. A response without a
 //!   usable signing key counts as a failure, so it never replaces working keys.
 //!
+//! # Not checked
+//!
+//! `nonce`, `at_hash` and `azp` belong to the client that ran the login, not to a party that
+//! is handed the token afterwards, so they are not checked; neither is `typ` (ID tokens and
+//! `at+jwt` access tokens are both accepted, told apart by their audience). A token is a
+//! bearer credential until its `exp`: `jti` is returned so a caller can refuse replays if it
+//! wants to.
+//!
+//! # Time
+//!
 //! The `now` given to [`Verifier::verify`] is the clock for everything, claim checks and
 //! cache ages alike, so a caller (or a test) with its own clock gets consistent answers.
 //! Once keys are cached, verification does no I/O and takes no async lock;

@@ -76,6 +76,8 @@ struct IdpState {
     discovery_issuer: Arc<Mutex<Option<String>>>,
     /// Answer every request with 503.
     failing: Arc<Mutex<bool>>,
+    /// A Cache-Control header for JWKS responses.
+    cache_control: Arc<Mutex<Option<String>>>,
     jwks_hits: Arc<AtomicUsize>,
     discovery_hits: Arc<AtomicUsize>,
 }
@@ -92,6 +94,7 @@ impl Idp {
             jwks: Arc::new(Mutex::new(jwks(keys))),
             discovery_issuer: Arc::new(Mutex::new(None)),
             failing: Arc::new(Mutex::new(false)),
+            cache_control: Arc::new(Mutex::new(None)),
             jwks_hits: Arc::new(AtomicUsize::new(0)),
             discovery_hits: Arc::new(AtomicUsize::new(0)),
         };
@@ -121,6 +124,7 @@ impl Idp {
                     }
                     let request = String::from_utf8_lossy(&buf);
                     let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let mut extra = String::new();
                     let (status, body) = if *s.failing.lock().unwrap() {
                         ("503 Service Unavailable", "{}".to_string())
                     } else {
@@ -138,13 +142,16 @@ impl Idp {
                             }
                             "/jwks" => {
                                 s.jwks_hits.fetch_add(1, Ordering::SeqCst);
+                                if let Some(cc) = &*s.cache_control.lock().unwrap() {
+                                    extra = format!("Cache-Control: {cc}\r\n");
+                                }
                                 ("200 OK", s.jwks.lock().unwrap().clone())
                             }
                             _ => ("404 Not Found", "{}".to_string()),
                         }
                     };
                     let response = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = conn.write_all(response.as_bytes()).await;
@@ -560,7 +567,29 @@ async fn keys_due_for_refresh_are_refetched_in_the_background() {
 
 /// Lets a background refresh against a closed port finish (connection refused is immediate).
 async fn settle() {
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn a_shorter_cache_control_max_age_brings_the_refresh_forward() {
+    let idp = Idp::start(&[jwk("rsa", "r1", None)]).await;
+    *idp.state.cache_control.lock().unwrap() = Some("public, max-age=60".into());
+    let v = oidc_verifier(&idp.issuer(), "");
+    let token = sign(Algorithm::RS256, "rsa", Some("r1"), &alice(&idp.issuer()));
+    assert!(v.verify(&token, t0()).await.is_ok());
+    // Before max-age: no refresh.
+    assert!(v.verify(&token, t0() + Duration::seconds(59)).await.is_ok());
+    settle().await;
+    assert_eq!(idp.jwks_hits(), 1);
+    // After max-age (60s, well before jwks_refresh = 5m): refreshed in the background.
+    assert!(v.verify(&token, t0() + Duration::seconds(61)).await.is_ok());
+    for _ in 0..100 {
+        if idp.jwks_hits() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(idp.jwks_hits(), 2);
 }
 
 #[tokio::test]
