@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# pgbench through ward in strict audit mode (every command fsync'd to the audit store
-# before it is forwarded, group commit across sessions), strict without fsync (committed to
-# the OS cache before forwarding) and buffered mode. Three ward
-# processes in front of one PostgreSQL; runs alternate between them so drift on the shared
-# cores affects both alike. The audit store lives under /tmp (same disk as /work here).
+# pgbench through ward in strict audit mode (every command's event fsync'd to the audit
+# store, group commit across sessions: writes before they are forwarded, plain reads while
+# they run, their results held until the commit), strict with reads waiting too
+# (overlap_reads: false) and buffered mode. One ward process per configuration in front of
+# one PostgreSQL; runs alternate between them so drift on the shared cores affects all
+# alike. The audit store lives under /tmp (same disk as /work here).
 #
 #   bench/audit_modes.sh
 #
 # Knobs: DURATION (s per run, 15), WARMUP (s, 3), ROUNDS (alternations, 2), CLIENTS (8),
+# LEGS ("strict waitreads buffered"; also nofsync = strict with fsync: false),
 # THREADS (2), SCALE (10), WARD_BIN (skip the release build).
 # Workloads: pgbench -S (select-only) -M simple and -M prepared, and -N (simple-update,
 # writes) -M prepared. Results on stdout and in bench/results/audit-modes.md.
@@ -58,8 +60,24 @@ say "pgbench -i -s $SCALE"
 "$PGBIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U bench bench >"$WORK/logs/init.log" 2>&1 ||
   die "pgbench -i failed: $(tail -20 "$WORK/logs/init.log")"
 
-LEGS=(strict nofsync buffered)
-declare -A SETTINGS=([strict]="mode: strict" [nofsync]="mode: strict, fsync: false" [buffered]="mode: buffered")
+# LEGS picks the ward configurations compared (the last one is the baseline of the ratios).
+read -r -a LEGS <<<"${LEGS:-strict waitreads buffered}"
+declare -A SETTINGS=(
+  [strict]="mode: strict"
+  [waitreads]="mode: strict, overlap_reads: false"
+  [nofsync]="mode: strict, fsync: false"
+  [buffered]="mode: buffered"
+)
+declare -A LABEL=(
+  [strict]="strict"
+  [waitreads]="strict, overlap_reads: false"
+  [nofsync]="strict, fsync: false"
+  [buffered]="buffered"
+)
+for leg in "${LEGS[@]}"; do
+  [[ -n "${SETTINGS[$leg]:-}" ]] || die "unknown leg $leg (known: ${!SETTINGS[*]})"
+done
+BASE=${LEGS[-1]}
 declare -A PORT TOKEN
 for leg in "${LEGS[@]}"; do
   PORT[$leg]=$(free_port)
@@ -96,10 +114,23 @@ done
   echo "- machine: $(nproc) cores, $(uname -sr); PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
   echo "- $CLIENTS clients, $THREADS threads, scale $SCALE, ${DURATION}s per run, $ROUNDS alternating rounds (mean TPS); TLS from pgbench to ward"
   echo
-  echo "| workload | strict TPS | strict, fsync: false | buffered TPS | strict / buffered | no-fsync / buffered |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  header="| workload |"; rule="|---|"
+  for leg in "${LEGS[@]}"; do header+=" ${LABEL[$leg]} |"; rule+="---:|"; done
+  for leg in "${LEGS[@]}"; do
+    [[ $leg == "$BASE" ]] && continue
+    header+=" ${LABEL[$leg]} / ${LABEL[$BASE]} |"; rule+="---:|"
+  done
+  echo "$header"; echo "$rule"
   for w in "${WORKLOADS[@]}"; do
-    s=$(( SUM[strict$w] / RUNS[strict$w] )); n=$(( SUM[nofsync$w] / RUNS[nofsync$w] )); b=$(( SUM[buffered$w] / RUNS[buffered$w] ))
-    echo "| pgbench $w | $s | $n | $b | $(awk -v a="$s" -v b="$b" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="$n" -v b="$b" 'BEGIN { printf "%.2f", a / b }') |"
+    line="| pgbench $w |"
+    declare -A MEAN=()
+    for leg in "${LEGS[@]}"; do
+      MEAN[$leg]=$(( SUM[$leg$w] / RUNS[$leg$w] )); line+=" ${MEAN[$leg]} |"
+    done
+    for leg in "${LEGS[@]}"; do
+      [[ $leg == "$BASE" ]] && continue
+      line+=" $(awk -v a="${MEAN[$leg]}" -v b="${MEAN[$BASE]}" 'BEGIN { printf "%.2f", a / b }') |"
+    done
+    echo "$line"
   done
 } | tee "$RESULTS"

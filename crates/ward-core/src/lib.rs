@@ -19,7 +19,9 @@ pub mod registry;
 pub mod secret;
 pub mod time;
 
-pub use audit::{AuditClosed, AuditReceiver, AuditSink, NotDurable, Queued};
+pub use audit::{
+    AuditClosed, AuditReceiver, AuditSink, NotDurable, PendingDurable, Queued, ReleaseBarrier,
+};
 pub use config::{Config, ConfigError};
 pub use event::{AuditEvent, CommandEvent, SessionEnd, SessionId, SessionStart, StatementEvent};
 pub use identity::{AuthError, Identity, TokenBook};

@@ -67,6 +67,50 @@ pub fn classify(sql: &str) -> Classified {
     result
 }
 
+/// Built-in functions that only compute a value from their arguments or read state, by
+/// name as the parser reports it (unqualified or `pg_catalog.`-qualified). Anything else a
+/// statement calls (`nextval`, `set_config`, `pg_advisory_lock`, any user function) may
+/// change something, so the statement counts as a write for the audit.
+#[rustfmt::skip]
+const READ_ONLY_FUNCTIONS: &[&str] = &[
+    "abs", "array_agg", "array_length", "avg", "bool_and", "bool_or", "btrim", "ceil",
+    "char_length", "coalesce", "concat", "concat_ws", "count", "current_database",
+    "current_schema", "current_setting", "date_part", "date_trunc", "every", "extract",
+    "floor", "format", "greatest", "json_agg", "json_build_array", "json_build_object",
+    "jsonb_agg", "jsonb_build_array", "jsonb_build_object", "least", "left", "length",
+    "lower", "lpad", "ltrim", "max", "md5", "min", "now", "nullif", "pg_backend_pid",
+    "position", "replace", "right", "round", "row_number", "row_to_json", "rpad", "rtrim",
+    "split_part", "string_agg", "strpos", "substr", "substring", "sum", "to_char",
+    "to_json", "to_jsonb", "trim", "trunc", "upper", "version",
+];
+
+/// Whether `classified` may change anything on the target: true unless every statement is
+/// a plain read (SELECT, SHOW, or EXPLAIN of those) that writes no table, calls only
+/// read-only built-ins and has no flags. Unparseable input counts as a write. Strict audit
+/// lets reads overlap their commit with the round trip; everything else waits.
+///
+/// Limits, on the safe side where possible: a SELECT from a view or under a row-security
+/// policy that calls a volatile function, or a user-defined operator, is not seen through
+/// and counts as a read.
+pub fn may_change_data(classified: &Classified) -> bool {
+    let Some(commands) = classified.as_deref() else {
+        return true;
+    };
+    commands.iter().any(|c| {
+        !c.tables_written.is_empty()
+            || !c.flags.is_empty()
+            || c.kinds.is_empty()
+            || !c
+                .kinds
+                .iter()
+                .all(|k| matches!(*k, "select" | "show" | "explain"))
+            || !c.functions.iter().all(|f| {
+                let name = f.strip_prefix("pg_catalog.").unwrap_or(f);
+                READ_ONLY_FUNCTIONS.binary_search(&name).is_ok()
+            })
+    })
+}
+
 /// The statement's token stream with literal values and comments left out, prefixed with a
 /// NUL (which no SQL text contains, so shapes and texts never collide in the shared cache).
 /// `None` when the scanner rejects the text.
@@ -575,6 +619,46 @@ mod tests {
             assert!(c[0].is_procedural(), "{sql}: {:?}", c[0]);
         }
         assert!(!classify_uncached("select 1").unwrap()[0].is_procedural());
+    }
+
+    #[test]
+    fn read_only_allowlist_is_sorted() {
+        assert!(READ_ONLY_FUNCTIONS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn only_plain_reads_may_overlap_their_commit() {
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "select count(*), lower(email) from customers",
+            "select pg_catalog.now()",
+            "show work_mem",
+            "explain select * from t",
+            "select * from t for update",
+            "with a as (select 1) select * from a",
+        ] {
+            assert!(!may_change_data(&classify_uncached(sql)), "{sql}");
+        }
+        for sql in [
+            "insert into t values (1)",
+            "select nextval('s')",
+            "select set_config('a.b', 'c', false)",
+            "select my_func(1)",
+            "public.lower(x)",
+            "select public.lower('x')",
+            "with d as (delete from t returning *) select * from d",
+            "explain analyze delete from t",
+            "select * into t2 from t",
+            "select 1; delete from t",
+            "begin",
+            "set work_mem = '1MB'",
+            "copy t to stdout",
+            "do $$ begin end $$",
+            "not sql at all",
+        ] {
+            assert!(may_change_data(&classify_uncached(sql)), "{sql}");
+        }
+        assert!(may_change_data(&None));
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub(crate) struct SessionContext<'a> {
     pub identity: &'a Identity,
     pub target: &'a ward_core::config::PostgresTarget,
     pub session_id: &'a SessionId,
+    /// Results wait here for the commit of the reads they answer (strict audit).
+    pub barrier: &'a ward_core::ReleaseBarrier,
 }
 
 impl SessionContext<'_> {
@@ -108,34 +110,58 @@ impl SessionContext<'_> {
     }
 }
 
-/// Records `commands` and waits until the last (and so every one) is durable. Nothing of
-/// them may reach the target before this returns `Ok`.
-async fn make_durable(commands: &mut Vec<AuditEvent>, ctx: &SessionContext<'_>) -> Result<(), End> {
-    let Some(last) = commands.pop() else {
+/// Commands seen in the client's bytes and not yet recorded (strict audit).
+#[derive(Default)]
+struct Unrecorded {
+    events: Vec<AuditEvent>,
+    /// Whether any of them may change anything on the target.
+    may_write: bool,
+}
+
+impl Unrecorded {
+    fn push(&mut self, event: AuditEvent, may_write: bool) {
+        self.events.push(event);
+        self.may_write |= may_write;
+    }
+}
+
+/// Records `commands` so that none of them can take effect unrecorded. When one may change
+/// anything, this waits until the last (and so every one) is durable: nothing of them may
+/// reach the target before. Plain reads only need their results held back: their commit is
+/// handed to the session's release barrier and overlaps the round trip to the target.
+async fn make_durable(commands: &mut Unrecorded, ctx: &SessionContext<'_>) -> Result<(), End> {
+    let may_write = std::mem::take(&mut commands.may_write);
+    let Some(last) = commands.events.pop() else {
         return Ok(());
     };
-    for command in commands.drain(..) {
+    for command in commands.events.drain(..) {
         ctx.gateway
             .audit
             .record(command)
             .await
             .map_err(|_| End::AuditUnavailable)?;
     }
-    ctx.gateway
-        .audit
-        .record_durable(last, ctx.gateway.durable_timeout)
-        .await
-        .map_err(|e| {
-            tracing::error!(session = %ctx.session_id, error = %e, "a command could not be recorded; it was not forwarded and the session is ended");
-            End::NotRecorded(e.to_string())
-        })
+    let audit = &ctx.gateway.audit;
+    let timeout = ctx.gateway.durable_timeout;
+    let recorded = if may_write || !ctx.gateway.overlap_reads {
+        audit.record_durable(last, timeout).await
+    } else {
+        audit
+            .record_acked(last, timeout)
+            .await
+            .map(|pending| ctx.barrier.hold(pending))
+    };
+    recorded.map_err(|e| {
+        tracing::error!(session = %ctx.session_id, error = %e, "a command could not be recorded; it was not forwarded and the session is ended");
+        End::NotRecorded(e.to_string())
+    })
 }
 
-/// Forwards client bytes once the commands among them are durable.
+/// Forwards client bytes once the commands among them are recorded (see [`make_durable`]).
 async fn forward_recorded(
     target: &mut WriteHalf<MaybeTls>,
     bytes: &[u8],
-    commands: &mut Vec<AuditEvent>,
+    commands: &mut Unrecorded,
     ctx: &SessionContext<'_>,
 ) -> Result<(), End> {
     if bytes.is_empty() {
@@ -182,7 +208,7 @@ pub(crate) async fn client_to_target(
     let mut held_input = BytesMut::new();
     // Strict audit: commands seen in this chunk, recorded durably before it is forwarded.
     let strict = ctx.gateway.audit_strict;
-    let mut commands: Vec<AuditEvent> = Vec::new();
+    let mut commands = Unrecorded::default();
     loop {
         if held_input.is_empty() {
             match fill(client, &mut buf).await {
@@ -271,6 +297,7 @@ pub(crate) async fn client_to_target(
             if matches!(frame.tag, b'Q' | b'P' | b'F') {
                 let (text, classified) = statement_of(frame.tag, body);
                 let verdict = ctx.judge(&classified);
+                let may_write = frame.tag == b'F' || classify::may_change_data(&classified);
                 let capture = ctx.capture(&verdict);
                 // An allowed statement names the rules that matched it (`allow` and `log`
                 // rules); denials and reviews replace this note below.
@@ -402,7 +429,10 @@ pub(crate) async fn client_to_target(
                         StatementOrigin::FunctionCall
                     };
                     let capped = t.capped(&text);
-                    commands.push(ctx.command_event(origin, &capped, None, &note));
+                    commands.push(ctx.command_event(origin, &capped, None, &note), may_write);
+                }
+                if frame.tag == b'P' {
+                    t.set_may_write(may_write);
                 }
                 t.set_note(note);
                 t.set_capture(capture);
@@ -422,8 +452,11 @@ pub(crate) async fn client_to_target(
                     .flatten();
                 (noted, executed)
             };
-            if let Some((text, params, note)) = executed {
-                commands.push(ctx.command_event(StatementOrigin::Execute, &text, params, &note));
+            if let Some((text, params, note, may_write)) = executed {
+                commands.push(
+                    ctx.command_event(StatementOrigin::Execute, &text, params, &note),
+                    may_write,
+                );
             }
             match noted {
                 Frontend::Forward => {}

@@ -46,6 +46,8 @@ pub struct PgGateway {
     pub audit_strict: bool,
     /// How long a command waits for durability before the session is ended unsent.
     pub durable_timeout: std::time::Duration,
+    /// Strict audit: plain reads are sent while their event commits; their results wait.
+    pub overlap_reads: bool,
     /// Result capture for statements no rule sets caps for (`audit.capture`).
     pub capture: ward_core::config::CaptureConfig,
     /// Whether some statement may have its result captured: `audit.capture.rows` > 0 or a
@@ -172,6 +174,7 @@ impl PgGateway {
             audit: shared.audit,
             audit_strict: config.audit.mode == ward_core::config::AuditMode::Strict,
             durable_timeout: config.audit.durable_timeout,
+            overlap_reads: config.audit.overlap_reads,
             cancels: cancel::CancelMap::default(),
             controls: shared.controls,
             approvals: shared.approvals,

@@ -62,6 +62,9 @@ pub(crate) enum End {
     /// Strict audit: a command's event could not be made durable, so the command was not
     /// sent and the session is ended.
     NotRecorded(String),
+    /// Strict audit: a read was sent while its event was committed, and the commit failed,
+    /// so its results were withheld and the session is ended.
+    ResultNotRecorded(String),
 }
 
 impl End {
@@ -76,6 +79,9 @@ impl End {
             End::Killed(why) => format!("killed: {why}"),
             End::AuditUnavailable => "audit writer unavailable".into(),
             End::NotRecorded(why) => format!("a command could not be recorded: {why}"),
+            End::ResultNotRecorded(why) => {
+                format!("a read could not be recorded, its result was withheld: {why}")
+            }
         }
     }
 }
@@ -183,11 +189,13 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
         let pid_map = upstream
             .backend_key
             .map(|(target_pid, _)| (target_pid, pid));
+        let barrier = ward_core::ReleaseBarrier::default();
         let ctx = crate::guard::SessionContext {
             gateway: &gateway,
             identity: &identity,
             target: &connector.target,
             session_id: &session_id,
+            barrier: &barrier,
         };
         // Messages ward itself sends the client mid-session (approval notices) go through the
         // target-to-client direction, so they never interleave with a relayed message.
@@ -198,7 +206,7 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
         }
         let end = tokio::select! {
             end = crate::guard::client_to_target(&mut client_read, &mut target_write, &tracker, &ctx, &notice_tx, max) => end,
-            end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max, pid_map, &mut notice_rx, &mut masking) => end,
+            end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max, pid_map, &mut notice_rx, &mut masking, &barrier) => end,
             _ = live.stop.cancelled() => End::Killed(live.end_reason().unwrap_or_else(|| "by an administrator".into())),
         };
         let (pending, target_fatal) = {
@@ -297,6 +305,10 @@ async fn tell_client<W: AsyncWrite + Unpin>(client: &mut W, end: &End, session_i
         End::NotRecorded(why) => (
             sqlstate::SYSTEM_ERROR,
             format!("ward: the statement was not sent to the target because the audit log could not record it ({why}); ward never forwards unrecorded statements, so session {session_id} was ended — retry once the audit store is writable"),
+        ),
+        End::ResultNotRecorded(why) => (
+            sqlstate::SYSTEM_ERROR,
+            format!("ward: the result was withheld because the audit log could not record the statement ({why}); ward never releases results of unrecorded statements, so session {session_id} was ended — retry once the audit store is writable"),
         ),
     };
     refuse(client, code, &message, None).await;
@@ -407,7 +419,10 @@ async fn target_to_client(
     pid_map: Option<(i32, i32)>,
     notices: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
     masking: &mut SessionMasker<'_>,
+    barrier: &ward_core::ReleaseBarrier,
 ) -> End {
+    // Commits awaited by the last release (kept so releases do not allocate).
+    let mut releasing = Vec::new();
     let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let mut framer = Framer::new(max);
     let mut events: Vec<StatementEvent> = Vec::new();
@@ -617,6 +632,9 @@ async fn target_to_client(
             }
             out.extend_from_slice(&buf[from..ready]);
             arena.clear();
+            if let Err(end) = release(barrier, &mut releasing).await {
+                return end;
+            }
             if let Err(e) = write_batch(client, &out).await {
                 return End::ClientGone(e.to_string());
             }
@@ -625,6 +643,9 @@ async fn target_to_client(
             release_if_large(&mut arena);
         } else if ready > 0 {
             arena.clear();
+            if let Err(end) = release(barrier, &mut releasing).await {
+                return end;
+            }
             if let Err(e) = write_batch(client, &buf[..ready]).await {
                 return End::ClientGone(e.to_string());
             }
@@ -658,6 +679,17 @@ async fn target_to_client(
 }
 
 /// Drops a scratch buffer that grew for one large result, as `fill` does for reads.
+/// Waits until the reads whose results are about to be sent are durable (strict audit).
+async fn release(
+    barrier: &ward_core::ReleaseBarrier,
+    spare: &mut Vec<ward_core::PendingDurable>,
+) -> Result<(), End> {
+    barrier.release(spare).await.map_err(|e| {
+        tracing::error!(error = %e, "a read could not be recorded; its result was withheld and the session is ended");
+        End::ResultNotRecorded(e.to_string())
+    })
+}
+
 fn release_if_large(v: &mut Vec<u8>) {
     if v.capacity() > RETAINED_BUFFER {
         *v = Vec::new();

@@ -315,6 +315,8 @@ struct Prepared {
     row: Option<Arc<[u8]>>,
     refs: Refs,
     capture: Capture,
+    /// Whether executing it may change anything (strict audit then records it first).
+    may_write: bool,
 }
 
 #[derive(Debug)]
@@ -325,6 +327,7 @@ struct Portal {
     row: Option<RowDesc>,
     bound: Bound,
     capture: Capture,
+    may_write: bool,
 }
 
 /// What a portal was bound from: enough to describe its rows once a RowDescription for
@@ -364,6 +367,10 @@ pub struct Tracker {
     next_refs: Refs,
     /// Result capture for the next Query or Parse noted.
     next_capture: Capture,
+    /// Whether the next Parse noted may change anything when executed.
+    next_may_write: bool,
+    /// Whether the last Execute noted may change anything.
+    last_may_write: bool,
 }
 
 /// What a frontend message means for the relay.
@@ -395,6 +402,8 @@ impl Tracker {
             simple_row: None,
             next_refs: None,
             next_capture: Capture::default(),
+            next_may_write: true,
+            last_may_write: true,
         }
     }
 
@@ -473,6 +482,7 @@ impl Tracker {
                     row: None,
                     refs: self.next_refs.take(),
                     capture: std::mem::take(&mut self.next_capture),
+                    may_write: std::mem::replace(&mut self.next_may_write, true),
                 };
                 self.statements.insert(parse.name.into(), prepared);
                 self.pending.push_back(Pending::Parse { text, note });
@@ -484,7 +494,7 @@ impl Tracker {
                 }) else {
                     return Frontend::Invalid("malformed Bind message".into());
                 };
-                let (text, note, desc, refs, generation, capture) = self
+                let (text, note, desc, refs, generation, capture, may_write) = self
                     .statements
                     .get(bind.statement)
                     .map(|p| {
@@ -495,6 +505,7 @@ impl Tracker {
                             p.refs.clone(),
                             Some(p.generation),
                             p.capture,
+                            p.may_write,
                         )
                     })
                     .unwrap_or_else(|| {
@@ -505,6 +516,7 @@ impl Tracker {
                             None,
                             None,
                             Capture::default(),
+                            true,
                         )
                     });
                 let bound = Bound {
@@ -530,6 +542,7 @@ impl Tracker {
                         row,
                         bound,
                         capture,
+                        may_write,
                     },
                 );
                 self.pending.push_back(Pending::Bind);
@@ -539,22 +552,28 @@ impl Tracker {
                     return Frontend::Invalid("malformed Execute message".into());
                 };
                 let (text, params, note, row, bound, capture) = match self.portals.get(portal) {
-                    Some(p) => (
-                        p.text.clone(),
-                        p.params.clone(),
-                        p.note.clone(),
-                        p.row.clone(),
-                        p.bound.clone(),
-                        p.capture,
-                    ),
-                    None => (
-                        unknown_portal(portal),
-                        None,
-                        None,
-                        None,
-                        Bound::default(),
-                        Capture::default(),
-                    ),
+                    Some(p) => {
+                        self.last_may_write = p.may_write;
+                        (
+                            p.text.clone(),
+                            p.params.clone(),
+                            p.note.clone(),
+                            p.row.clone(),
+                            p.bound.clone(),
+                            p.capture,
+                        )
+                    }
+                    None => {
+                        self.last_may_write = true;
+                        (
+                            unknown_portal(portal),
+                            None,
+                            None,
+                            None,
+                            Bound::default(),
+                            Capture::default(),
+                        )
+                    }
                 };
                 self.pending.push_back(Pending::Execute {
                     text,
@@ -1077,11 +1096,18 @@ impl Tracker {
 
     /// The text, parameters and policy note of the Execute just noted (the prepared
     /// statement it runs), for the command event recorded before it is forwarded.
-    pub fn last_execute(&self) -> Option<(Arc<str>, Option<String>, Note)> {
+    /// The text, parameters and note of the Execute just noted, and whether it may change
+    /// anything.
+    pub fn last_execute(&self) -> Option<(Arc<str>, Option<String>, Note, bool)> {
         match self.pending.back()? {
             Pending::Execute {
                 text, params, note, ..
-            } => Some((text.clone(), params.clone(), note.clone())),
+            } => Some((
+                text.clone(),
+                params.clone(),
+                note.clone(),
+                self.last_may_write,
+            )),
             _ => None,
         }
     }
@@ -1107,6 +1133,12 @@ impl Tracker {
     /// Sets the result capture for the next Query or Parse noted.
     pub fn set_capture(&mut self, capture: Capture) {
         self.next_capture = capture;
+    }
+
+    /// Says whether the next Parse noted may change anything when executed (its
+    /// classification); unset, a statement counts as a write.
+    pub fn set_may_write(&mut self, may_write: bool) {
+        self.next_may_write = may_write;
     }
 
     /// Sets the output column references for the next Query or Parse noted.

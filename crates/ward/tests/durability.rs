@@ -194,6 +194,49 @@ fn a_statement_that_cannot_be_recorded_is_not_sent() {
 }
 
 #[test]
+fn a_read_that_cannot_be_recorded_releases_no_result() {
+    let db = target_with_trigger("durable_withhold");
+    let start = |overlap: bool| {
+        Ward::start(
+            WardOptions::new()
+                .target(Target::postgres("shop", &db))
+                .token("ci")
+                .extra_yaml(&format!(
+                    "audit: {{ durable_timeout: 1s, overlap_reads: {overlap} }}\n"
+                )),
+        )
+    };
+    for overlap in [true, false] {
+        let ward = start(overlap);
+        if overlap {
+            ward.psql_ok("ci", "shop", "INSERT INTO t (n) VALUES (4242)");
+        }
+        let store =
+            rusqlite::Connection::open(ward.data_dir().join("ward.db")).expect("open the store");
+        store.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let out = ward.psql("ci", "shop", "SELECT n * 10 AS marked FROM t");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{}", harness::describe(&out));
+        assert!(
+            !stdout.contains("42420"),
+            "no row may escape unrecorded: {stdout}"
+        );
+        let expected = if overlap {
+            // The read went to the target while its event was committed; the commit failed.
+            "the result was withheld because the audit log could not record the statement"
+        } else {
+            "not sent to the target because the audit log could not record it"
+        };
+        assert!(stderr.contains(expected), "overlap {overlap}: {stderr}");
+        std::thread::sleep(Duration::from_secs(6));
+        store.execute_batch("ROLLBACK").unwrap();
+        let out = ward.psql_ok("ci", "shop", "SELECT n * 10 AS marked FROM t");
+        assert!(out.contains("42420"), "{out}");
+    }
+}
+
+#[test]
 fn a_command_in_flight_when_ward_dies_replays_as_sent_without_result() {
     let db = Postgres::get().create_target("durable_inflight", AuthMethod::ScramSha256);
     let mut ward = Ward::start(
