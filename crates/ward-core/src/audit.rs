@@ -129,6 +129,11 @@ impl AuditReceiver {
         self.rx.blocking_recv()
     }
 
+    /// The next item, awaited (for a writer that also waits on a timer).
+    pub async fn recv_queued(&mut self) -> Option<Queued> {
+        self.rx.recv().await
+    }
+
     /// The next item if one is queued now.
     pub fn try_recv_queued(&mut self) -> Option<Queued> {
         self.rx.try_recv().ok()

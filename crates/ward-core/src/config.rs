@@ -222,6 +222,17 @@ pub struct AuditConfig {
     /// `false` makes reads wait too.
     #[serde(default = "default_true")]
     pub overlap_reads: bool,
+    /// Strict mode with fsync: make events durable in a small preallocated journal
+    /// next to the store (`ward.journal` beside `ward.db`) and move them into the store shortly after (default
+    /// `true`; several times cheaper per commit than syncing the store). `false` fsyncs the
+    /// store on every commit instead.
+    #[serde(default = "default_true")]
+    pub journal: bool,
+    /// Size of the journal in bytes (default 8 MiB, at least 64 KiB). It wraps once the
+    /// store holds its events; a store that cannot take them for that long makes strict
+    /// statements wait and then be refused.
+    #[serde(default = "default_journal_size")]
+    pub journal_size: u64,
     /// The first rows of each result kept in its statement event (off by default; rules
     /// may override it with `capture_rows` / `capture_bytes`).
     #[serde(default)]
@@ -266,6 +277,10 @@ fn default_true() -> bool {
     true
 }
 
+fn default_journal_size() -> u64 {
+    8 << 20
+}
+
 fn default_durable_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -287,6 +302,8 @@ impl Default for AuditConfig {
             retention: None,
             fsync: true,
             overlap_reads: true,
+            journal: true,
+            journal_size: default_journal_size(),
             capture: CaptureConfig::default(),
         }
     }
@@ -714,6 +731,12 @@ impl Config {
             }
         }
         validate_jwt_issuers(&self.identity)?;
+        if self.audit.journal_size < 64 * 1024 {
+            return Err(format!(
+                "audit.journal_size must be at least 65536 bytes (64 KiB), not {}",
+                self.audit.journal_size
+            ));
+        }
         self.policy().map_err(|e| e.to_string())?;
         crate::forward::validate(&self.forward)?;
         // The key itself is read when the gateway starts (like target credentials); here a
@@ -792,6 +815,15 @@ impl Config {
                     identity: t.name.as_str().into(),
                     hash: parse_token_hash(&t.hash).expect("validated at load"),
                     expires: t.expires,
+    /// The strict-mode audit journal, next to the store.
+    pub fn journal_path(&self) -> PathBuf {
+        let store = self.sqlite_path();
+        store.with_file_name(format!(
+            "{}.journal",
+            store.file_stem().and_then(|s| s.to_str()).unwrap_or("ward")
+        ))
+    }
+
                     targets: t.targets.clone(),
                     groups: t.groups.clone(),
                 })

@@ -23,6 +23,7 @@ mod controls;
 pub mod evidence;
 pub mod forward;
 mod query;
+pub mod journal;
 mod retention;
 mod schema;
 mod writer;
@@ -39,7 +40,9 @@ pub use controls::{ControlEventFilter, ControlEventRecord, DEFAULT_CONTROL_EVENT
 pub use forward::{ForwardLog, LogRow};
 pub use retention::RetentionCounts;
 pub use schema::SCHEMA_VERSION;
-pub use writer::{ORPHAN_END_REASON, WriterOptions, spawn_writer, spawn_writer_with};
+pub use writer::{
+    JournalOptions, ORPHAN_END_REASON, WriterOptions, spawn_writer, spawn_writer_with,
+};
 
 /// How long a connection waits for another connection's lock before failing with "database
 /// is locked". The writer holds its lock only for one batch, so this is generous.
@@ -125,6 +128,11 @@ pub enum StoreError {
     Spawn(std::io::Error),
     #[error("the audit store query was interrupted: {0}")]
     Task(String),
+    #[error("cannot use the audit journal {path}: {source}")]
+    Journal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {
@@ -358,6 +366,70 @@ impl SqliteStore {
 
     /// Makes every commit durable before it returns (`PRAGMA synchronous = FULL`: the WAL is
     /// fsync'd at each commit). Strict audit mode needs it: a command is forwarded only once
+    /// [`SqliteStore::write_batch`] for events taken from the strict-mode journal: also notes
+    /// `journal_seq` as applied, in the same transaction, so no record is applied twice.
+    pub fn write_journaled(
+        &mut self,
+        events: &[AuditEvent],
+        journal_seq: u64,
+    ) -> Result<(), StoreError> {
+        let write = |source| StoreError::Write { source };
+        let tx = self.conn.transaction().map_err(write)?;
+        let mut pending = chain::Pending::new();
+        for event in events {
+            writer::write_event(&tx, event).map_err(write)?;
+            chain::record(&tx, event, &self.heads, &mut pending, self.signer.as_ref())
+                .map_err(write)?;
+        }
+        tx.prepare_cached("UPDATE journal_state SET applied_seq = ?1 WHERE id = 1")
+            .and_then(|mut s| s.execute([i64::try_from(journal_seq).unwrap_or(i64::MAX)]))
+            .map_err(write)?;
+        tx.commit().map_err(write)?;
+        self.commit_heads(pending, events);
+        Ok(())
+    }
+
+    /// How long a write waits for another process's lock before failing (default 5 s).
+    pub fn set_busy_timeout(&mut self, timeout: Duration) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(timeout)
+            .map_err(|source| StoreError::Write { source })
+    }
+
+    /// The sequence number of the last journal record this store holds (0: none).
+    pub fn applied_journal_seq(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT applied_seq FROM journal_state WHERE id = 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(query::query_err)
+    }
+
+    /// Makes every transaction committed so far durable, whatever the sync mode: one
+    /// commit with `synchronous = FULL` fsyncs the WAL, which holds all earlier ones.
+    pub fn sync_committed(&mut self) -> Result<(), StoreError> {
+        let write = |source| StoreError::Write { source };
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(write)?;
+        let synced = self
+            .conn
+            .execute(
+                "UPDATE journal_state SET applied_seq = applied_seq WHERE id = 1",
+                [],
+            )
+            .map(|_| ());
+        let restored = self.conn.pragma_update(
+            None,
+            "synchronous",
+            if self.durable { "FULL" } else { "NORMAL" },
+        );
+        synced.and(restored).map_err(write)
+    }
+
     /// its event survives a crash of ward or of the machine.
     pub fn set_durable_commits(&mut self) -> Result<(), StoreError> {
         self.conn

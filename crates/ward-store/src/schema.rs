@@ -10,7 +10,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::Path;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Version 1: sessions and their statements.
 ///
@@ -146,6 +146,17 @@ CREATE TABLE IF NOT EXISTS forward_cursors (
 ) WITHOUT ROWID;
 ";
 
+/// Version 7: the strict-mode journal's progress. `applied_seq` is the sequence number of the
+/// last journal record whose events are in this store, updated in the same transaction as
+/// those events, so that records are applied exactly once (see `journal.rs`).
+const V7: &str = "
+CREATE TABLE IF NOT EXISTS journal_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    applied_seq INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO journal_state (id, applied_seq) VALUES (1, 0);
+";
+
 pub(crate) fn configure_and_migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let schema_err = |source| StoreError::Schema {
         path: path.to_path_buf(),
@@ -196,6 +207,9 @@ pub(crate) fn configure_and_migrate(conn: &Connection, path: &Path) -> Result<()
     }
     if current < 6 {
         tx.execute_batch(V6).map_err(schema_err)?;
+    }
+    if current < 7 {
+        tx.execute_batch(V7).map_err(schema_err)?;
     }
     // Later versions: `if current < 4 { tx.execute_batch(V4)?; }` and so on.
     if current != SCHEMA_VERSION {

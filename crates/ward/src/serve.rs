@@ -39,16 +39,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let admin_token_hash = admin_token_hash(&config)?;
 
     let sqlite = config.sqlite_path();
-    let store = ward_store::SqliteStore::open(&sqlite)
-        .with_context(|| format!("cannot open the audit store {}", sqlite.display()))?;
-    // Locks and pauses outlive restarts: restore them before any listener accepts a client.
-    let persisted_controls = store.controls().with_context(|| {
-        format!(
-            "cannot read the locks and pauses in force from the audit store {}",
-            sqlite.display()
-        )
-    })?;
-    drop(store);
     let (audit, audit_rx) = AuditSink::channel(config.audit.queue);
     // Session logs are hash-chained and their heads signed with ward's own key, generated
     // on first start (`ward keys show` prints its public half).
@@ -64,15 +54,32 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             signer: Some(signer),
             strict,
             fsync: config.audit.fsync,
+            journal: config.audit.journal.then(|| ward_store::JournalOptions {
+                path: config.journal_path(),
+                size: config.audit.journal_size,
+            }),
             ..Default::default()
         },
     )
     .context("cannot start the audit writer")?;
+    // Locks and pauses outlive restarts: restore them before any listener accepts a client
+    // (read once the writer has recovered what a previous run left in the journal).
+    let store = ward_store::SqliteStore::open(&sqlite)
+        .with_context(|| format!("cannot open the audit store {}", sqlite.display()))?;
+    let persisted_controls = store.controls().with_context(|| {
+        format!(
+            "cannot read the locks and pauses in force from the audit store {}",
+            sqlite.display()
+        )
+    })?;
+    drop(store);
     tracing::info!(
         mode = if strict { "strict" } else { "buffered" },
         "audit: {}",
-        if strict && config.audit.fsync {
-            "statements are forwarded only once their event is on disk (fsync)"
+        if strict && config.audit.fsync && config.audit.journal {
+            "statements are forwarded only once their event is on disk (journal fsync; reads overlap it)"
+        } else if strict && config.audit.fsync {
+            "statements are forwarded only once their event is on disk (store fsync; reads overlap it)"
         } else if strict {
             "statements are forwarded only once their event is committed (no fsync: survives a crash of ward, not of the machine)"
         } else {
