@@ -522,6 +522,7 @@ mod tests {
                         tls_version: "TLSv1.3".into(),
                         client_program: None,
                         started_at: 1_000,
+                        credential: None,
                     }),
                     AuditEvent::SessionEnd(SessionEnd {
                         session_id: SessionId(ENDED.into()),

@@ -15,6 +15,8 @@
 //!   `POST …/pause` holds its statements until `POST …/resume`; `GET /api/v1/controls` lists
 //!   the locks and pauses in force and `GET /api/v1/controls/events?identity=&limit=` the
 //!   recorded actions.
+//! - `GET /api/v1/auth/refusals?code=&user=&since=&limit=`: refused logins (bad, expired or
+//!   forged credentials, locked identities), newest first, from the gateway chain.
 //! - Approvals of held statements: `GET /api/v1/approvals`, `GET /api/v1/approvals/{id}`,
 //!   `POST /api/v1/approvals/{id}/approve` and `…/deny`; these also accept an identity's own
 //!   token as `Bearer <identity>:<ward token>` (see [`approvals`]).
@@ -28,6 +30,7 @@
 pub mod approvals;
 mod containment;
 pub mod model;
+mod refusals;
 pub mod webhook;
 
 use axum::extract::rejection::QueryRejection;
@@ -156,6 +159,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(show_session))
         .merge(containment::routes())
+        .merge(refusals::routes())
         .fallback(not_found)
         // `layer`, not `route_layer`: unknown paths under /api/v1 also need the token, so
         // the API's shape is not visible without it.

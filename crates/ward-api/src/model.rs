@@ -344,3 +344,53 @@ impl From<ward_store::ControlEventRecord> for ControlEventView {
 pub struct ControlEventList {
     pub events: Vec<ControlEventView>,
 }
+
+/// One refused login (`GET /api/v1/auth/refusals`), from the gateway chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRefusalView {
+    /// The event's position in the session log (recording order).
+    pub id: i64,
+    /// Its position in the gateway chain.
+    pub seq: i64,
+    pub at: String,
+    pub at_us: i64,
+    pub protocol: String,
+    pub target: String,
+    /// The user name the client sent (not used as the identity for IdP tokens).
+    pub claimed_user: String,
+    /// The identity a verified credential proved, when the refusal came after that.
+    pub identity: Option<String>,
+    /// The client's `ip:port`.
+    pub peer: String,
+    /// `token` or `jwt`.
+    pub source: String,
+    /// Stable short code, e.g. `bad_token`, `expired`, `bad_signature`, `locked`.
+    pub code: String,
+    pub reason: String,
+}
+
+impl From<ward_store::AuthRefusedRecord> for AuthRefusalView {
+    fn from(r: ward_store::AuthRefusedRecord) -> Self {
+        let e = r.event;
+        AuthRefusalView {
+            id: r.id,
+            seq: r.seq,
+            at: format_micros(e.at),
+            at_us: e.at,
+            protocol: e.protocol,
+            target: e.target,
+            claimed_user: e.claimed_user,
+            identity: e.identity,
+            peer: e.peer,
+            source: e.source,
+            code: e.code,
+            reason: e.reason,
+        }
+    }
+}
+
+/// `GET /api/v1/auth/refusals`: refused logins, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRefusalList {
+    pub refusals: Vec<AuthRefusalView>,
+}

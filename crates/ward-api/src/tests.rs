@@ -24,6 +24,7 @@ fn start(id: &str, identity: &str, target: &str, started_at: i64) -> AuditEvent 
         tls_version: "TLSv1.3".into(),
         client_program: None,
         started_at,
+        credential: None,
     })
 }
 

@@ -45,6 +45,34 @@ pub struct SessionStart {
     /// What the client called itself (PostgreSQL `application_name`), if anything.
     pub client_program: Option<String>,
     pub started_at: i64,
+    /// What proved the identity (absent in events recorded before ward recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialInfo>,
+}
+
+/// The credential behind a session, for the audit: which kind, from whom, until when, and
+/// the facts it carried (never the credential itself).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialInfo {
+    /// `token` (a ward service token), `oidc` or `workload` (an IdP or CI token).
+    pub source: String,
+    /// The token's `iss`, for IdP and CI tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The token's `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The token's `jti`, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// When the credential expires (Unix micros); `None`: never.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// The identity's attributes: a workload token's listed claims (`ref`, `run_id`, …), and
+    /// for IdP and CI tokens `pg_user`, the PostgreSQL user name the client sent (which is
+    /// not used as the identity).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<(String, String)>,
 }
 
 /// How a statement reached the target.
@@ -290,6 +318,37 @@ pub struct ControlEvent {
     pub sessions_ended: u64,
 }
 
+/// A client that was refused at login: a wrong, expired or forged credential, a target it
+/// may not use, a locked identity. Belongs to no session (none was opened), so it joins the
+/// gateway chain; recorded without waiting, so a flood of bad logins cannot stall sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRefusedEvent {
+    /// `postgres` today.
+    pub protocol: String,
+    /// The target the client asked for (the PostgreSQL database name), known or not.
+    pub target: String,
+    /// The user name the client sent. For a service token it is the identity it claims; for
+    /// an IdP token it is not used for identity at all.
+    pub claimed_user: String,
+    /// The identity a verified credential proved, when the refusal came after that (a
+    /// locked identity, a target it may not use); `None` otherwise.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// The client's `ip:port`.
+    pub peer: String,
+    /// What the client presented: `token` (a ward service token, or anything that is not a
+    /// JWT) or `jwt` (an IdP or CI token).
+    pub source: String,
+    /// A stable short code: for JWTs the verifier's (`expired`, `alg_none`, `bad_signature`,
+    /// `unknown_kid`, `wrong_audience`, …), for service tokens `bad_token`, `expired`,
+    /// `target_not_allowed`, `unknown_target`; `locked` for a locked identity.
+    pub code: String,
+    /// Why, in words (never the credential itself).
+    pub reason: String,
+    /// Unix micros.
+    pub at: i64,
+}
+
 /// Everything the audit log records.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -300,4 +359,5 @@ pub enum AuditEvent {
     SessionEnd(SessionEnd),
     Control(ControlEvent),
     Approval(ApprovalEvent),
+    AuthRefused(AuthRefusedEvent),
 }

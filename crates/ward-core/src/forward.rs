@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Event kinds as stored in the session log (`event_log.kind`, the envelope's `kind`).
-pub const EVENT_KINDS: [&str; 6] = [
+pub const EVENT_KINDS: [&str; 7] = [
     "session_start",
     "command",
     "statement",
     "session_end",
     "approval",
     "control",
+    "auth_refused",
 ];
 
 /// One `forward:` entry.

@@ -40,6 +40,19 @@ pub enum AuthError {
     UnknownTarget(String),
 }
 
+impl AuthError {
+    /// A stable short code for audit events (`bad_token`, `expired`, `target_not_allowed`,
+    /// `unknown_target`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::BadToken(_) => "bad_token",
+            AuthError::Expired(..) => "expired",
+            AuthError::TargetNotAllowed(..) => "target_not_allowed",
+            AuthError::UnknownTarget(_) => "unknown_target",
+        }
+    }
+}
+
 /// One configured token: its owner, hash and limits.
 #[derive(Clone, Debug)]
 pub struct TokenEntry {

@@ -40,6 +40,8 @@ struct Probe {
 pub fn severity(kind: &str, body: &str) -> u8 {
     match kind {
         "control" => NOTICE,
+        // Someone tried to log in with a bad, expired or forged credential.
+        "auth_refused" => WARNING,
         "statement" | "command" | "approval" => match serde_json::from_str::<Probe>(body) {
             Ok(p) => {
                 let refused = matches!(
@@ -328,6 +330,7 @@ mod tests {
         assert_eq!(severity("statement", r#"{"decision":null}"#), INFO);
         assert_eq!(severity("approval", r#"{"state":"denied"}"#), WARNING);
         assert_eq!(severity("control", "{}"), NOTICE);
+        assert_eq!(severity("auth_refused", "{}"), WARNING);
         assert_eq!(severity("session_start", "garbage"), INFO);
     }
 

@@ -154,6 +154,7 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             .find(|(k, _)| k == "application_name")
             .map(|(_, v)| v.clone()),
         started_at: live.started_at,
+        credential: None,
     };
     if gateway
         .audit

@@ -474,13 +474,16 @@ pub fn chain_of(event: &ward_core::AuditEvent) -> (&str, &'static str, i64, bool
             // gateway's own chain.
             None => (GATEWAY_LOG, "control", c.at, false),
         },
+        // A refused login opened no session: the gateway's chain holds it.
+        E::AuthRefused(a) => (GATEWAY_LOG, "auth_refused", a.at, false),
     }
 }
 
 /// Chain heads written in a transaction not yet committed.
 pub(crate) type Pending = std::collections::HashMap<String, Head>;
 
-/// The chain of events that belong to no session (locks, unlocks, pauses, resumes).
+/// The chain of events that belong to no session (locks, unlocks, pauses, resumes, refused
+/// logins).
 pub const GATEWAY_LOG: &str = "gateway";
 
 /// Appends `event` to its session's chain (events that belong to no session join the

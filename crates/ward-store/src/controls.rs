@@ -246,6 +246,7 @@ mod tests {
                     tls_version: "TLSv1.3".into(),
                     client_program: None,
                     started_at: 50,
+                    credential: None,
                 }),
                 AuditEvent::Control(lock),
                 AuditEvent::Control(event(ControlAction::Pause, "bot", 110)),

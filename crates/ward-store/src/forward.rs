@@ -177,6 +177,7 @@ mod tests {
                 tls_version: "TLSv1.3".into(),
                 client_program: None,
                 started_at: 1_000,
+                credential: None,
             }),
             AuditEvent::Statement(StatementEvent {
                 session_id: SessionId(id.into()),

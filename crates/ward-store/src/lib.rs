@@ -18,6 +18,7 @@
 //! for humans is the API's job.
 
 mod approvals;
+mod auth;
 pub mod chain;
 mod controls;
 pub mod evidence;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use ward_core::AuditEvent;
 
 pub use approvals::{ApprovalEventFilter, ApprovalEventRecord, DEFAULT_APPROVAL_EVENTS};
+pub use auth::{AuthRefusedFilter, AuthRefusedRecord, DEFAULT_AUTH_REFUSALS};
 pub use controls::{ControlEventFilter, ControlEventRecord, DEFAULT_CONTROL_EVENTS};
 pub use forward::{ForwardLog, LogRow};
 pub use retention::RetentionCounts;

@@ -71,6 +71,7 @@ impl TestStore {
             tls_version: "TLSv1.3".into(),
             client_program: Some("psql".into()),
             started_at: ward_core::time::now_micros(),
+            credential: None,
         })];
         for seq in 1..=statements {
             events.push(AuditEvent::Statement(StatementEvent {
