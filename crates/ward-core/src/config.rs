@@ -797,6 +797,15 @@ impl Config {
         self.data_dir.join("signing.key")
     }
 
+    /// The strict-mode audit journal, next to the store.
+    pub fn journal_path(&self) -> PathBuf {
+        let store = self.sqlite_path();
+        store.with_file_name(format!(
+            "{}.journal",
+            store.file_stem().and_then(|s| s.to_str()).unwrap_or("ward")
+        ))
+    }
+
     /// The SQLite file of the store.
     pub fn sqlite_path(&self) -> PathBuf {
         self.store
@@ -815,15 +824,6 @@ impl Config {
                     identity: t.name.as_str().into(),
                     hash: parse_token_hash(&t.hash).expect("validated at load"),
                     expires: t.expires,
-    /// The strict-mode audit journal, next to the store.
-    pub fn journal_path(&self) -> PathBuf {
-        let store = self.sqlite_path();
-        store.with_file_name(format!(
-            "{}.journal",
-            store.file_stem().and_then(|s| s.to_str()).unwrap_or("ward")
-        ))
-    }
-
                     targets: t.targets.clone(),
                     groups: t.groups.clone(),
                 })
