@@ -323,6 +323,23 @@ pub struct IdentityConfig {
     /// Kubernetes service accounts): the identity is built from claims by a template.
     #[serde(default)]
     pub workload: Vec<WorkloadIssuerConfig>,
+    /// What happens when the credential behind a session expires while the session runs (an
+    /// IdP token's `exp`, a service token's `expires`): `end` (default) ends the session,
+    /// `refuse` keeps it connected but refuses each further statement.
+    #[serde(default)]
+    pub on_expiry: OnExpiry,
+}
+
+/// `identity.on_expiry`: what a session does once its credential has expired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExpiry {
+    /// End the session at the expiry (the client is told why).
+    #[default]
+    End,
+    /// Keep the connection; refuse every further statement (SQLSTATE 28000) without sending
+    /// it, so the client can finish up and reconnect with a fresh token.
+    Refuse,
 }
 
 /// JWT signature algorithms an issuer may be configured to use. HMAC (`HS*`) and `none` are
@@ -1195,6 +1212,11 @@ identity:
 
         let c = Config::from_yaml("", Path::new(".")).unwrap();
         assert!(c.identity.oidc.is_empty() && c.identity.workload.is_empty());
+        assert_eq!(c.identity.on_expiry, OnExpiry::End);
+        let c = Config::from_yaml("identity: { on_expiry: refuse }", Path::new(".")).unwrap();
+        assert_eq!(c.identity.on_expiry, OnExpiry::Refuse);
+        let err = invalid("identity: { on_expiry: ignore }");
+        assert!(err.contains("on_expiry") || err.contains("end"), "{err}");
     }
 
     #[test]

@@ -42,6 +42,36 @@ pub(crate) struct SessionContext<'a> {
     pub session_id: &'a SessionId,
     /// Results wait here for the commit of the reads they answer (strict audit).
     pub barrier: &'a ward_core::ReleaseBarrier,
+    /// `identity.on_expiry: refuse` with a credential that expires: statements after the
+    /// expiry are refused.
+    pub expiry: Option<&'a ExpiryRefusal>,
+}
+
+/// When a session's credential expires, for `identity.on_expiry: refuse`, and how many
+/// statements were refused since.
+pub(crate) struct ExpiryRefusal {
+    pub at: chrono::DateTime<chrono::Utc>,
+    at_micros: i64,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl ExpiryRefusal {
+    pub fn new(at: chrono::DateTime<chrono::Utc>) -> Self {
+        ExpiryRefusal {
+            at,
+            at_micros: at.timestamp_micros(),
+            refused: Default::default(),
+        }
+    }
+
+    /// Statements refused because of the expiry so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn passed(&self) -> bool {
+        ward_core::time::now_micros() >= self.at_micros
+    }
 }
 
 impl SessionContext<'_> {
@@ -175,12 +205,29 @@ async fn forward_recorded(
 /// the client's own sends block, as they would against a busy server.
 const MAX_HELD_INPUT: usize = 1 << 20;
 
-/// A statement the policy refused, waiting for the Sync that ends its extended batch.
+/// A statement ward refused, waiting for the Sync that ends its extended batch.
 struct Refusal {
     text: String,
     rule: String,
     message: String,
     decision: &'static str,
+    /// The SQLSTATE the client gets: `42501` for policy, `28000` for an expired credential.
+    code: &'static str,
+    /// Whether `message` is the whole client message (else it is framed as a rule's).
+    verbatim: bool,
+}
+
+impl Refusal {
+    fn policy(text: &str, rule: String, message: String, decision: &'static str) -> Self {
+        Refusal {
+            text: text.to_string(),
+            rule,
+            message,
+            decision,
+            code: "42501",
+            verbatim: false,
+        }
+    }
 }
 
 /// One message found in a chunk: its tag and byte range (`streamed`: only its start is here).
@@ -294,6 +341,49 @@ pub(crate) async fn client_to_target(
                     .wait_until_resumed(&ctx.identity.name)
                     .await;
             }
+            // `identity.on_expiry: refuse`: once the credential has expired, no statement
+            // reaches the target; the client is told why with SQLSTATE 28000.
+            // A ROLLBACK still goes through, so a transaction open at the expiry can be ended
+            // (the refusal aborts it, and an aborted transaction answers nothing else).
+            if matches!(frame.tag, b'Q' | b'P' | b'F' | b'B' | b'E')
+                && let Some(expiry) = ctx.expiry
+                && expiry.passed()
+                && !(frame.tag == b'Q'
+                    && messages::parse_query(body)
+                        .and_then(|q| std::str::from_utf8(q).ok())
+                        .is_some_and(is_rollback))
+            {
+                if let Err(end) =
+                    forward_recorded(target, &buf[out_from..frame.start], &mut commands, ctx).await
+                {
+                    return end;
+                }
+                out_from = frame.end;
+                expiry
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let text = match frame.tag {
+                    b'B' | b'E' => "<bind or execute of a prepared statement>".to_string(),
+                    tag => statement_of(tag, body).0,
+                };
+                let refused = Refusal {
+                    text,
+                    rule: "identity.on_expiry".into(),
+                    message: crate::session::expired_message(ctx.session_id, expiry.at),
+                    decision: "token_expired",
+                    code: crate::messages::sqlstate::INVALID_AUTHORIZATION,
+                    verbatim: true,
+                };
+                if matches!(frame.tag, b'Q' | b'F') {
+                    if let Err(end) = send_refusal(target, tracker, ctx, &refused).await {
+                        return end;
+                    }
+                } else {
+                    // Extended protocol: drop everything up to the Sync, then refuse.
+                    refusal = Some(refused);
+                }
+                continue;
+            }
             if matches!(frame.tag, b'Q' | b'P' | b'F') {
                 let (text, classified) = statement_of(frame.tag, body);
                 let verdict = ctx.judge(&classified);
@@ -311,12 +401,7 @@ pub(crate) async fn client_to_target(
                 match verdict.decision {
                     Decision::Allow => {}
                     Decision::Deny { rule, message } => {
-                        denied = Some(Refusal {
-                            text: text.clone(),
-                            rule,
-                            message,
-                            decision: "denied",
-                        });
+                        denied = Some(Refusal::policy(&text, rule, message, "denied"));
                     }
                     Decision::Review(review) => {
                         if let Err(end) = forward_recorded(
@@ -385,22 +470,20 @@ pub(crate) async fn client_to_target(
                                 }));
                             }
                             ApprovalOutcome::TimedOut { allowed: false } => {
-                                denied = Some(Refusal {
-                                    text: text.clone(),
-                                    rule: review.rule.clone(),
-                                    message: format!("approval request {id} timed out"),
-                                    decision: "review_timed_out",
-                                });
+                                denied = Some(Refusal::policy(
+                                    &text,
+                                    review.rule.clone(),
+                                    format!("approval request {id} timed out"),
+                                    "review_timed_out",
+                                ));
                             }
                             ApprovalOutcome::Denied { by, reason } => {
-                                denied = Some(Refusal {
-                                    text: text.clone(),
-                                    rule: review.rule.clone(),
-                                    message: format!(
-                                        "approval request {id} was denied by {by}: {reason}"
-                                    ),
-                                    decision: "review_denied",
-                                });
+                                denied = Some(Refusal::policy(
+                                    &text,
+                                    review.rule.clone(),
+                                    format!("approval request {id} was denied by {by}: {reason}"),
+                                    "review_denied",
+                                ));
                             }
                         }
                     }
@@ -475,6 +558,20 @@ pub(crate) async fn client_to_target(
             return End::ClientTerminated;
         }
     }
+}
+
+/// Whether `sql` is only a `ROLLBACK` (or `ABORT`), which ends a transaction without
+/// changing anything.
+fn is_rollback(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    matches!(
+        words.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        ["rollback" | "abort"] | ["rollback" | "abort", "work" | "transaction"]
+    )
 }
 
 /// Output column references of every statement in a message (masking protects computed
@@ -556,11 +653,15 @@ async fn send_refusal(
         decision = refused.decision,
         "statement refused"
     );
-    let message = format!(
-        "blocked by ward rule \"{}\": {} (session {})",
-        refused.rule, refused.message, ctx.session_id
-    );
-    let query = refusal_query(&message);
+    let message = if refused.verbatim {
+        refused.message.clone()
+    } else {
+        format!(
+            "blocked by ward rule \"{}\": {} (session {})",
+            refused.rule, refused.message, ctx.session_id
+        )
+    };
+    let query = refusal_query_with_code(&message, refused.code);
     tracker
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -576,6 +677,21 @@ async fn send_refusal(
 
 /// A Query message whose statement fails with SQLSTATE 42501 and `message`.
 pub fn refusal_query(message: &str) -> Vec<u8> {
+    refusal_query_with_code(message, "42501")
+}
+
+/// A Query message whose statement fails with SQLSTATE `code` (five characters of
+/// `[0-9A-Z]`; anything else becomes 42501) and `message`.
+pub fn refusal_query_with_code(message: &str, code: &str) -> Vec<u8> {
+    let code = if code.len() == 5
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    {
+        code
+    } else {
+        "42501"
+    };
     // The message sits in a string literal inside a dollar-quoted body: double the quotes,
     // keep the dollar tag out of it, and drop backslashes and NULs, which a server with
     // standard_conforming_strings off would interpret.
@@ -586,7 +702,7 @@ pub fn refusal_query(message: &str) -> Vec<u8> {
         .filter(|c| *c != '\\' && *c != '\0')
         .collect();
     let sql = format!(
-        "DO $ward$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = '{literal}'; END$ward$"
+        "DO $ward$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = '{literal}'; END$ward$"
     );
     let mut out = Vec::with_capacity(sql.len() + 6);
     put_message(&mut out, b'Q', |b| put_cstr(b, &sql));
@@ -596,6 +712,38 @@ pub fn refusal_query(message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_plain_rollback_counts_as_one() {
+        for sql in [
+            "rollback",
+            " ROLLBACK ; ",
+            "abort",
+            "Rollback Work;",
+            "abort transaction",
+        ] {
+            assert!(is_rollback(sql), "{sql}");
+        }
+        for sql in [
+            "commit",
+            "rollback; delete from t",
+            "rollback to savepoint a",
+            "select 'rollback'",
+            "",
+        ] {
+            assert!(!is_rollback(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn refusal_queries_carry_their_code() {
+        let q = refusal_query_with_code("expired", "28000");
+        let text = std::str::from_utf8(&q[5..q.len() - 1]).unwrap();
+        assert!(text.contains("ERRCODE = '28000'"), "{text}");
+        let q = refusal_query_with_code("x", "28000'; drop table t; --");
+        let text = std::str::from_utf8(&q[5..q.len() - 1]).unwrap();
+        assert!(text.contains("ERRCODE = '42501'"), "{text}");
+    }
 
     #[test]
     fn refusal_query_survives_hostile_messages() {

@@ -34,6 +34,11 @@ pub use listener::serve;
 /// Everything the PostgreSQL listener needs, shared by all its connections.
 pub struct PgGateway {
     pub tokens: TokenBook,
+    /// Checks IdP and CI tokens presented as passwords (`identity.oidc`, `identity.workload`);
+    /// shared with whatever else verifies them, so key caches are fetched once.
+    pub verifier: Arc<ward_oidc::Verifier>,
+    /// What a session does once its credential expires (`identity.on_expiry`).
+    pub on_expiry: ward_core::config::OnExpiry,
     pub targets: BTreeMap<String, upstream::UpstreamConnector>,
     /// TLS towards clients; `None` only when no certificate could be loaded, in which case
     /// every client is refused unless plaintext is explicitly allowed.
@@ -138,6 +143,8 @@ pub struct Shared {
     pub audit: AuditSink,
     pub controls: Arc<Controls>,
     pub approvals: Arc<Approvals>,
+    /// The JWT verifier for `identity.oidc` and `identity.workload` (one per process).
+    pub verifier: Arc<ward_oidc::Verifier>,
 }
 
 impl PgGateway {
@@ -166,6 +173,8 @@ impl PgGateway {
             masking: RwLock::new(Arc::new(masking)),
             catalogs,
             tokens: config.token_book(),
+            verifier: shared.verifier,
+            on_expiry: config.identity.on_expiry,
             targets,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             allow_plaintext: config.tls.allow_plaintext,

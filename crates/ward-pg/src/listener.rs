@@ -1,9 +1,14 @@
 //! Accepting PostgreSQL clients: TLS negotiation, startup, authentication, target selection.
 //!
-//! The database name in the startup packet selects the target, the user name is the
-//! identity and the password is its ward token. Every refusal before authentication
-//! completes gives the same message, so a client cannot learn which identities or targets
-//! exist. Nothing here panics on input: malformed packets end that one connection.
+//! The database name in the startup packet selects the target. The password is either a
+//! ward service token, proving the identity named by the user name, or, when issuers are
+//! configured (`identity.oidc`, `identity.workload`) and it has the shape of a JWT, an IdP
+//! or CI token: then the identity comes from the token alone and the user name is only
+//! recorded (attribute `pg_user`), so any user name works. Refusals of service tokens all
+//! give the same message, so a client cannot learn which identities or targets exist; a
+//! refused JWT is told why (the reason names nothing the token did not carry). Every
+//! refusal is also an `auth_refused` audit event, queued without waiting. Nothing here
+//! panics on input: malformed packets end that one connection.
 
 use crate::PgGateway;
 use crate::codec::read_cstr;
@@ -12,9 +17,12 @@ use crate::session::{self, Admitted};
 use crate::stream::MaybeTls;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use ward_core::AuditEvent;
+use ward_core::event::{AuthRefusedEvent, CredentialInfo};
 use ward_core::identity::AuthError;
 
 const SSL_REQUEST: i32 = 80877103;
@@ -211,29 +219,112 @@ async fn startup(
         Err(quiet) => return Err(quiet),
     };
 
-    let authenticated = match gateway.targets.get(&database) {
-        None => Err(AuthError::UnknownTarget(database.clone())),
-        Some(_) => gateway
-            .tokens
-            .authenticate(&user, &password, &database, chrono::Utc::now()),
+    let now = chrono::Utc::now();
+    let refused = |source: &str, code: &str, reason: String, identity: Option<&str>| {
+        record_refusal(
+            gateway,
+            AuthRefusedEvent {
+                protocol: "postgres".into(),
+                target: database.clone(),
+                claimed_user: user.clone(),
+                identity: identity.map(str::to_string),
+                peer: peer.to_string(),
+                source: source.into(),
+                code: code.into(),
+                reason,
+                at: ward_core::time::now_micros(),
+            },
+        )
     };
-    let identity = match authenticated {
-        Ok(identity) => identity,
-        Err(reason) => {
+    let jwt = !gateway.verifier.is_empty() && ward_oidc::looks_like_jwt(&password);
+    let (identity, credential) = if jwt {
+        // An IdP or CI token: the identity comes from the token, whatever user name the
+        // client sent (it is kept as the `pg_user` attribute). Once the issuer's keys are
+        // cached this does no I/O.
+        let verified = match gateway.verifier.verify(&password, now).await {
+            Ok(verified) => verified,
+            Err(e) => {
+                refused("jwt", e.code(), e.to_string(), None);
+                refuse(
+                    &mut stream,
+                    sqlstate::INVALID_PASSWORD,
+                    &format!("ward: token refused: {e}"),
+                    Some(jwt_hint(&e)),
+                )
+                .await;
+                return Err(Refusal::Told(format!("token refused: {e}")));
+            }
+        };
+        if !gateway.targets.contains_key(&database) {
+            let reason = AuthError::UnknownTarget(database.clone());
+            refused(
+                "jwt",
+                reason.code(),
+                reason.to_string(),
+                Some(&verified.identity.name),
+            );
             refuse(
                 &mut stream,
                 sqlstate::INVALID_PASSWORD,
-                &format!("ward: authentication failed for user \"{user}\" on target \"{database}\""),
-                Some("check the token (ward token create), its expiry, and that it may use this target"),
+                &format!(
+                    "ward: authentication failed for user \"{user}\" on target \"{database}\""
+                ),
+                Some("check the target name (the database name you connect to)"),
             )
             .await;
             return Err(Refusal::Told(format!("authentication failed: {reason}")));
         }
+        let mut identity = verified.identity;
+        identity.attributes.push(("pg_user".into(), user.clone()));
+        let credential = CredentialInfo {
+            source: identity.source.into(),
+            issuer: Some(verified.issuer),
+            subject: Some(verified.subject),
+            token_id: verified.token_id,
+            expires_at: Some(verified.expires.timestamp_micros()),
+            attributes: identity.attributes.clone(),
+        };
+        (identity, credential)
+    } else {
+        let authenticated = match gateway.targets.get(&database) {
+            None => Err(AuthError::UnknownTarget(database.clone())),
+            Some(_) => gateway
+                .tokens
+                .authenticate(&user, &password, &database, now),
+        };
+        match authenticated {
+            Ok(identity) => {
+                let credential = CredentialInfo {
+                    source: identity.source.into(),
+                    expires_at: identity.expires.map(|e| e.timestamp_micros()),
+                    attributes: identity.attributes.clone(),
+                    ..CredentialInfo::default()
+                };
+                (identity, credential)
+            }
+            Err(reason) => {
+                refused("token", reason.code(), reason.to_string(), None);
+                refuse(
+                    &mut stream,
+                    sqlstate::INVALID_PASSWORD,
+                    &format!("ward: authentication failed for user \"{user}\" on target \"{database}\""),
+                    Some("check the token (ward token create), its expiry, and that it may use this target"),
+                )
+                .await;
+                return Err(Refusal::Told(format!("authentication failed: {reason}")));
+            }
+        }
     };
     if let Some(lock) = gateway.controls.check_lock(&identity.name) {
+        refused(
+            if jwt { "jwt" } else { "token" },
+            "locked",
+            format!("identity {:?} is locked: {}", identity.name, lock.reason),
+            Some(&identity.name),
+        );
         refuse(
             &mut stream,
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION,
             &format!(
                 "ward: identity \"{}\" is locked: {}",
                 identity.name, lock.reason
@@ -260,9 +351,53 @@ async fn startup(
         peer,
         tls_version,
         identity,
+        credential,
         connector,
         client_params: forwarded,
     }))
+}
+
+/// Records a refused login without waiting: a flood of bad logins must not hold up the
+/// sessions behind them. When the audit queue is full the event is dropped and counted,
+/// and the count is logged (at most once a second).
+fn record_refusal(gateway: &PgGateway, event: AuthRefusedEvent) {
+    if gateway
+        .audit
+        .try_record(AuditEvent::AuthRefused(event))
+        .is_ok()
+    {
+        return;
+    }
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+    static LOGGED_AT: AtomicI64 = AtomicI64::new(0);
+    let dropped = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = ward_core::time::now_micros();
+    let last = LOGGED_AT.load(Ordering::Relaxed);
+    if now - last >= 1_000_000
+        && LOGGED_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            dropped_total = dropped,
+            "audit queue full (or closed): refused logins are not being recorded; sessions go first"
+        );
+    }
+}
+
+/// What a client refused for its IdP token should do about it.
+fn jwt_hint(e: &ward_oidc::TokenError) -> &'static str {
+    match e.code() {
+        "expired" => "get a fresh token from your identity provider and reconnect",
+        "not_yet_valid" | "issued_in_future" => {
+            "the clocks of this machine, ward and the identity provider disagree"
+        }
+        "wrong_audience" => "ask your identity provider for a token meant for this gateway",
+        "keys_unavailable" => "ward cannot reach the identity provider right now; try again later",
+        _ => {
+            "with an IdP token the user name is not used: the identity comes from the token, which must come from an issuer this gateway trusts"
+        }
+    }
 }
 
 fn quiet(e: std::io::Error) -> Refusal {

@@ -27,6 +27,8 @@ pub mod sqlstate {
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     /// Authentication failed.
     pub const INVALID_PASSWORD: &str = "28P01";
+    /// The identity may not go on: locked, or its credential expired during the session.
+    pub const INVALID_AUTHORIZATION: &str = "28000";
     /// The target could not be reached or refused ward.
     pub const CONNECTION_FAILURE: &str = "08006";
     /// ward could not connect at all.

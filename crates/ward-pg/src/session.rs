@@ -18,6 +18,7 @@ use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use ward_core::config::OnExpiry;
 use ward_core::event::{AuditEvent, SessionEnd, SessionId, SessionStart, StatementEvent};
 use ward_core::identity::Identity;
 use ward_core::time::now_micros;
@@ -43,6 +44,8 @@ pub struct Admitted {
     pub peer: SocketAddr,
     pub tls_version: String,
     pub identity: Identity,
+    /// What proved the identity, for the session's start event.
+    pub credential: ward_core::event::CredentialInfo,
     pub connector: UpstreamConnector,
     pub client_params: Vec<(String, String)>,
 }
@@ -58,6 +61,8 @@ pub(crate) enum End {
     TargetEnded(String),
     TargetProtocol(String),
     Killed(String),
+    /// `identity.on_expiry: end`: the credential behind the session expired at this time.
+    CredentialExpired(chrono::DateTime<chrono::Utc>),
     AuditUnavailable,
     /// Strict audit: a command's event could not be made durable, so the command was not
     /// sent and the session is ended.
@@ -77,6 +82,7 @@ impl End {
             End::TargetEnded(why) => format!("target ended the session: {why}"),
             End::TargetProtocol(why) => format!("target protocol error: {why}"),
             End::Killed(why) => format!("killed: {why}"),
+            End::CredentialExpired(at) => format!("token expired at {}", rfc3339(*at)),
             End::AuditUnavailable => "audit writer unavailable".into(),
             End::NotRecorded(why) => format!("a command could not be recorded: {why}"),
             End::ResultNotRecorded(why) => {
@@ -93,6 +99,7 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
         peer,
         tls_version,
         identity,
+        credential,
         connector,
         client_params,
     } = admitted;
@@ -154,7 +161,7 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             .find(|(k, _)| k == "application_name")
             .map(|(_, v)| v.clone()),
         started_at: live.started_at,
-        credential: None,
+        credential: Some(credential),
     };
     if gateway
         .audit
@@ -174,8 +181,8 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
     tracing::info!(session = %session_id, identity = %identity.name, target = %target_name, %peer, "session started");
 
     let hello = login_complete(&upstream.parameter_status, pid, secret);
-    let end = if let Err(e) = write_batch(&mut client, &hello).await {
-        End::ClientGone(e.to_string())
+    let reason = if let Err(e) = write_batch(&mut client, &hello).await {
+        End::ClientGone(e.to_string()).reason()
     } else {
         let (mut client_read, mut client_write) = tokio::io::split(client);
         let (mut target_read, mut target_write) = tokio::io::split(upstream.stream);
@@ -191,12 +198,19 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             .backend_key
             .map(|(target_pid, _)| (target_pid, pid));
         let barrier = ward_core::ReleaseBarrier::default();
+        let on_expiry = gateway.on_expiry;
+        let refusing = identity
+            .expires
+            .filter(|_| on_expiry == OnExpiry::Refuse)
+            .map(crate::guard::ExpiryRefusal::new);
+        let ends_at = identity.expires.filter(|_| on_expiry == OnExpiry::End);
         let ctx = crate::guard::SessionContext {
             gateway: &gateway,
             identity: &identity,
             target: &connector.target,
             session_id: &session_id,
             barrier: &barrier,
+            expiry: refusing.as_ref(),
         };
         // Messages ward itself sends the client mid-session (approval notices) go through the
         // target-to-client direction, so they never interleave with a relayed message.
@@ -209,6 +223,7 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             end = crate::guard::client_to_target(&mut client_read, &mut target_write, &tracker, &ctx, &notice_tx, max) => end,
             end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max, pid_map, &mut notice_rx, &mut masking, &barrier) => end,
             _ = live.stop.cancelled() => End::Killed(live.end_reason().unwrap_or_else(|| "by an administrator".into())),
+            _ = expiry(ends_at) => End::CredentialExpired(ends_at.expect("expiry() never completes for None")),
         };
         let (pending, target_fatal) = {
             let t = tracker.lock().unwrap_or_else(|p| p.into_inner());
@@ -245,10 +260,21 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             }
         }
         let _ = target_write.shutdown().await;
-        end
+        let mut reason = end.reason();
+        if let Some(r) = &refusing
+            && chrono::Utc::now() >= r.at
+        {
+            // `identity.on_expiry: refuse`: the session outlived its credential.
+            let refused = r.refused();
+            reason.push_str(&format!(
+                "; the token expired at {} during the session and {refused} statement{} refused after it",
+                rfc3339(r.at),
+                if refused == 1 { " was" } else { "s were" }
+            ));
+        }
+        reason
     };
 
-    let reason = end.reason();
     tracing::info!(session = %session_id, identity = %identity.name, reason, "session ended");
     let _ = gateway
         .audit
@@ -286,6 +312,39 @@ fn client_safe(e: &crate::upstream::UpstreamError) -> String {
     }
 }
 
+/// A time as RFC 3339 to the second, as ward shows expiry times to clients.
+pub(crate) fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// What the client is told when its session outlived its credential (`identity.on_expiry`).
+pub(crate) fn expired_message(session_id: &SessionId, at: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "ward: the token behind session {session_id} expired at {}; reconnect with a fresh token",
+        rfc3339(at)
+    )
+}
+
+/// Completes once the wall clock reaches `at` (never, for `None`). Sleeps in steps of at
+/// most a minute, so a clock that jumps or a machine that was suspended is noticed.
+async fn expiry(at: Option<chrono::DateTime<chrono::Utc>>) {
+    let Some(at) = at else {
+        return std::future::pending().await;
+    };
+    loop {
+        let left = at - chrono::Utc::now();
+        if left <= chrono::TimeDelta::zero() {
+            return;
+        }
+        let step = left
+            .to_std()
+            .unwrap_or_default()
+            .min(std::time::Duration::from_secs(60));
+        // Wake a little after `at`, not before: the comparison above decides.
+        tokio::time::sleep(step + std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// Sends the client a final error when ward, not the client, ends the session.
 async fn tell_client<W: AsyncWrite + Unpin>(client: &mut W, end: &End, session_id: &SessionId) {
     let (code, message) = match end {
@@ -293,6 +352,10 @@ async fn tell_client<W: AsyncWrite + Unpin>(client: &mut W, end: &End, session_i
         End::Killed(why) => (
             sqlstate::ADMIN_SHUTDOWN,
             format!("terminating connection: session {session_id} was ended by ward ({why})"),
+        ),
+        End::CredentialExpired(at) => (
+            sqlstate::INVALID_AUTHORIZATION,
+            expired_message(session_id, *at),
         ),
         End::ClientProtocol(why) => (sqlstate::PROTOCOL_VIOLATION, format!("ward: protocol violation: {why}")),
         End::TargetGone(_) | End::TargetEnded(_) | End::TargetProtocol(_) => (

@@ -37,7 +37,7 @@ impl Decided {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self.decision,
-            "denied" | "review_denied" | "review_timed_out"
+            "denied" | "review_denied" | "review_timed_out" | "token_expired"
         )
     }
 }

@@ -132,11 +132,27 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         approvals = approvals.with_notifier(Arc::new(notifier));
     }
     let approvals = Arc::new(approvals);
+    // IdP and CI tokens (identity.oidc, identity.workload): one verifier for the process, so
+    // every adapter shares its key caches. Keys are fetched in the background now, so the
+    // first client need not wait; an issuer that cannot be reached is retried on use.
+    let verifier = Arc::new(ward_oidc::Verifier::new(
+        &config.identity.oidc,
+        &config.identity.workload,
+    ));
+    if !verifier.is_empty() {
+        let verifier = verifier.clone();
+        tokio::spawn(async move {
+            for (issuer, why) in verifier.prefetch(chrono::Utc::now()).await {
+                tracing::warn!(%issuer, error = %why, "cannot fetch the signing keys of a token issuer; its tokens are refused until they can be fetched (retried on use)");
+            }
+        });
+    }
     let shared = ward_pg::Shared {
         registry: registry.clone(),
         audit: audit.clone(),
         controls: controls.clone(),
         approvals: approvals.clone(),
+        verifier,
     };
     let gateway = ward_pg::PgGateway::from_config(&config, Some(tls), shared)
         .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
