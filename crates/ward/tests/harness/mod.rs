@@ -18,6 +18,8 @@
 //!   a watchdog when the process exits), with TLS from a harness CA and users for the
 //!   scram-sha-256, md5 and password (cleartext) methods.
 //! * [`Ward`]: one `ward serve` per test, built from [`WardOptions`], killed on drop.
+//! * [`oidc`]: the real OpenID Connect provider and an in-test token issuer, for tests of
+//!   IdP and CI tokens presented as passwords.
 //! * [`wait_for`] / [`wait_until`]: poll until something becomes true (for audit rows that land
 //!   asynchronously; not a timing assertion).
 //!
@@ -27,6 +29,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod oidc;
 mod postgres;
 mod tls;
 mod ward;

@@ -176,6 +176,9 @@ pub struct WardOptions {
     pub extra_yaml: String,
     /// Environment variables for `ward serve` (e.g. for `env:` secrets or `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// Raw YAML lines inside `identity:` besides `tokens` (indented by the harness), e.g.
+    /// `oidc:` issuers or `on_expiry: refuse`.
+    pub identity_yaml: String,
 }
 
 impl WardOptions {
@@ -207,6 +210,15 @@ impl WardOptions {
         self.extra_yaml.push_str(yaml);
         if !self.extra_yaml.ends_with('\n') {
             self.extra_yaml.push('\n');
+        }
+        self
+    }
+
+    /// Lines inside `identity:` (see [`WardOptions::identity_yaml`]), written unindented.
+    pub fn identity_yaml(mut self, yaml: &str) -> WardOptions {
+        self.identity_yaml.push_str(yaml);
+        if !self.identity_yaml.ends_with('\n') {
+            self.identity_yaml.push('\n');
         }
         self
     }
@@ -692,8 +704,10 @@ fn render_config(
     if options.allow_plaintext {
         y.push_str("tls: { allow_plaintext: true }\n");
     }
-    if tokens.is_empty() {
+    if tokens.is_empty() && options.identity_yaml.is_empty() {
         y.push_str("identity: { tokens: [] }\n");
+    } else if tokens.is_empty() {
+        y.push_str("identity:\n  tokens: []\n");
     } else {
         y.push_str("identity:\n  tokens:\n");
     }
@@ -714,6 +728,9 @@ fn render_config(
             let list: Vec<String> = spec.groups.iter().map(|g| q(g)).collect();
             y.push_str(&format!("      groups: [{}]\n", list.join(", ")));
         }
+    }
+    for line in options.identity_yaml.lines() {
+        y.push_str(&format!("  {line}\n"));
     }
     if options.targets.is_empty() {
         y.push_str("targets: {}\n");
