@@ -1219,6 +1219,33 @@ identity:
         assert!(err.contains("on_expiry") || err.contains("end"), "{err}");
     }
 
+    /// The ward.yaml examples of docs/identity.md and of configuration.md's section on IdP
+    /// and CI tokens are valid (the yaml blocks with an `identity:` key).
+    #[test]
+    fn identity_doc_examples_parse() {
+        let identity = include_str!("../../../docs/identity.md");
+        let configuration = include_str!("../../../docs/configuration.md");
+        let section = configuration
+            .split("## IdP and CI tokens")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("configuration.md has a section on IdP and CI tokens");
+        let mut parsed = 0;
+        for doc in [identity, section] {
+            for block in doc.split("```yaml\n").skip(1) {
+                let yaml = block.split("```").next().unwrap();
+                if !yaml.lines().any(|l| l.starts_with("identity:")) {
+                    continue;
+                }
+                let c = Config::from_yaml(yaml, Path::new("."))
+                    .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+                assert!(!c.identity.oidc.is_empty() && !c.identity.workload.is_empty());
+                parsed += 1;
+            }
+        }
+        assert_eq!(parsed, 2);
+    }
+
     #[test]
     fn issuer_validation_names_the_field() {
         let err = invalid(&OIDC.replace("algorithms: [RS256]", "algorithms: [RS256, none]"));

@@ -4,8 +4,8 @@
 //! `<PRI>1 TIMESTAMP HOSTNAME ward - KIND - ENVELOPE`, where PRI is `facility * 8 +
 //! severity`, TIMESTAMP the event's time (RFC 3339, microseconds), KIND the event kind as
 //! MSGID and ENVELOPE the JSON of docs/events.md. Severity: `warning` for refused statements
-//! and commands (denied, review denied or timed out) and denied approvals, `notice` for
-//! containment (control) events, `info` otherwise.
+//! and commands (denied, review denied or timed out), denied approvals and refused logins
+//! (`auth_refused`), `notice` for containment (control) events, `info` otherwise.
 //!
 //! TCP and TLS keep one connection open across batches and reconnect after any error, or
 //! when the receiver closed it (checked before each batch). Syslog has no acknowledgement:

@@ -25,7 +25,7 @@ const DEFAULT_CONFIG: &str = "ward.yaml";
     about = "ward: an identity-aware access gateway for databases",
     long_about = "ward: an identity-aware access gateway for databases.\n\n\
         Clients connect to ward instead of the database and log in with their own identity \
-        (a service token today); ward connects them to the target with a credential they \
+        (a service token, or an IdP or CI token as the password); ward connects them to the target with a credential they \
         never see, and records every session and statement in its audit store.\n\n\
         Verbs:\n  \
           serve      run the gateway and its admin API            ward serve --config ward.yaml\n  \
