@@ -731,6 +731,12 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return Err("limits.max_message_bytes must be at least 1024".into());
         }
+        if self.audit.journal_size < 64 * 1024 {
+            return Err(format!(
+                "audit.journal_size must be at least 65536 bytes (64 KiB), not {}",
+                self.audit.journal_size
+            ));
+        }
         for (i, token) in self.identity.tokens.iter().enumerate() {
             if token.name.is_empty() {
                 return Err(format!("identity.tokens[{i}]: name must not be empty"));
@@ -748,12 +754,6 @@ impl Config {
             }
         }
         validate_jwt_issuers(&self.identity)?;
-        if self.audit.journal_size < 64 * 1024 {
-            return Err(format!(
-                "audit.journal_size must be at least 65536 bytes (64 KiB), not {}",
-                self.audit.journal_size
-            ));
-        }
         self.policy().map_err(|e| e.to_string())?;
         crate::forward::validate(&self.forward)?;
         // The key itself is read when the gateway starts (like target credentials); here a

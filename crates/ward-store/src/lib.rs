@@ -23,8 +23,8 @@ pub mod chain;
 mod controls;
 pub mod evidence;
 pub mod forward;
-mod query;
 pub mod journal;
+mod query;
 mod retention;
 mod schema;
 mod writer;
@@ -128,13 +128,13 @@ pub enum StoreError {
     },
     #[error("cannot start the audit writer thread: {0}")]
     Spawn(std::io::Error),
-    #[error("the audit store query was interrupted: {0}")]
-    Task(String),
     #[error("cannot use the audit journal {path}: {source}")]
     Journal {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the audit store query was interrupted: {0}")]
+    Task(String),
 }
 
 impl StoreError {
@@ -366,8 +366,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Makes every commit durable before it returns (`PRAGMA synchronous = FULL`: the WAL is
-    /// fsync'd at each commit). Strict audit mode needs it: a command is forwarded only once
     /// [`SqliteStore::write_batch`] for events taken from the strict-mode journal: also notes
     /// `journal_seq` as applied, in the same transaction, so no record is applied twice.
     pub fn write_journaled(
@@ -432,6 +430,8 @@ impl SqliteStore {
         synced.and(restored).map_err(write)
     }
 
+    /// Makes every commit durable before it returns (`PRAGMA synchronous = FULL`: the WAL is
+    /// fsync'd at each commit). Strict audit mode needs it: a command is forwarded only once
     /// its event survives a crash of ward or of the machine.
     pub fn set_durable_commits(&mut self) -> Result<(), StoreError> {
         self.conn
