@@ -115,15 +115,24 @@ fn end_reason(ward: &Ward, identity: &str) -> String {
 }
 
 /// The session_start events in the session log (parsed bodies), oldest first.
+/// The session starts in the store, once there is at least one (the writer moves
+/// journaled events into the store within milliseconds, not at once).
 fn session_starts(ward: &Ward) -> Vec<Value> {
-    let db = rusqlite::Connection::open(ward.data_dir().join("ward.db")).expect("open the store");
-    let mut stmt = db
-        .prepare("SELECT body FROM event_log WHERE kind = 'session_start' ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .map(|b| serde_json::from_str(&b.unwrap()).unwrap())
-        .collect()
+    let read = || -> Vec<Value> {
+        let db =
+            rusqlite::Connection::open(ward.data_dir().join("ward.db")).expect("open the store");
+        let mut stmt = db
+            .prepare("SELECT body FROM event_log WHERE kind = 'session_start' ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|b| serde_json::from_str(&b.unwrap()).unwrap())
+            .collect()
+    };
+    wait_until(
+        || Some(read()).filter(|starts| !starts.is_empty()),
+        "a session start in the store",
+    )
 }
 
 fn attribute<'a>(credential: &'a Value, name: &str) -> Option<&'a str> {
