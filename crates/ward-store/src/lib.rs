@@ -353,17 +353,7 @@ impl SqliteStore {
     /// `SessionStart` inserts the session, `Statement` inserts a statement and `SessionEnd`
     /// records when and why the session ended (the first end recorded wins).
     pub fn write_batch(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let write = |source| StoreError::Write { source };
-        let tx = self.conn.transaction().map_err(write)?;
-        let mut pending = chain::Pending::new();
-        for event in events {
-            writer::write_event(&tx, event).map_err(write)?;
-            chain::record(&tx, event, &self.heads, &mut pending, self.signer.as_ref())
-                .map_err(write)?;
-        }
-        tx.commit().map_err(write)?;
-        self.commit_heads(pending, events);
-        Ok(())
+        self.write_events(events, None)
     }
 
     /// [`SqliteStore::write_batch`] for events taken from the strict-mode journal: also notes
@@ -373,6 +363,14 @@ impl SqliteStore {
         events: &[AuditEvent],
         journal_seq: u64,
     ) -> Result<(), StoreError> {
+        self.write_events(events, Some(journal_seq))
+    }
+
+    fn write_events(
+        &mut self,
+        events: &[AuditEvent],
+        journal_seq: Option<u64>,
+    ) -> Result<(), StoreError> {
         let write = |source| StoreError::Write { source };
         let tx = self.conn.transaction().map_err(write)?;
         let mut pending = chain::Pending::new();
@@ -381,9 +379,9 @@ impl SqliteStore {
             chain::record(&tx, event, &self.heads, &mut pending, self.signer.as_ref())
                 .map_err(write)?;
         }
-        tx.prepare_cached("UPDATE journal_state SET applied_seq = ?1 WHERE id = 1")
-            .and_then(|mut s| s.execute([i64::try_from(journal_seq).unwrap_or(i64::MAX)]))
-            .map_err(write)?;
+        if let Some(seq) = journal_seq {
+            note_journal_applied(&tx, seq).map_err(write)?;
+        }
         tx.commit().map_err(write)?;
         self.commit_heads(pending, events);
         Ok(())
@@ -729,6 +727,13 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "query_only", true)
         .map_err(open_err)?;
     Ok(conn)
+}
+
+/// Notes journal record `seq` as applied (inside the transaction that stored its events).
+pub(crate) fn note_journal_applied(conn: &Connection, seq: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE journal_state SET applied_seq = ?1 WHERE id = 1")?
+        .execute([i64::try_from(seq).unwrap_or(i64::MAX)])
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -679,11 +679,7 @@ fn write_isolating(
         }
     }
     if let Some(seq) = journal_seq {
-        tx.execute(
-            "UPDATE journal_state SET applied_seq = ?1 WHERE id = 1",
-            [i64::try_from(seq).unwrap_or(i64::MAX)],
-        )
-        .map_err(write)?;
+        crate::note_journal_applied(&tx, seq).map_err(write)?;
     }
     tx.commit().map_err(write)?;
     store.commit_heads(pending, events);
