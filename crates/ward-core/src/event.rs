@@ -349,6 +349,50 @@ pub struct AuthRefusedEvent {
     pub at: i64,
 }
 
+/// A ward token was issued: a short-lived session token from `ward login`, or a scoped one
+/// minted for a bot with `ward token mint`. Joins the gateway chain, and is what the store
+/// rebuilds the tokens in force from after a restart, so a token exists only once this
+/// event is durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenIssuedEvent {
+    /// The token's public id (shown by listings, used to revoke it); not the secret.
+    pub token_id: String,
+    /// `sha256:<hex>` of the secret. The secret has 192 random bits, so its hash reveals
+    /// nothing usable, like the hashes of service tokens in ward.yaml.
+    pub hash: String,
+    /// The identity a session opened with the token has.
+    pub identity: String,
+    pub groups: Vec<String>,
+    /// Facts kept for the audit: the IdP's issuer and subject for a login, `minted_by` and
+    /// `label` for a minted token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<(String, String)>,
+    /// Targets the token may reach; `None`: every target.
+    #[serde(default)]
+    pub targets: Option<Vec<String>>,
+    /// `login` or `mint`.
+    pub kind: String,
+    /// Who asked for it: the identity that logged in or minted it.
+    pub issued_by: String,
+    /// Unix micros.
+    pub issued_at: i64,
+    /// Unix micros; every ward token expires.
+    pub expires_at: i64,
+}
+
+/// A ward token was revoked: sessions can no longer be opened with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevokedEvent {
+    pub token_id: String,
+    /// The identity the token was issued to.
+    pub identity: String,
+    pub reason: String,
+    /// Who revoked it: `admin`, or the identity itself.
+    pub by: String,
+    /// Unix micros.
+    pub at: i64,
+}
+
 /// Everything the audit log records.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -360,4 +404,6 @@ pub enum AuditEvent {
     Control(ControlEvent),
     Approval(ApprovalEvent),
     AuthRefused(AuthRefusedEvent),
+    TokenIssued(TokenIssuedEvent),
+    TokenRevoked(TokenRevokedEvent),
 }

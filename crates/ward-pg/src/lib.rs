@@ -27,16 +27,15 @@ use ward_core::config::{Config, Limits};
 use ward_core::control::Controls;
 use ward_core::masking::Masking;
 use ward_core::policy::Policy;
-use ward_core::{AuditSink, SessionRegistry, TokenBook};
+use ward_core::{AuditSink, SessionRegistry};
 
 pub use listener::serve;
 
 /// Everything the PostgreSQL listener needs, shared by all its connections.
 pub struct PgGateway {
-    pub tokens: TokenBook,
-    /// Checks IdP and CI tokens presented as passwords (`identity.oidc`, `identity.workload`);
-    /// shared with whatever else verifies them, so key caches are fetched once.
-    pub verifier: Arc<ward_oidc::Verifier>,
+    /// Checks the password slot's credential (service token, IdP or CI token, ward token)
+    /// and records refusals; the same one every adapter and the admin API use.
+    pub auth: Arc<ward_auth::Authenticator>,
     /// What a session does once its credential expires (`identity.on_expiry`).
     pub on_expiry: ward_core::config::OnExpiry,
     pub targets: BTreeMap<String, upstream::UpstreamConnector>,
@@ -143,8 +142,8 @@ pub struct Shared {
     pub audit: AuditSink,
     pub controls: Arc<Controls>,
     pub approvals: Arc<Approvals>,
-    /// The JWT verifier for `identity.oidc` and `identity.workload` (one per process).
-    pub verifier: Arc<ward_oidc::Verifier>,
+    /// Authentication of every kind of credential (one per process).
+    pub auth: Arc<ward_auth::Authenticator>,
 }
 
 impl PgGateway {
@@ -172,8 +171,7 @@ impl PgGateway {
             masking_generation: AtomicU64::new(0),
             masking: RwLock::new(Arc::new(masking)),
             catalogs,
-            tokens: config.token_book(),
-            verifier: shared.verifier,
+            auth: shared.auth,
             on_expiry: config.identity.on_expiry,
             targets,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),

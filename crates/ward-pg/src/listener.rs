@@ -17,13 +17,9 @@ use crate::session::{self, Admitted};
 use crate::stream::MaybeTls;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use ward_core::AuditEvent;
-use ward_core::event::{AuthRefusedEvent, CredentialInfo};
-use ward_core::identity::AuthError;
 
 const SSL_REQUEST: i32 = 80877103;
 const GSSENC_REQUEST: i32 = 80877104;
@@ -219,124 +215,32 @@ async fn startup(
         Err(quiet) => return Err(quiet),
     };
 
-    let now = chrono::Utc::now();
-    let refused = |source: &str, code: &str, reason: String, identity: Option<&str>| {
-        record_refusal(
-            gateway,
-            AuthRefusedEvent {
-                protocol: "postgres".into(),
-                target: database.clone(),
-                claimed_user: user.clone(),
-                identity: identity.map(str::to_string),
-                peer: peer.to_string(),
-                source: source.into(),
-                code: code.into(),
-                reason,
-                at: ward_core::time::now_micros(),
-            },
-        )
-    };
-    let jwt = !gateway.verifier.is_empty() && ward_oidc::looks_like_jwt(&password);
-    let (identity, credential) = if jwt {
-        // An IdP or CI token: the identity comes from the token, whatever user name the
-        // client sent (it is kept as the `pg_user` attribute). Once the issuer's keys are
-        // cached this does no I/O.
-        let verified = match gateway.verifier.verify(&password, now).await {
-            Ok(verified) => verified,
-            Err(e) => {
-                refused("jwt", e.code(), e.to_string(), None);
-                refuse(
-                    &mut stream,
-                    sqlstate::INVALID_PASSWORD,
-                    &format!("ward: token refused: {e}"),
-                    Some(jwt_hint(&e)),
-                )
-                .await;
-                return Err(Refusal::Told(format!("token refused: {e}")));
-            }
-        };
-        if !gateway.targets.contains_key(&database) {
-            let reason = AuthError::UnknownTarget(database.clone());
-            refused(
-                "jwt",
-                reason.code(),
-                reason.to_string(),
-                Some(&verified.identity.name),
-            );
-            refuse(
-                &mut stream,
-                sqlstate::INVALID_PASSWORD,
-                &format!(
-                    "ward: authentication failed for user \"{user}\" on target \"{database}\""
-                ),
-                Some("check the target name (the database name you connect to)"),
-            )
-            .await;
-            return Err(Refusal::Told(format!("authentication failed: {reason}")));
-        }
-        let mut identity = verified.identity;
-        identity.attributes.push(("pg_user".into(), user.clone()));
-        let credential = CredentialInfo {
-            source: identity.source.into(),
-            issuer: Some(verified.issuer),
-            subject: Some(verified.subject),
-            token_id: verified.token_id,
-            expires_at: Some(verified.expires.timestamp_micros()),
-            attributes: identity.attributes.clone(),
-        };
-        (identity, credential)
-    } else {
-        let authenticated = match gateway.targets.get(&database) {
-            None => Err(AuthError::UnknownTarget(database.clone())),
-            Some(_) => gateway
-                .tokens
-                .authenticate(&user, &password, &database, now),
-        };
-        match authenticated {
-            Ok(identity) => {
-                let credential = CredentialInfo {
-                    source: identity.source.into(),
-                    expires_at: identity.expires.map(|e| e.timestamp_micros()),
-                    attributes: identity.attributes.clone(),
-                    ..CredentialInfo::default()
-                };
-                (identity, credential)
-            }
-            Err(reason) => {
-                refused("token", reason.code(), reason.to_string(), None);
-                refuse(
-                    &mut stream,
-                    sqlstate::INVALID_PASSWORD,
-                    &format!("ward: authentication failed for user \"{user}\" on target \"{database}\""),
-                    Some("check the token (ward token create), its expiry, and that it may use this target"),
-                )
-                .await;
-                return Err(Refusal::Told(format!("authentication failed: {reason}")));
-            }
-        }
-    };
-    if let Some(lock) = gateway.controls.check_lock(&identity.name) {
-        refused(
-            if jwt { "jwt" } else { "token" },
-            "locked",
-            format!("identity {:?} is locked: {}", identity.name, lock.reason),
-            Some(&identity.name),
-        );
-        refuse(
-            &mut stream,
-            sqlstate::INVALID_AUTHORIZATION,
-            &format!(
-                "ward: identity \"{}\" is locked: {}",
-                identity.name, lock.reason
-            ),
-            Some("an administrator can lift it with `ward unlock`"),
-        )
+    let peer_text = peer.to_string();
+    let admitted = gateway
+        .auth
+        .admit(ward_auth::Attempt {
+            protocol: "postgres",
+            user: &user,
+            secret: &password,
+            target: &database,
+            target_exists: gateway.targets.contains_key(&database),
+            peer: &peer_text,
+        })
         .await;
-        return Err(Refusal::Told(format!(
-            "identity {} is locked",
-            identity.name
-        )));
-    }
+    let ward_auth::Admission {
+        identity,
+        credential,
+    } = match admitted {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            let code = match refusal.kind {
+                ward_auth::RefusalKind::Credential => sqlstate::INVALID_PASSWORD,
+                ward_auth::RefusalKind::Locked => sqlstate::INVALID_AUTHORIZATION,
+            };
+            refuse(&mut stream, code, &refusal.message, Some(refusal.hint)).await;
+            return Err(Refusal::Told(refusal.message));
+        }
+    };
     let connector = gateway
         .targets
         .get(&database)
@@ -355,49 +259,6 @@ async fn startup(
         connector,
         client_params: forwarded,
     }))
-}
-
-/// Records a refused login without waiting: a flood of bad logins must not hold up the
-/// sessions behind them. When the audit queue is full the event is dropped and counted,
-/// and the count is logged (at most once a second).
-fn record_refusal(gateway: &PgGateway, event: AuthRefusedEvent) {
-    if gateway
-        .audit
-        .try_record(AuditEvent::AuthRefused(event))
-        .is_ok()
-    {
-        return;
-    }
-    static DROPPED: AtomicU64 = AtomicU64::new(0);
-    static LOGGED_AT: AtomicI64 = AtomicI64::new(0);
-    let dropped = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
-    let now = ward_core::time::now_micros();
-    let last = LOGGED_AT.load(Ordering::Relaxed);
-    if now - last >= 1_000_000
-        && LOGGED_AT
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tracing::warn!(
-            dropped_total = dropped,
-            "audit queue full (or closed): refused logins are not being recorded; sessions go first"
-        );
-    }
-}
-
-/// What a client refused for its IdP token should do about it.
-fn jwt_hint(e: &ward_oidc::TokenError) -> &'static str {
-    match e.code() {
-        "expired" => "get a fresh token from your identity provider and reconnect",
-        "not_yet_valid" | "issued_in_future" => {
-            "the clocks of this machine, ward and the identity provider disagree"
-        }
-        "wrong_audience" => "ask your identity provider for a token meant for this gateway",
-        "keys_unavailable" => "ward cannot reach the identity provider right now; try again later",
-        _ => {
-            "with an IdP token the user name is not used: the identity comes from the token, which must come from an issuer this gateway trusts"
-        }
-    }
 }
 
 fn quiet(e: std::io::Error) -> Refusal {

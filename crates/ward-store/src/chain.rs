@@ -476,6 +476,8 @@ pub fn chain_of(event: &ward_core::AuditEvent) -> (&str, &'static str, i64, bool
         },
         // A refused login opened no session: the gateway's chain holds it.
         E::AuthRefused(a) => (GATEWAY_LOG, "auth_refused", a.at, false),
+        E::TokenIssued(t) => (GATEWAY_LOG, "token_issued", t.issued_at, false),
+        E::TokenRevoked(t) => (GATEWAY_LOG, "token_revoked", t.at, false),
     }
 }
 

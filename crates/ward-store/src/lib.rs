@@ -27,6 +27,7 @@ pub mod journal;
 mod query;
 mod retention;
 mod schema;
+mod tokens;
 mod writer;
 
 use rusqlite::{Connection, OpenFlags};
@@ -42,6 +43,7 @@ pub use controls::{ControlEventFilter, ControlEventRecord, DEFAULT_CONTROL_EVENT
 pub use forward::{ForwardLog, LogRow};
 pub use retention::RetentionCounts;
 pub use schema::SCHEMA_VERSION;
+pub use tokens::{WardTokenFilter, WardTokenRecord};
 pub use writer::{
     JournalOptions, ORPHAN_END_REASON, WriterOptions, spawn_writer, spawn_writer_with,
 };
@@ -565,6 +567,11 @@ impl SqliteStore {
     ) -> Result<Vec<ControlEventRecord>, StoreError> {
         controls::control_events(&self.conn, filter)
     }
+
+    /// The ward tokens usable at `now` (Unix micros), for `ward serve` to load at start.
+    pub fn active_ward_tokens(&self, now: i64) -> Result<Vec<WardTokenRecord>, StoreError> {
+        tokens::active_tokens(&self.conn, now)
+    }
 }
 
 /// Creates the store file readable by its owner only, if it does not exist yet. The audit
@@ -658,6 +665,21 @@ impl StoreReader {
     ) -> Result<Vec<ControlEventRecord>, StoreError> {
         self.run(move |conn| controls::control_events(conn, &filter))
             .await
+    }
+
+    /// Ward tokens matching `filter`, newest first.
+    pub async fn ward_tokens(
+        &self,
+        filter: WardTokenFilter,
+    ) -> Result<Vec<WardTokenRecord>, StoreError> {
+        self.run(move |conn| tokens::list_tokens(conn, &filter))
+            .await
+    }
+
+    /// One ward token by its public id.
+    pub async fn ward_token(&self, token_id: &str) -> Result<Option<WardTokenRecord>, StoreError> {
+        let id = token_id.to_string();
+        self.run(move |conn| tokens::token(conn, &id)).await
     }
 
     /// Records a control action and applies it to the persisted locks and pauses, and

@@ -10,7 +10,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::Path;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Version 1: sessions and their statements.
 ///
@@ -157,6 +157,28 @@ CREATE TABLE IF NOT EXISTS journal_state (
 INSERT OR IGNORE INTO journal_state (id, applied_seq) VALUES (1, 0);
 ";
 
+/// Version 8: ward tokens (`ward login` session tokens and tokens minted for bots), the
+/// state rebuilt at start from `token_issued` and `token_revoked` events, which are written
+/// in the same transaction. Only the secret's hash is kept.
+const V8: &str = "
+CREATE TABLE IF NOT EXISTS ward_tokens (
+    token_id   TEXT PRIMARY KEY NOT NULL,
+    hash       TEXT NOT NULL UNIQUE,
+    identity   TEXT NOT NULL,
+    groups     TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    targets    TEXT,
+    kind       TEXT NOT NULL,
+    issued_by  TEXT NOT NULL,
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    revoked_by TEXT,
+    revoke_reason TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ward_tokens_identity ON ward_tokens (identity);
+";
+
 pub(crate) fn configure_and_migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let schema_err = |source| StoreError::Schema {
         path: path.to_path_buf(),
@@ -210,6 +232,9 @@ pub(crate) fn configure_and_migrate(conn: &Connection, path: &Path) -> Result<()
     }
     if current < 7 {
         tx.execute_batch(V7).map_err(schema_err)?;
+    }
+    if current < 8 {
+        tx.execute_batch(V8).map_err(schema_err)?;
     }
     // Later versions: `if current < 4 { tx.execute_batch(V4)?; }` and so on.
     if current != SCHEMA_VERSION {

@@ -699,6 +699,8 @@ fn describe(event: &AuditEvent) -> String {
             format!("approval {} of request {}", a.state.as_str(), a.request_id)
         }
         AuditEvent::AuthRefused(a) => format!("auth_refused ({}) from {}", a.code, a.peer),
+        AuditEvent::TokenIssued(t) => format!("token_issued {} to {}", t.token_id, t.identity),
+        AuditEvent::TokenRevoked(t) => format!("token_revoked {} of {}", t.token_id, t.identity),
     }
 }
 
@@ -771,6 +773,8 @@ pub(crate) fn write_event(conn: &Connection, event: &AuditEvent) -> rusqlite::Re
         AuditEvent::Approval(a) => crate::approvals::write_approval(conn, a)?,
         // Refused logins live only in the session log (the gateway chain).
         AuditEvent::AuthRefused(_) => {}
+        AuditEvent::TokenIssued(t) => crate::tokens::write_issued(conn, t)?,
+        AuditEvent::TokenRevoked(t) => crate::tokens::write_revoked(conn, t)?,
     }
     Ok(())
 }

@@ -72,6 +72,20 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             sqlite.display()
         )
     })?;
+    // Ward tokens (`ward login`, `ward token mint`) too.
+    let ward_tokens = Arc::new(ward_auth::WardTokens::new());
+    ward_tokens.load(
+        store
+            .active_ward_tokens(ward_core::time::now_micros())
+            .with_context(|| {
+                format!(
+                    "cannot read the ward tokens in force from the audit store {}",
+                    sqlite.display()
+                )
+            })?
+            .into_iter()
+            .map(|t| t.issued),
+    );
     drop(store);
     tracing::info!(
         mode = if strict { "strict" } else { "buffered" },
@@ -152,7 +166,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         audit: audit.clone(),
         controls: controls.clone(),
         approvals: approvals.clone(),
-        verifier,
+        auth: Arc::new(ward_auth::Authenticator::new(
+            config.token_book(),
+            verifier,
+            ward_tokens.clone(),
+            controls.clone(),
+            audit.clone(),
+        )),
     };
     let gateway = ward_pg::PgGateway::from_config(&config, Some(tls), shared)
         .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
