@@ -75,7 +75,9 @@ start_ward() {
   local name=$1 port=$2 api=$3 mode=$4 dir="$WORK/$1"
   mkdir -p "$dir"
   local token_json hash
-  token_json=$("$WARD_BIN" token create bench --format json)
+  # Long-lived like the runs recorded before tokens had to say so (no expiry timer); the
+  # token exists only for this run's throwaway config.
+  token_json=$("$WARD_BIN" token create bench --long-lived --format json)
   WARD_TOKEN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$token_json")
   hash=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["hash"])' <<<"$token_json")
   printf '%s\n' "$BENCH_PASSWORD" >"$dir/bench.password"
@@ -86,7 +88,7 @@ listen: { postgres: "127.0.0.1:$port", api: "127.0.0.1:$api" }
 audit: { $mode }
 identity:
   tokens:
-    - { name: bench, hash: "$hash" }
+    - { name: bench, hash: "$hash", long_lived: true }
 targets:
   bench:
     postgres: "127.0.0.1:$PG_PORT"

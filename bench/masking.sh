@@ -125,7 +125,8 @@ TABLE_SIZE=$(admin_psql -At -d bench -c "select pg_size_pretty(pg_table_size('bi
 # ---- ward ----
 say "starting ward on 127.0.0.1:$WARD_PORT"
 mkdir -p "$WORK/ward"
-token_json=$("$WARD_BIN" token create bench --format json)
+# Long-lived (no expiry timer, as in earlier runs); the token lives only in this run's config.
+token_json=$("$WARD_BIN" token create bench --long-lived --format json)
 WARD_TOKEN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$token_json")
 WARD_HASH=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["hash"])' <<<"$token_json")
 printf '%s\n' "$BENCH_PASSWORD" >"$WORK/ward/bench.password"
@@ -145,7 +146,7 @@ data_dir: data
 listen: { postgres: "127.0.0.1:$WARD_PORT", api: "127.0.0.1:$API_PORT" }
 identity:
   tokens:
-    - { name: bench, hash: "$WARD_HASH" }
+    - { name: bench, hash: "$WARD_HASH", long_lived: true }
 targets:
 YAML
   target_yaml plain

@@ -10,7 +10,8 @@
 #   3. starts an example PostgreSQL in ./ward-data/example-pg on 127.0.0.1:54329 with a
 #      database `orders`, a sample table `orders`, and a role `app` whose random password is
 #      kept in ./ward-data/example-pg/app.password (mode 600);
-#   4. creates a token for identity `demo` once (./ward-data/demo.token, mode 600);
+#   4. creates a token for identity `demo` (./ward-data/demo.token, mode 600), valid for 90
+#      days; a later run makes a new one once it has expired;
 #   5. writes ./ward-data/ward.example.yaml (target `orders-db` -> that database);
 #   6. prints how to connect, then runs `ward serve` in the foreground (Ctrl-C stops it).
 set -euo pipefail
@@ -130,16 +131,29 @@ select * from (values
 where not exists (select 1 from orders);
 SQL
 
-# ---- token for identity demo ----
-if [[ ! -s "$DATA/demo.token" || ! -s "$DATA/demo.token.hash" ]]; then
-  say "creating a token for identity demo"
-  json=$("$WARD" token create demo --format json)
-  token=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$json")
-  hash=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["hash"])' <<<"$json")
-  (umask 077 && printf '%s\n' "$token" >"$DATA/demo.token" && printf '%s\n' "$hash" >"$DATA/demo.token.hash")
+# ---- token for identity demo (every token needs an expiry: 90 days, renewed once passed) ----
+# True when the kept token exists and is valid for at least another hour.
+demo_token_current() {
+  [[ -s "$DATA/demo.token" && -s "$DATA/demo.token.hash" && -s "$DATA/demo.token.expires" ]] || return 1
+  python3 -c '
+import datetime, sys
+expires = datetime.datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00"))
+now = datetime.datetime.now(datetime.timezone.utc)
+sys.exit(0 if expires > now + datetime.timedelta(hours=1) else 1)' "$(cat "$DATA/demo.token.expires")"
+}
+if ! demo_token_current; then
+  say "creating a token for identity demo (valid for 90 days)"
+  json=$("$WARD" token create demo --ttl 90d --format json)
+  field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1" <<<"$json"; }
+  token=$(field token)
+  hash=$(field hash)
+  expires=$(field expires)
+  (umask 077 && printf '%s\n' "$token" >"$DATA/demo.token" && printf '%s\n' "$hash" >"$DATA/demo.token.hash" &&
+    printf '%s\n' "$expires" >"$DATA/demo.token.expires")
 fi
 chmod 600 "$DATA/demo.token"
 DEMO_HASH=$(cat "$DATA/demo.token.hash")
+DEMO_EXPIRES=$(cat "$DATA/demo.token.expires")
 
 # ---- ward.example.yaml (rewritten each run; relative paths are relative to ward-data/) ----
 cat >"$CONFIG" <<YAML
@@ -152,6 +166,7 @@ identity:
   tokens:
     - name: demo
       hash: "$DEMO_HASH"
+      expires: "$DEMO_EXPIRES"   # a new token is made by the next run after this
 targets:
   orders-db:
     postgres: "127.0.0.1:$PG_PORT"

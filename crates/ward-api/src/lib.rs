@@ -71,6 +71,10 @@ pub struct ApiState {
     pub audit: Option<(ward_core::AuditSink, std::time::Duration)>,
     /// What `GET /metrics` serves (Prometheus text); `None` serves an empty exposition.
     pub metrics: Option<MetricsSource>,
+    /// The gateway's authenticator (the adapters' own instance): proves callers that are
+    /// identities (IdP tokens, ward tokens) and holds the ward tokens in force. `None`
+    /// (tests): only the admin token is accepted.
+    pub auth: Option<Arc<ward_auth::Authenticator>>,
 }
 
 /// Renders metrics in the Prometheus text format for `GET /metrics` (the forwarders'
@@ -99,6 +103,7 @@ impl ApiState {
             approvals: None,
             audit: None,
             metrics: None,
+            auth: None,
         }
     }
 
@@ -127,6 +132,13 @@ impl ApiState {
         timeout: std::time::Duration,
     ) -> ApiState {
         self.audit = Some((audit, timeout));
+        self
+    }
+
+    /// Uses `auth`, the adapters' authenticator, to prove callers that are identities and
+    /// to issue ward tokens.
+    pub fn with_auth(mut self, auth: Arc<ward_auth::Authenticator>) -> ApiState {
+        self.auth = Some(auth);
         self
     }
 

@@ -76,6 +76,16 @@ pub struct Authenticator {
     audit: AuditSink,
 }
 
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Token hashes are not secrets, but nothing is gained by printing them.
+        f.debug_struct("Authenticator")
+            .field("service_tokens", &self.tokens.entries().len())
+            .field("issuers", &!self.verifier.is_empty())
+            .finish_non_exhaustive()
+    }
+}
+
 const SERVICE_TOKEN_HINT: &str =
     "check the token (ward token create), its expiry, and that it may use this target";
 const WARD_TOKEN_HINT: &str =

@@ -567,9 +567,19 @@ pub struct TokenConfig {
     pub name: String,
     /// `sha256:<hex>` of the token.
     pub hash: String,
-    /// When the token stops working: `2027-01-01` or an RFC 3339 timestamp.
+    /// When the token stops working: `2027-01-01` or an RFC 3339 timestamp. Required unless
+    /// `long_lived` is true.
     #[serde(default, deserialize_with = "deserialize_expiry")]
     pub expires: Option<DateTime<Utc>>,
+    /// The token deliberately never expires (kept so listings can point it out). Excludes
+    /// `expires`.
+    #[serde(default)]
+    pub long_lived: bool,
+    /// The identity responsible for the token (e.g. `oidc:alice`).
+    pub owner: Option<String>,
+    /// The IdP group the owner must still be in for the token to be considered looked
+    /// after; needs `owner`.
+    pub owner_group: Option<String>,
     /// Targets the token may reach; all targets when absent.
     pub targets: Option<Vec<String>>,
     /// Groups the identity belongs to (used by policy rules).
@@ -743,6 +753,8 @@ impl Config {
             }
             parse_token_hash(&token.hash)
                 .map_err(|e| format!("identity.tokens[{i}] ({}): {e}", token.name))?;
+            validate_token_lifetime(token)
+                .map_err(|e| format!("identity.tokens[{i}] ({}): {e}", token.name))?;
             for t in token.targets.iter().flatten() {
                 if !self.targets.contains_key(t) {
                     return Err(format!(
@@ -841,6 +853,9 @@ impl Config {
                     identity: t.name.as_str().into(),
                     hash: parse_token_hash(&t.hash).expect("validated at load"),
                     expires: t.expires,
+                    long_lived: t.long_lived,
+                    owner: t.owner.clone(),
+                    owner_group: t.owner_group.clone(),
                     targets: t.targets.clone(),
                     groups: t.groups.clone(),
                 })
@@ -1043,6 +1058,51 @@ fn check_idp_url(field: &str, url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Where the docs explain why tokens expire and how to mark one long-lived.
+const TOKEN_EXPIRY_DOCS: &str = "docs/identity.md#token-expiry";
+
+/// A service token says how long it lives (`expires`, or deliberately `long_lived`), and who
+/// answers for it (`owner`, optionally the `owner_group` they must stay in).
+fn validate_token_lifetime(token: &TokenConfig) -> Result<(), String> {
+    match (token.expires, token.long_lived) {
+        (None, false) => {
+            // A date that would work, so the example can be pasted as is.
+            let example = (Utc::now() + chrono::Duration::days(90)).format("%Y-%m-%d");
+            return Err(format!(
+                "a token needs expires (e.g. expires: {example}) or long_lived: true; tokens \
+                 without expiry outlive their owners; see {TOKEN_EXPIRY_DOCS}"
+            ));
+        }
+        (Some(_), true) => {
+            return Err(format!(
+                "expires and long_lived: true contradict each other (long_lived means the token \
+                 never expires); keep expires for a token that ends, or remove it to keep the \
+                 token long-lived; see {TOKEN_EXPIRY_DOCS}"
+            ));
+        }
+        _ => {}
+    }
+    if let Some(owner) = &token.owner
+        && owner.trim().is_empty()
+    {
+        return Err(
+            "owner must not be empty; name the identity responsible, e.g. oidc:alice".into(),
+        );
+    }
+    match (&token.owner, &token.owner_group) {
+        (None, Some(group)) => Err(format!(
+            "owner_group {group:?} needs an owner: it is the group the owner must still be in; \
+             add owner: <identity>, e.g. owner: oidc:alice"
+        )),
+        (Some(_), Some(group)) if group.trim().is_empty() => Err(
+            "owner_group must not be empty; give the IdP group the owner must still be in, or \
+             remove it"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn deserialize_expiry<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<DateTime<Utc>>, D::Error> {
@@ -1138,6 +1198,113 @@ targets:
         assert!(err.to_string().contains("by reference"), "{err}");
     }
 
+    /// `identity.tokens` with one entry, `fields` inside its flow mapping after the hash.
+    fn with_token(fields: &str) -> String {
+        format!(
+            "identity:\n  tokens:\n    - {{ name: ok, hash: \"sha256:{zero}\", expires: 2027-01-01 }}\n    \
+             - {{ name: ci-nightly, hash: \"sha256:{zero}\"{fields} }}\n",
+            zero = "0".repeat(64)
+        )
+    }
+
+    #[test]
+    fn a_token_without_expiry_must_be_marked_long_lived() {
+        let err = invalid(&with_token(""));
+        assert!(
+            err.contains(
+                "identity.tokens[1] (ci-nightly): a token needs expires (e.g. expires: 20"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("or long_lived: true; tokens without expiry outlive their owners"),
+            "{err}"
+        );
+        assert!(err.contains("docs/identity.md#token-expiry"), "{err}");
+        // The suggested date is valid config.
+        let example = err
+            .split("e.g. expires: ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap();
+        let date = parse_expiry(example).unwrap();
+        assert!(date > Utc::now(), "{example}");
+        // docs/identity.md quotes the message (with the date of the day it was written).
+        let message = err.split("(ci-nightly): ").nth(1).unwrap();
+        let quoted = message.replace(example, "2027-03-02");
+        assert!(
+            include_str!("../../../docs/identity.md").contains(&quoted),
+            "docs/identity.md#token-expiry should quote {quoted:?}"
+        );
+        // Saying no explicitly is the same as saying nothing.
+        let err = invalid(&with_token(", long_lived: false"));
+        assert!(err.contains("(ci-nightly): a token needs expires"), "{err}");
+    }
+
+    #[test]
+    fn long_lived_tokens_and_expiring_tokens_load() {
+        let c = Config::from_yaml(&with_token(", long_lived: true"), Path::new(".")).unwrap();
+        let t = &c.identity.tokens[1];
+        assert!(t.long_lived && t.expires.is_none());
+        let book = c.token_book();
+        assert!(book.entries()[1].long_lived);
+        assert!(!book.entries()[0].long_lived);
+
+        let c = Config::from_yaml(
+            &with_token(", expires: 2027-01-01T12:00:00Z"),
+            Path::new("."),
+        )
+        .unwrap();
+        let t = &c.identity.tokens[1];
+        assert!(!t.long_lived);
+        assert_eq!(t.expires.unwrap().to_rfc3339(), "2027-01-01T12:00:00+00:00");
+        // An expiry in the past loads (the token is refused at login, not the config).
+        Config::from_yaml(&with_token(", expires: 2020-01-01"), Path::new(".")).unwrap();
+    }
+
+    #[test]
+    fn long_lived_with_an_expiry_is_refused() {
+        let err = invalid(&with_token(", expires: 2027-01-01, long_lived: true"));
+        assert!(
+            err.contains(
+                "identity.tokens[1] (ci-nightly): expires and long_lived: true contradict"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn owners_are_kept_and_owner_group_needs_an_owner() {
+        let c = Config::from_yaml(
+            &with_token(", long_lived: true, owner: \"oidc:alice\", owner_group: sre"),
+            Path::new("."),
+        )
+        .unwrap();
+        let entry = c.token_book().entries()[1].clone();
+        assert_eq!(entry.owner.as_deref(), Some("oidc:alice"));
+        assert_eq!(entry.owner_group.as_deref(), Some("sre"));
+        let c = Config::from_yaml(
+            &with_token(", expires: 2027-01-01, owner: \"oidc:bob\""),
+            Path::new("."),
+        )
+        .unwrap();
+        let entry = c.token_book().entries()[1].clone();
+        assert_eq!(entry.owner.as_deref(), Some("oidc:bob"));
+        assert_eq!(entry.owner_group, None);
+
+        let err = invalid(&with_token(", expires: 2027-01-01, owner_group: sre"));
+        assert!(
+            err.contains("identity.tokens[1] (ci-nightly): owner_group \"sre\" needs an owner"),
+            "{err}"
+        );
+        let err = invalid(&with_token(", expires: 2027-01-01, owner: \"\""));
+        assert!(err.contains("owner must not be empty"), "{err}");
+        let err = invalid(&with_token(
+            ", expires: 2027-01-01, owner: x, owner_group: \"\"",
+        ));
+        assert!(err.contains("owner_group must not be empty"), "{err}");
+    }
+
     #[test]
     fn retention_is_optional_and_humane() {
         let c = Config::from_yaml("", Path::new(".")).unwrap();
@@ -1220,7 +1387,8 @@ identity:
     }
 
     /// The ward.yaml examples of docs/identity.md and of configuration.md's section on IdP
-    /// and CI tokens are valid (the yaml blocks with an `identity:` key).
+    /// and CI tokens are valid (the yaml blocks with an `identity:` key), and so is the token
+    /// expiry example.
     #[test]
     fn identity_doc_examples_parse() {
         let identity = include_str!("../../../docs/identity.md");
@@ -1231,6 +1399,7 @@ identity:
             .and_then(|rest| rest.split("\n## ").next())
             .expect("configuration.md has a section on IdP and CI tokens");
         let mut parsed = 0;
+        let mut token_examples = 0;
         for doc in [identity, section] {
             for block in doc.split("```yaml\n").skip(1) {
                 let yaml = block.split("```").next().unwrap();
@@ -1239,11 +1408,27 @@ identity:
                 }
                 let c = Config::from_yaml(yaml, Path::new("."))
                     .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+                if !c.identity.tokens.is_empty() {
+                    // The token expiry example: one expiring, owned token, one long-lived.
+                    let tokens = &c.identity.tokens;
+                    assert!(
+                        tokens
+                            .iter()
+                            .any(|t| t.expires.is_some() && t.owner_group.is_some())
+                    );
+                    assert!(tokens.iter().any(|t| t.long_lived));
+                    token_examples += 1;
+                    continue;
+                }
                 assert!(!c.identity.oidc.is_empty() && !c.identity.workload.is_empty());
                 parsed += 1;
             }
         }
         assert_eq!(parsed, 2);
+        assert_eq!(
+            token_examples, 1,
+            "identity.md#token-expiry has one example"
+        );
     }
 
     #[test]

@@ -53,12 +53,19 @@ impl AuthError {
     }
 }
 
-/// One configured token: its owner, hash and limits.
-#[derive(Clone, Debug)]
+/// One configured token: the identity it proves, its hash and limits.
+#[derive(Clone, Debug, Default)]
 pub struct TokenEntry {
     pub identity: Arc<str>,
     pub hash: [u8; 32],
+    /// `None` only for a `long_lived` token (the config refuses any other without expiry).
     pub expires: Option<DateTime<Utc>>,
+    /// Marked `long_lived: true` in the config: deliberately never expires.
+    pub long_lived: bool,
+    /// The identity responsible for the token (`owner:`, e.g. `oidc:alice`).
+    pub owner: Option<String>,
+    /// The IdP group the owner must still be in (`owner_group:`); set only with `owner`.
+    pub owner_group: Option<String>,
     /// Targets this token may reach; `None` means every target.
     pub targets: Option<Vec<String>>,
     pub groups: Vec<String>,
@@ -311,7 +318,7 @@ mod tests {
             hash: parse_token_hash(&hash_token(token)).unwrap(),
             expires,
             targets,
-            groups: vec![],
+            ..TokenEntry::default()
         }])
     }
 

@@ -174,7 +174,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             audit.clone(),
         )),
     };
-    let gateway = ward_pg::PgGateway::from_config(&config, Some(tls), shared)
+    let gateway = ward_pg::PgGateway::from_config(&config, Some(tls), shared.clone())
         .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?;
     let gateway = Arc::new(gateway);
 
@@ -207,6 +207,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         admin_token_hash,
     )
     .with_controls(controls.clone())
+    .with_auth(shared.auth.clone())
     .with_approvals(approvals.clone(), config.token_book())
     .with_audit(audit.clone(), config.audit.durable_timeout)
     .with_metrics({

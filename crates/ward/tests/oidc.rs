@@ -749,13 +749,14 @@ fn on_expiry_refuse_refuses_each_statement_but_keeps_the_connection() {
 
 #[test]
 fn sessions_of_tokens_that_outlive_them_are_left_alone() {
-    // A long-lived token and a service token without expiry: nothing is refused or ended.
+    // A long-lived IdP token and a long-lived service token (no expiry at all): nothing is
+    // refused or ended.
     let mint = MintIssuer::start();
     let db = target_with_table("oidc_no_expiry");
     let ward = Ward::start(
         WardOptions::new()
             .target(Target::postgres("orders", &db))
-            .token("ci")
+            .token_spec(TokenSpec::new("ci").long_lived())
             .identity_yaml(&mint.oidc_yaml(""))
             .identity_yaml("on_expiry: refuse"),
     );

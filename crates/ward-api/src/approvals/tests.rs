@@ -38,9 +38,11 @@ fn fixture() -> Fixture {
             identity: name.into(),
             hash: parse_token_hash(&t.hash).unwrap(),
             expires: None,
+            long_lived: true,
             // Limited to a target: approving is not connecting, so it still works.
             targets: Some(vec!["other-db".into()]),
             groups: groups.into_iter().map(String::from).collect(),
+            ..TokenEntry::default()
         });
         creds.insert(name, format!("{name}:{}", t.token));
     }

@@ -304,12 +304,18 @@ pub enum TokenCommand {
     #[command(long_about = "Mint a new service token for an identity.\n\n\
         Prints the token once, and the entry to paste under `identity.tokens:` in ward.yaml \
         (ward keeps only the token's SHA-256, so the token cannot be shown again). Clients \
-        then log in with the identity as user name and the token as password. Tokens expire \
-        after 90 days unless --expires or --long-lived says otherwise.\n\n\
+        then log in with the identity as user name and the token as password.\n\n\
+        Every token in ward.yaml needs an expiry or `long_lived: true` (see \
+        docs/identity.md#token-expiry). The entry gets `expires:` now + --ttl (default 90d), \
+        or the time --expires gives; --long-lived writes `long_lived: true` instead. --owner \
+        names the identity responsible for the token and --owner-group the IdP group that \
+        person must stay in, so tokens whose owner left can be found.\n\n\
         Examples:\n  \
-          ward token create ci-nightly --target orders-db\n  \
-          ward token create alice --expires 7d\n  \
-          ward token create backup-job --long-lived --format json")]
+          ward token create ci-nightly --target orders-db          # expires in 90 days\n  \
+          ward token create alice --ttl 7d\n  \
+          ward token create deploy-bot --ttl 30d --owner oidc:alice --owner-group sre\n  \
+          ward token create release --expires 2027-01-01\n  \
+          ward token create backup-job --long-lived --owner oidc:bob --format json")]
     Create(token::CreateArgs),
 }
 

@@ -129,6 +129,10 @@ pub struct TokenSpec {
     /// Written verbatim as `expires:` in the config, overriding the above (e.g. a date in the
     /// past to test expired tokens).
     pub expires_at: Option<String>,
+    /// Passed as `--long-lived` and written as `long_lived: true` with no `expires`. Without
+    /// it (and without the above) the token expires in 90 days, `ward token create`'s
+    /// default.
+    pub long_lived: bool,
     /// Passed as `--target` and written as `targets:`; `None` means every target.
     pub targets: Option<Vec<String>>,
     /// Written as `groups:`.
@@ -150,6 +154,12 @@ impl TokenSpec {
 
     pub fn expires_at(mut self, t: &str) -> TokenSpec {
         self.expires_at = Some(t.to_string());
+        self
+    }
+
+    /// A token that never expires (`long_lived: true`).
+    pub fn long_lived(mut self) -> TokenSpec {
+        self.long_lived = true;
         self
     }
 
@@ -191,7 +201,8 @@ impl WardOptions {
         self
     }
 
-    /// A token for `identity`, valid for every target, no expiry.
+    /// A token for `identity`, valid for every target, expiring in 90 days (the default of
+    /// `ward token create`; every token in ward.yaml needs an expiry or `long_lived: true`).
     pub fn token(self, identity: &str) -> WardOptions {
         self.token_spec(TokenSpec::new(identity))
     }
@@ -656,6 +667,9 @@ fn create_token(dir: &Path, spec: &TokenSpec) -> Result<IssuedToken, String> {
     if let Some(d) = &spec.expires_in {
         cmd.args(["--expires", d]);
     }
+    if spec.long_lived {
+        cmd.arg("--long-lived");
+    }
     for t in spec.targets.iter().flatten() {
         cmd.args(["--target", t]);
     }
@@ -719,6 +733,8 @@ fn render_config(
         ));
         if let Some(e) = spec.expires_at.as_ref().or(issued.expires.as_ref()) {
             y.push_str(&format!("      expires: {}\n", q(e)));
+        } else if spec.long_lived {
+            y.push_str("      long_lived: true\n");
         }
         if let Some(targets) = &spec.targets {
             let list: Vec<String> = targets.iter().map(|t| q(t)).collect();
