@@ -7,7 +7,8 @@
 # Packages: PostgreSQL server and client binaries (tests start a throwaway server; pgbench),
 # pgbouncer (benchmark baseline), libclang-dev (the pg_query crate builds the real PostgreSQL
 # parser with bindgen), build-essential and pkg-config (C toolchain), python3 and openssl
-# (benchmark helpers), Node.js and npm (ward-oidc's integration test runs a real OpenID Connect
+# (benchmark helpers), openssh-server and openssh-client (the SSH tests start a throwaway sshd
+# and drive it with ssh, scp and sftp through ward), Node.js and npm (ward-oidc's integration test runs a real OpenID Connect
 # provider). `apt-get update` runs only when something has to be installed. Then the test
 # provider's npm packages are installed with `npm ci` (pinned by its package-lock.json) when
 # crates/ward-oidc/tests/oidc/node_modules is missing.
@@ -26,6 +27,8 @@ PACKAGES=(
   pkg-config
   python3
   openssl
+  openssh-server
+  openssh-client
 )
 
 check_only=false

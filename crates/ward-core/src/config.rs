@@ -82,6 +82,9 @@ pub struct Listen {
     /// PostgreSQL clients connect here.
     #[serde(default = "default_pg_listen")]
     pub postgres: SocketAddr,
+    /// SSH clients connect here; no SSH listener when absent (see docs/ssh.md).
+    #[serde(default)]
+    pub ssh: Option<SocketAddr>,
     /// The admin HTTP API. Keep it on loopback unless it sits behind something that
     /// authenticates; it also requires the admin token.
     #[serde(default = "default_api_listen")]
@@ -100,6 +103,7 @@ impl Default for Listen {
     fn default() -> Self {
         Listen {
             postgres: default_pg_listen(),
+            ssh: None,
             api: default_api_listen(),
         }
     }
@@ -328,6 +332,9 @@ pub struct IdentityConfig {
     /// `refuse` keeps it connected but refuses each further statement.
     #[serde(default)]
     pub on_expiry: OnExpiry,
+    /// SSH public keys that prove identities (see `ssh_config` and docs/ssh.md).
+    #[serde(default)]
+    pub ssh_keys: Vec<crate::ssh_config::SshKeyConfig>,
 }
 
 /// `identity.on_expiry`: what a session does once its credential has expired.
@@ -593,6 +600,10 @@ pub struct TokenConfig {
 pub struct TargetConfig {
     /// `host:port` of a PostgreSQL server.
     pub postgres: Option<String>,
+    /// `host:port` of an SSH server (port 22 when left out); see `ssh_config`.
+    pub ssh: Option<String>,
+    /// SSH targets: the host key the target must present (`ssh-ed25519 AAAA…`); required.
+    pub host_key: Option<String>,
     /// Database to open on the target (default: the target's name).
     pub database: Option<String>,
     pub credential: CredentialConfig,
@@ -611,6 +622,8 @@ pub struct CredentialConfig {
     pub user: String,
     /// `env:NAME` or `file:PATH`.
     pub password: Option<SecretRef>,
+    /// SSH targets: the private key ward logs in with, `file:PATH` or `env:NAME`.
+    pub private_key: Option<SecretRef>,
 }
 
 /// TLS from ward to a target.
@@ -728,6 +741,9 @@ impl Config {
             if let Some(r) = &mut target.credential.password {
                 r.rebase(&base);
             }
+            if let Some(r) = &mut target.credential.private_key {
+                r.rebase(&base);
+            }
         }
     }
 
@@ -778,10 +794,15 @@ impl Config {
                 .map(|_| b"placeholder".to_vec()),
         )
         .map_err(|e| e.to_string())?;
+        crate::ssh_config::validate(self)?;
         for (name, target) in &self.targets {
+            if target.ssh.is_some() {
+                crate::ssh_config::validate_target(name, target)?;
+                continue;
+            }
             let Some(address) = &target.postgres else {
                 return Err(format!(
-                    "targets.{name}: say which protocol it speaks, e.g. `postgres: 10.0.0.5:5432`"
+                    "targets.{name}: say which protocol it speaks, e.g. `postgres: 10.0.0.5:5432` or `ssh: 10.0.0.7:22`"
                 ));
             };
             if !address.contains(':') {

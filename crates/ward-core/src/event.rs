@@ -87,6 +87,12 @@ pub enum StatementOrigin {
     Prepare,
     /// A FunctionCall message (the legacy fast-path interface).
     FunctionCall,
+    /// SSH: a command run with `ssh host CMD` (an exec request).
+    Exec,
+    /// SSH: an interactive shell.
+    Shell,
+    /// SSH: a subsystem such as sftp.
+    Subsystem,
 }
 
 impl StatementOrigin {
@@ -96,6 +102,9 @@ impl StatementOrigin {
             StatementOrigin::Execute => "execute",
             StatementOrigin::Prepare => "prepare",
             StatementOrigin::FunctionCall => "function_call",
+            StatementOrigin::Exec => "exec",
+            StatementOrigin::Shell => "shell",
+            StatementOrigin::Subsystem => "subsystem",
         }
     }
 
@@ -105,6 +114,9 @@ impl StatementOrigin {
             "execute" => StatementOrigin::Execute,
             "prepare" => StatementOrigin::Prepare,
             "function_call" => StatementOrigin::FunctionCall,
+            "exec" => StatementOrigin::Exec,
+            "shell" => StatementOrigin::Shell,
+            "subsystem" => StatementOrigin::Subsystem,
             _ => return None,
         })
     }

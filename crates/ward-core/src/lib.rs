@@ -17,6 +17,7 @@ pub mod masking;
 pub mod policy;
 pub mod registry;
 pub mod secret;
+pub mod ssh_config;
 pub mod time;
 
 pub use audit::{

@@ -77,6 +77,13 @@ pub struct RuleConfig {
     /// Flags the command must all carry (e.g. `[no_where]`).
     #[serde(default)]
     pub flags: Vec<Flag>,
+    /// SSH exec command lines: `re:REGEX` (searched in the whole line), a glob with `*` or
+    /// `?` or a space (`rm *`, matched against the whole line and each part between shell
+    /// operators), or a bare program name (`rm`, matched against each part's first word and
+    /// its basename). Commands without a command line (SQL, shells) never match. See
+    /// [`CommandPattern`].
+    #[serde(default)]
+    pub commands: Vec<String>,
     pub action: Action,
     /// Shown to the client when the rule denies.
     pub message: Option<String>,
@@ -178,6 +185,9 @@ pub struct CommandInfo {
     /// References in select lists below the top level (CTEs, subqueries), through which an
     /// alias can carry a masked column into a top-level expression.
     pub nested_columns: Vec<String>,
+    /// The command line of an SSH exec request, for `commands` rules; `None` for everything
+    /// else.
+    pub command_line: Option<String>,
 }
 
 impl CommandInfo {
@@ -290,6 +300,67 @@ pub struct Policy {
     target_defaults: BTreeMap<String, Action>,
     /// Whether any rule sets `capture_rows` or `capture_bytes`.
     captures: bool,
+    /// Each rule's compiled `commands`, by rule index.
+    command_patterns: Vec<Vec<CommandPattern>>,
+}
+
+/// One entry of a rule's `commands`, compiled.
+///
+/// Matching a shell command line is best effort: ward sees the text the client asked the
+/// target's shell to run, not what the shell will make of it (variables, aliases, quoting,
+/// scripts). That is why globs and names are also tried on each part between shell
+/// operators (`;`, `&`, `|`, newlines, parentheses, backquotes, `$(`), so `true; rm -rf x`
+/// still meets a rule on `rm`; for a hard boundary, deny by default and allow what is known.
+#[derive(Clone, Debug)]
+pub enum CommandPattern {
+    /// `re:…`, searched anywhere in the whole command line.
+    Regex(regex::Regex),
+    /// A glob on the whole line or on one of its parts.
+    Glob(String),
+    /// A program name: the first word of a part, or that word's basename (`/bin/rm`).
+    Program(String),
+}
+
+impl CommandPattern {
+    /// Compiles one `commands` entry.
+    pub fn parse(text: &str) -> Result<CommandPattern, String> {
+        if let Some(re) = text.strip_prefix("re:") {
+            return regex::Regex::new(re)
+                .map(CommandPattern::Regex)
+                .map_err(|e| format!("commands: {text:?} is not a valid regular expression: {e}"));
+        }
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("commands: an empty pattern would match nothing; remove it".into());
+        }
+        if text.contains(['*', '?', ' ', '\t']) {
+            Ok(CommandPattern::Glob(text.to_string()))
+        } else {
+            Ok(CommandPattern::Program(text.to_string()))
+        }
+    }
+
+    /// Whether the command line matches.
+    pub fn matches(&self, line: &str) -> bool {
+        match self {
+            CommandPattern::Regex(re) => re.is_match(line),
+            CommandPattern::Glob(g) => {
+                glob(g, line.trim()) || command_parts(line).any(|part| glob(g, part))
+            }
+            CommandPattern::Program(name) => command_parts(line).any(|part| {
+                let first = part.split_whitespace().next().unwrap_or("");
+                first == name || first.rsplit('/').next() == Some(name.as_str())
+            }),
+        }
+    }
+}
+
+/// The parts of a shell command line between control operators, trimmed, without empty
+/// ones (`a; b && c | d` → `a`, `b`, `c`, `d`).
+fn command_parts(line: &str) -> impl Iterator<Item = &str> {
+    line.split([';', '&', '|', '\n', '(', ')', '`'])
+        .map(|p| p.trim().trim_start_matches('$').trim())
+        .filter(|p| !p.is_empty())
 }
 
 /// A rule that cannot work as written.
@@ -325,6 +396,10 @@ pub const KINDS: &[&str] = &[
     "execute",
     "function_call",
     "other",
+    // SSH: a command run with `ssh host CMD`, an interactive shell, a subsystem (sftp).
+    "exec",
+    "shell",
+    "subsystem",
 ];
 
 impl Policy {
@@ -335,6 +410,7 @@ impl Policy {
         target_defaults: BTreeMap<String, Action>,
     ) -> Result<Policy, RuleError> {
         let mut seen = std::collections::HashSet::new();
+        let mut command_patterns = Vec::with_capacity(rules.len());
         for (index, rule) in rules.iter().enumerate() {
             let err = |message: String| RuleError {
                 index,
@@ -363,6 +439,13 @@ impl Policy {
             if rule.action != Action::Review && !rule.approvers.is_empty() {
                 return Err(err("approvers only make sense with action: review".into()));
             }
+            command_patterns.push(
+                rule.commands
+                    .iter()
+                    .map(|c| CommandPattern::parse(c))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?,
+            );
         }
         for action in [settings.unparseable, settings.procedural] {
             if !matches!(action, Action::Allow | Action::Deny) {
@@ -391,6 +474,7 @@ impl Policy {
             settings,
             target_defaults,
             captures,
+            command_patterns,
         })
     }
 
@@ -450,8 +534,8 @@ impl Policy {
         let mut matched = Vec::new();
         let mut capture = CaptureOverride::default();
         let mut best: Option<&RuleConfig> = None;
-        for rule in &self.rules {
-            if !self.matches(rule, subject, command) {
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !self.matches(index, rule, subject, command) {
                 continue;
             }
             matched.push(rule.name.clone());
@@ -491,7 +575,13 @@ impl Policy {
         }
     }
 
-    fn matches(&self, rule: &RuleConfig, subject: &Subject<'_>, command: &CommandInfo) -> bool {
+    fn matches(
+        &self,
+        index: usize,
+        rule: &RuleConfig,
+        subject: &Subject<'_>,
+        command: &CommandInfo,
+    ) -> bool {
         if !rule.identities.is_empty() && !rule.identities.iter().any(|g| glob(g, subject.identity))
         {
             return false;
@@ -532,6 +622,18 @@ impl Policy {
             })
         {
             return false;
+        }
+        if !rule.commands.is_empty() {
+            let Some(line) = &command.command_line else {
+                return false;
+            };
+            let patterns = self
+                .command_patterns
+                .get(index)
+                .map_or(&[][..], Vec::as_slice);
+            if !patterns.iter().any(|p| p.matches(line)) {
+                return false;
+            }
         }
         rule.flags.iter().all(|f| command.flags.contains(f))
     }
@@ -813,6 +915,69 @@ mod tests {
         let v = p.decide(&subject("a", &[]), Some(&[cmd(&["delete"])]));
         assert_eq!(v.capture, CaptureOverride::default());
         assert!(!rules("[{name: plain, statements: [delete], action: deny}]").captures());
+    }
+
+    fn exec(line: &str) -> CommandInfo {
+        CommandInfo {
+            kinds: vec!["exec"],
+            command_line: Some(line.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ssh_command_lines_match_globs_programs_and_regexes() {
+        let p = rules(
+            r#"[{name: no-rm, commands: ["rm *", "re:^sudo\\b"], action: deny},
+               {name: no-shutdown, commands: [shutdown], action: deny},
+               {name: no-shell, targets: [web-*], statements: [shell], action: deny}]"#,
+        );
+        let s = |t: &'static str| Subject {
+            identity: "alice",
+            groups: &[],
+            target: t,
+            target_labels: NO_LABELS,
+            protocol: "ssh",
+        };
+        let denied = |line: &str| match p.decide(&s("db-1"), Some(&[exec(line)])).decision {
+            Decision::Deny { rule, .. } => Some(rule),
+            _ => None,
+        };
+        assert_eq!(denied("rm -rf /tmp/x").as_deref(), Some("no-rm"));
+        assert_eq!(denied("true; rm -rf /tmp/x").as_deref(), Some("no-rm"));
+        assert_eq!(denied("sudo id").as_deref(), Some("no-rm"));
+        assert_eq!(denied("echo sudo"), None, "the regex is anchored");
+        assert_eq!(
+            denied("/sbin/shutdown -h now").as_deref(),
+            Some("no-shutdown")
+        );
+        assert_eq!(denied("ls && shutdown").as_deref(), Some("no-shutdown"));
+        assert_eq!(denied("echo $(shutdown)").as_deref(), Some("no-shutdown"));
+        assert_eq!(denied("echo shutdown"), None);
+        assert_eq!(denied("echo hi"), None);
+        // Shells have no command line; the kind decides, on the named targets only.
+        let shell = cmd(&["shell"]);
+        assert!(matches!(
+            p.decide(&s("web-1"), Some(std::slice::from_ref(&shell))).decision,
+            Decision::Deny { ref rule, .. } if rule == "no-shell"
+        ));
+        assert_eq!(
+            p.decide(&s("db-1"), Some(&[shell])).decision,
+            Decision::Allow
+        );
+        // SQL never matches a commands rule.
+        assert_eq!(
+            p.decide(&subject("a", &[]), Some(&[cmd(&["delete"])]))
+                .decision,
+            Decision::Allow
+        );
+        let bad: Vec<RuleConfig> =
+            serde_yaml::from_str(r#"[{name: x, commands: ["re:("], action: deny}]"#).unwrap();
+        let err = Policy::new(bad, PolicyConfig::default(), BTreeMap::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("not a valid regular expression"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod cli;
 mod reload;
 mod serve;
+mod serve_ssh;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -196,6 +196,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         })?;
 
     let shutdown = CancellationToken::new();
+    // SSH (listen.ssh), sharing the registry, audit, controls and rules.
+    let ssh = crate::serve_ssh::start(&config, gateway.clone(), &shared, shutdown.clone()).await?;
     let reloader = tokio::spawn(crate::reload::watch(
         config_path.to_path_buf(),
         gateway.clone(),
@@ -277,6 +279,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     })
     .await;
     let _ = api.await;
+    if let Some(ssh) = ssh {
+        let _ = ssh.await;
+    }
     // Everything that holds an audit sink goes, so the writer sees the queue close.
     reloader.abort();
     let _ = reloader.await;

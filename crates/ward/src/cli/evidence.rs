@@ -16,7 +16,8 @@ use ward_store::evidence::{self, KeySource, Selection};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Print the public half of ward's session-log signing key.
+    /// Print the public half of ward's session-log signing key, and the fingerprint of
+    /// ward's SSH host key when it has one.
     Show,
 }
 
@@ -78,6 +79,17 @@ pub fn keys(config: &ConfigLocation, command: &KeysCommand) -> anyhow::Result<()
     println!("public key  {}", hex::encode(signer.public_key()));
     println!("key id      {}", signer.key_id());
     println!("file        {}", path.display());
+    // What SSH clients see on first connect (`ssh` prints the same SHA256 fingerprint).
+    let ssh = config.ssh_host_key_path();
+    if ssh.exists() {
+        let (public, fingerprint) =
+            ward_ssh::host_key::describe(&ssh).map_err(|e| anyhow::anyhow!(e))?;
+        println!();
+        println!("SSH host key");
+        println!("fingerprint {fingerprint}");
+        println!("public key  {public}");
+        println!("file        {}", ssh.display());
+    }
     Ok(())
 }
 

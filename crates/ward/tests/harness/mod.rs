@@ -31,6 +31,7 @@
 
 pub mod oidc;
 mod postgres;
+pub mod sshd;
 mod tls;
 mod ward;
 

@@ -189,6 +189,9 @@ pub struct WardOptions {
     /// Raw YAML lines inside `identity:` besides `tokens` (indented by the harness), e.g.
     /// `oidc:` issuers or `on_expiry: refuse`.
     pub identity_yaml: String,
+    /// SSH: `listen.ssh` on a free port, SSH targets and client keys (see
+    /// [`super::sshd::SshOptions`]); `None` leaves SSH off.
+    pub ssh: Option<super::sshd::SshOptions>,
 }
 
 impl WardOptions {
@@ -259,6 +262,7 @@ pub struct Ward {
     registered: Option<super::RegisteredChild>,
     pg_addr: SocketAddr,
     api_addr: SocketAddr,
+    ssh_addr: Option<SocketAddr>,
     tokens: Vec<IssuedToken>,
     env: Vec<(String, String)>,
     child: Option<Child>,
@@ -283,8 +287,12 @@ impl Ward {
         for _attempt in 0..3 {
             let pg_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
             let api_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let ssh_addr: Option<SocketAddr> = options
+                .ssh
+                .as_ref()
+                .map(|_| format!("127.0.0.1:{}", free_port()).parse().expect("addr"));
             let config_path = dir.join("ward.yaml");
-            let yaml = render_config(&dir, &options, &tokens, pg_addr, api_addr);
+            let yaml = render_config(&dir, &options, &tokens, pg_addr, api_addr, ssh_addr);
             write_file(&config_path, yaml, 0o600);
             let mut ward = Ward {
                 data_dir: dir.join("ward-data"),
@@ -294,6 +302,7 @@ impl Ward {
                 config_path,
                 pg_addr,
                 api_addr,
+                ssh_addr,
                 tokens: tokens.clone(),
                 env: options.env.clone(),
                 child: None,
@@ -453,6 +462,13 @@ impl Ward {
 
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// The port SSH clients connect to (panics unless the options enabled SSH).
+    pub fn ssh_port(&self) -> u16 {
+        self.ssh_addr
+            .expect("SSH is off: start ward with WardOptions::ssh")
+            .port()
     }
 
     /// `http://127.0.0.1:<port>`
@@ -704,6 +720,7 @@ fn render_config(
     tokens: &[IssuedToken],
     pg_addr: SocketAddr,
     api_addr: SocketAddr,
+    ssh_addr: Option<SocketAddr>,
 ) -> String {
     let mut y = String::from("# written by the ward test harness\n");
     y.push_str(&format!(
@@ -711,9 +728,10 @@ fn render_config(
         q(&dir.join("ward-data").to_string_lossy())
     ));
     y.push_str(&format!(
-        "listen: {{ postgres: {}, api: {} }}\n",
+        "listen: {{ postgres: {}, api: {}{} }}\n",
         q(&pg_addr.to_string()),
-        q(&api_addr.to_string())
+        q(&api_addr.to_string()),
+        ssh_addr.map_or(String::new(), |a| format!(", ssh: {}", q(&a.to_string())))
     ));
     if options.allow_plaintext {
         y.push_str("tls: { allow_plaintext: true }\n");
@@ -748,7 +766,11 @@ fn render_config(
     for line in options.identity_yaml.lines() {
         y.push_str(&format!("  {line}\n"));
     }
-    if options.targets.is_empty() {
+    let ssh_targets = options
+        .ssh
+        .as_ref()
+        .map_or(String::new(), |ssh| ssh.render_targets(dir));
+    if options.targets.is_empty() && ssh_targets.is_empty() {
         y.push_str("targets: {}\n");
     } else {
         y.push_str("targets:\n");
@@ -790,6 +812,7 @@ fn render_config(
             }
         }
     }
+    y.push_str(&ssh_targets);
     y.push_str(&options.extra_yaml);
     y
 }

@@ -1,0 +1,795 @@
+//! Accepting SSH clients: public-key authentication, target selection, session start.
+//!
+//! The SSH user name names the target (`web-1`), optionally with the identity in front
+//! (`alice+web-1`); the client's public key alone proves the identity (`identity.ssh_keys`).
+//! Keys, targets and identity parts are checked before the client is asked to sign, so an
+//! unknown key costs no signature. Refusals all look the same to the client ("Permission
+//! denied (publickey)"), so it cannot learn which targets exist; the reason goes to the log
+//! and, once per refused connection, to the audit as an `auth_refused` event.
+//!
+//! Once a key is proven, ward connects to the target (pinned host key, ward's own key) and
+//! only then registers the session. What cannot be done at that point (a locked identity,
+//! an unreachable target, a host key mismatch) is told to the client as the reason of an
+//! SSH disconnect, which OpenSSH prints ("Received disconnect from …: ward: …").
+
+use crate::SshGateway;
+use crate::session::{self, ChannelLink, SessionCtx};
+use crate::upstream::UpstreamHandler;
+use russh::keys::ssh_key::public::KeyData;
+use russh::server::{self, Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, Disconnect, Pty, Sig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use ward_core::event::{AuthRefusedEvent, CredentialInfo, SessionEnd, SessionStart};
+use ward_core::registry::{LiveSession, Registration};
+use ward_core::{AuditEvent, Identity, SessionId};
+
+/// How long a killed session's connection gets to close after the disconnect is sent.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long ward waits for the channels of an ended connection to record their results.
+const CHANNELS_GRACE: Duration = Duration::from_secs(5);
+
+/// Accepts connections until `shutdown` fires; each runs in its own task.
+pub async fn serve(listener: TcpListener, gateway: Arc<SshGateway>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    let _ = tcp.set_nodelay(true);
+                    handle(gateway, tcp, peer).await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ssh accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// What a connection's handler and its supervising task share.
+struct Conn {
+    /// Set once the session is registered: the supervisor watches its stop token.
+    live: watch::Sender<Option<Arc<LiveSession>>>,
+    /// The registry entry, dropped when the connection is over.
+    registration: Mutex<Option<Registration>>,
+    /// Why the session ended, if ward knows better than "client closed" (first one wins).
+    end_reason: Mutex<Option<String>>,
+    /// The last refused authentication attempt and how many there were, recorded once when
+    /// a connection ends without a session.
+    refusal: Mutex<Option<(AuthRefusedEvent, u32)>>,
+    /// Channel tasks hold a clone; the supervisor waits until all are dropped.
+    channels_done: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl Conn {
+    fn note_end(&self, reason: impl Into<String>) {
+        let mut slot = self.end_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason.into());
+        }
+    }
+}
+
+async fn handle(gateway: Arc<SshGateway>, tcp: TcpStream, peer: SocketAddr) {
+    let (live_tx, mut live_rx) = watch::channel(None);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let conn = Arc::new(Conn {
+        live: live_tx,
+        registration: Mutex::new(None),
+        end_reason: Mutex::new(None),
+        refusal: Mutex::new(None),
+        channels_done: Mutex::new(Some(done_tx)),
+    });
+    let handler = ClientHandler {
+        gateway: gateway.clone(),
+        peer,
+        conn: conn.clone(),
+        admitted: None,
+        ctx: None,
+        upstream: None,
+        channels: HashMap::new(),
+    };
+    let running = match server::run_stream(gateway.server_config.clone(), tcp, handler).await {
+        Ok(running) => running,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "ssh connection ended before its handshake");
+            return;
+        }
+    };
+    let client = running.handle();
+    tokio::pin!(running);
+    // A client that has not authenticated by then is sent away (russh limits attempts, not
+    // time); the check is dropped once the session is registered.
+    let mut auth_deadline =
+        Some(tokio::time::Instant::now() + gateway.connect_timeout.max(Duration::from_secs(30)));
+    loop {
+        tokio::select! {
+            result = &mut running => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "ssh connection ended with an error");
+                    conn.note_end(format!("connection error: {e}"));
+                }
+                break;
+            }
+            live = wait_for_stop(&mut live_rx) => {
+                let reason = live.end_reason().unwrap_or_else(|| "ended by ward".into());
+                conn.note_end(reason.clone());
+                let _ = client
+                    .disconnect(Disconnect::ByApplication, format!("ward: session ended: {reason}"), String::new())
+                    .await;
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut running).await;
+                break;
+            }
+            _ = tokio::time::sleep_until(auth_deadline.unwrap_or_else(tokio::time::Instant::now)), if auth_deadline.is_some() => {
+                if live_rx.borrow().is_some() {
+                    auth_deadline = None;
+                    continue;
+                }
+                let _ = client
+                    .disconnect(Disconnect::ByApplication, "ward: authentication took too long".into(), String::new())
+                    .await;
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut running).await;
+                break;
+            }
+        }
+    }
+    // Every channel records its command's result before the session's end is recorded.
+    conn.channels_done
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let _ = tokio::time::timeout(CHANNELS_GRACE, done_rx.recv()).await;
+    let registration = conn
+        .registration
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(registration) = registration {
+        let reason = conn
+            .end_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "client closed".into());
+        let _ = gateway
+            .audit
+            .record(AuditEvent::SessionEnd(SessionEnd {
+                session_id: registration.session.id.clone(),
+                ended_at: ward_core::time::now_micros(),
+                reason: reason.clone(),
+            }))
+            .await;
+        tracing::info!(session = %registration.session.id, %peer, reason, "ssh session ended");
+        drop(registration);
+    } else if let Some((mut event, attempts)) = conn
+        .refusal
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        if attempts > 1 {
+            event.reason = format!("{} ({attempts} attempts)", event.reason);
+        }
+        tracing::warn!(%peer, user = event.claimed_user, code = event.code, reason = event.reason, "ssh login refused");
+        record_refusal(&gateway, event);
+    }
+}
+
+/// Waits until the connection's session is registered and then asked to stop.
+async fn wait_for_stop(live: &mut watch::Receiver<Option<Arc<LiveSession>>>) -> Arc<LiveSession> {
+    let session = match live.wait_for(|l| l.is_some()).await {
+        Ok(l) => l.clone(),
+        Err(_) => None,
+    };
+    match session {
+        Some(session) => {
+            session.stop.cancelled().await;
+            session
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Records a refused login without waiting (a flood of bad logins must not hold up live
+/// sessions); when the queue is full the event is dropped and the drops are logged.
+// Same behaviour as the PostgreSQL listener's; both move to the shared authenticator.
+fn record_refusal(gateway: &SshGateway, event: AuthRefusedEvent) {
+    if gateway
+        .audit
+        .try_record(AuditEvent::AuthRefused(event))
+        .is_ok()
+    {
+        return;
+    }
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+    static LOGGED_AT: AtomicI64 = AtomicI64::new(0);
+    let dropped = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = ward_core::time::now_micros();
+    let last = LOGGED_AT.load(Ordering::Relaxed);
+    if now - last >= 1_000_000
+        && LOGGED_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            dropped_total = dropped,
+            "audit queue full (or closed): refused ssh logins are not being recorded"
+        );
+    }
+}
+
+/// The SSH user name: `target` or `identity+target`.
+fn parse_user(user: &str) -> (Option<&str>, &str) {
+    match user.split_once('+') {
+        Some((identity, target)) => (Some(identity), target),
+        None => (None, user),
+    }
+}
+
+/// Why a key was refused: a stable code, the reason, and the identity the key proves (if
+/// it is a known key).
+type KeyRefusal = (&'static str, String, Option<String>);
+
+/// A proven key and the target it may reach.
+struct Admitted {
+    identity: Identity,
+    target: String,
+    user: String,
+    fingerprint: String,
+}
+
+/// One connection's SSH server handler: authentication, then the client-to-target half of
+/// every channel (each request is judged and answered here, in order).
+pub(crate) struct ClientHandler {
+    gateway: Arc<SshGateway>,
+    peer: SocketAddr,
+    conn: Arc<Conn>,
+    admitted: Option<Admitted>,
+    ctx: Option<Arc<SessionCtx>>,
+    upstream: Option<Arc<russh::client::Handle<UpstreamHandler>>>,
+    channels: HashMap<ChannelId, ChannelLink>,
+}
+
+impl ClientHandler {
+    /// Checks a key for a user name; `Err` carries (code, reason, identity) for the audit.
+    fn check(&self, user: &str, key: &KeyData) -> Result<(Identity, String, String), KeyRefusal> {
+        let (claimed, target) = parse_user(user);
+        let Some(entry) = self.gateway.keys.get(key) else {
+            let fp = key.fingerprint(russh::keys::HashAlg::Sha256);
+            return Err((
+                "unknown_key",
+                format!("key {fp} is not listed in identity.ssh_keys"),
+                None,
+            ));
+        };
+        let identity = Some(entry.identity.to_string());
+        if !self.gateway.targets.contains_key(target) {
+            return Err((
+                "unknown_target",
+                format!("unknown SSH target {target:?}"),
+                identity,
+            ));
+        }
+        if let Some(claimed) = claimed
+            && claimed != &*entry.identity
+        {
+            return Err((
+                "identity_mismatch",
+                format!(
+                    "user name names identity {claimed:?} but the key proves {:?}",
+                    entry.identity
+                ),
+                identity,
+            ));
+        }
+        if let Some(allowed) = &entry.targets
+            && !allowed.iter().any(|t| t == target)
+        {
+            return Err((
+                "target_not_allowed",
+                format!(
+                    "identity {:?} may not use target {target:?}",
+                    entry.identity
+                ),
+                identity,
+            ));
+        }
+        Ok((
+            Identity {
+                name: entry.identity.clone(),
+                source: "ssh-key",
+                groups: entry.groups.clone(),
+                expires: None,
+                attributes: vec![("ssh_key".into(), entry.fingerprint.clone())],
+            },
+            target.to_string(),
+            entry.fingerprint.clone(),
+        ))
+    }
+
+    fn note_refusal(&self, user: &str, code: &str, reason: String, identity: Option<String>) {
+        tracing::debug!(peer = %self.peer, user, code, reason, "ssh key refused");
+        let event = AuthRefusedEvent {
+            protocol: "ssh".into(),
+            target: parse_user(user).1.to_string(),
+            claimed_user: user.to_string(),
+            identity,
+            peer: self.peer.to_string(),
+            source: "ssh_key".into(),
+            code: code.into(),
+            reason,
+            at: ward_core::time::now_micros(),
+        };
+        let mut slot = self.conn.refusal.lock().unwrap_or_else(|p| p.into_inner());
+        let attempts = slot.as_ref().map_or(0, |(_, n)| *n) + 1;
+        *slot = Some((event, attempts));
+    }
+
+    /// Ends the connection with a reason the client prints.
+    fn disconnect(&self, session: &mut Session, message: &str) {
+        let _ = session.disconnect(Disconnect::ByApplication, &format!("ward: {message}"), "");
+    }
+
+    /// Sends a request to the target and answers the client with the target's reply.
+    async fn answer_from_target(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let ok = match self.channels.get_mut(&channel) {
+            Some(link) => link.reply().await,
+            None => false,
+        };
+        if ok {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+}
+
+impl server::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.check(user, offer.public_key.key_data()) {
+            Ok(_) => Ok(Auth::Accept),
+            Err((code, reason, identity)) => {
+                self.note_refusal(user, code, reason, identity);
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.check(user, key.public_key.key_data()) {
+            Ok((identity, target, fingerprint)) => {
+                self.admitted = Some(Admitted {
+                    identity,
+                    target,
+                    user: user.to_string(),
+                    fingerprint,
+                });
+                Ok(Auth::Accept)
+            }
+            Err((code, reason, identity)) => {
+                self.note_refusal(user, code, reason, identity);
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        let Some(admitted) = &self.admitted else {
+            self.disconnect(session, "internal error: no proven key");
+            return Ok(());
+        };
+        let gateway = self.gateway.clone();
+        let identity = admitted.identity.clone();
+        let target_name = admitted.target.clone();
+        let refused = |code: &str, reason: String| AuthRefusedEvent {
+            protocol: "ssh".into(),
+            target: target_name.clone(),
+            claimed_user: admitted.user.clone(),
+            identity: Some(identity.name.to_string()),
+            peer: self.peer.to_string(),
+            source: "ssh_key".into(),
+            code: code.into(),
+            reason,
+            at: ward_core::time::now_micros(),
+        };
+        if let Some(lock) = gateway.controls.check_lock(&identity.name) {
+            let reason = format!("identity {:?} is locked: {}", identity.name, lock.reason);
+            record_refusal(&gateway, refused("locked", reason.clone()));
+            tracing::warn!(peer = %self.peer, identity = %identity.name, "ssh login of a locked identity refused");
+            self.disconnect(
+                session,
+                &format!("{reason} (an administrator can lift it with `ward unlock`)"),
+            );
+            return Ok(());
+        }
+        let Some(upstream) = gateway.targets.get(&target_name).cloned() else {
+            self.disconnect(session, "internal error: target vanished");
+            return Ok(());
+        };
+        let handle = match upstream.connect().await {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, identity = %identity.name, target = %target_name, error = %e, "ssh target connection failed");
+                self.disconnect(session, &e.to_string());
+                return Ok(());
+            }
+        };
+        let session_id = SessionId::generate();
+        let registration = gateway.registry.register(
+            session_id.clone(),
+            identity.name.clone(),
+            target_name.as_str().into(),
+            "ssh",
+            self.peer.to_string(),
+        );
+        // A lock set while ward connected to the target: either seen here, or its sweep of
+        // the registry ends this session (see Controls::check_lock).
+        if let Some(lock) = gateway.controls.check_lock(&identity.name) {
+            let reason = format!("identity {:?} is locked: {}", identity.name, lock.reason);
+            record_refusal(&gateway, refused("locked", reason.clone()));
+            self.disconnect(session, &reason);
+            return Ok(());
+        }
+        let start = AuditEvent::SessionStart(SessionStart {
+            session_id: session_id.clone(),
+            identity: identity.name.to_string(),
+            groups: identity.groups.clone(),
+            target: target_name.clone(),
+            protocol: "ssh".into(),
+            client_addr: self.peer.to_string(),
+            tls_version: "ssh".into(),
+            client_program: Some(String::from_utf8_lossy(session.remote_sshid()).into_owned()),
+            started_at: registration.session.started_at,
+            credential: Some(CredentialInfo {
+                source: "ssh-key".into(),
+                subject: Some(admitted.fingerprint.clone()),
+                attributes: vec![("ssh_user".into(), admitted.user.clone())],
+                ..CredentialInfo::default()
+            }),
+        });
+        if gateway.audit.record(start).await.is_err() {
+            self.disconnect(
+                session,
+                "the audit log is unavailable; ward refuses to continue unaudited",
+            );
+            return Ok(());
+        }
+        tracing::info!(session = %session_id, peer = %self.peer, identity = %identity.name, target = %target_name, "ssh session started");
+        let live = registration.session.clone();
+        *self
+            .conn
+            .registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(registration);
+        self.ctx = Some(Arc::new(SessionCtx {
+            gateway: gateway.clone(),
+            session_id,
+            identity,
+            target: upstream,
+            seq: AtomicU64::new(0),
+        }));
+        self.upstream = Some(Arc::new(handle));
+        let _ = self.conn.live.send(Some(live));
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: server::ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(ctx), Some(upstream)) = (self.ctx.clone(), self.upstream.clone()) else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let up = match upstream.channel_open_session().await {
+            Ok(up) => up,
+            Err(e) => {
+                reply
+                    .reject(russh::ChannelOpenFailure::Other {
+                        code: 2,
+                        reason: format!(
+                            "ward: target {} refused a session channel: {e}",
+                            ctx.target.target.name
+                        ),
+                    })
+                    .await;
+                return Ok(());
+            }
+        };
+        let done = self
+            .conn
+            .channels_done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(done) = done else {
+            return Ok(());
+        };
+        let id = channel.id();
+        let link = session::open(ctx, channel, up, session.handle(), done);
+        self.channels.insert(id, link);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(link) = self.channels.get(&channel) {
+            link.input(data, None).await;
+        }
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        channel: ChannelId,
+        code: u32,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(link) = self.channels.get(&channel) {
+            link.input(data, Some(code)).await;
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(link) = self.channels.get(&channel) {
+            let _ = link.up.eof().await;
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(link) = self.channels.remove(&channel) {
+            let _ = link.up.close().await;
+        }
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let sent = match self.channels.get(&channel) {
+            Some(link) => link
+                .up
+                .request_pty(
+                    true, term, col_width, row_height, pix_width, pix_height, modes,
+                )
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if !sent {
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        if let Some(link) = self.channels.get_mut(&channel) {
+            link.pty = true;
+        }
+        self.answer_from_target(channel, session).await
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Only locale and terminal settings pass: variables such as LD_PRELOAD or PATH would
+        // change what the target runs behind the policy's back.
+        let allowed = variable_name == "LANG"
+            || variable_name.starts_with("LC_")
+            || variable_name == "TZ"
+            || variable_name == "COLORTERM";
+        let sent = allowed
+            && match self.channels.get(&channel) {
+                Some(link) => link
+                    .up
+                    .set_env(true, variable_name, variable_value)
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+        if !sent {
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        self.answer_from_target(channel, session).await
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start_program(channel, session, session::Program::Shell)
+            .await
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let command = String::from_utf8_lossy(data).into_owned();
+        self.start_program(channel, session, session::Program::Exec(command))
+            .await
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start_program(
+            channel,
+            session,
+            session::Program::Subsystem(name.to_string()),
+        )
+        .await
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(link) = self.channels.get(&channel) {
+            let _ = link
+                .up
+                .window_change(col_width, row_height, pix_width, pix_height)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(link) = self.channels.get(&channel) {
+            let _ = link.up.signal(signal).await;
+        }
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    // Agent forwarding, port forwarding (both directions) and other channel types keep
+    // russh's defaults, which refuse them: ward does not relay them yet (docs/ssh.md).
+}
+
+impl ClientHandler {
+    /// Judges and records a shell, exec or subsystem request, then starts it on the target
+    /// (or refuses it on the client's channel).
+    async fn start_program(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+        program: session::Program,
+    ) -> Result<(), russh::Error> {
+        let Some(link) = self.channels.get(&channel) else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        match link.start(program).await {
+            session::Started::Forwarded => self.answer_from_target(channel, session).await,
+            session::Started::Refused => {
+                // The client gets a successful reply and then ward's message on stderr and
+                // an exit status: tools report that like any failed command.
+                session.channel_success(channel)?;
+                Ok(())
+            }
+            session::Started::Failed => {
+                session.channel_failure(channel)?;
+                Ok(())
+            }
+            session::Started::EndSession(why) => {
+                self.conn.note_end(why.clone());
+                self.disconnect(session, &why);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for ClientHandler {
+    fn drop(&mut self) {
+        // Closing the target's connection ends every upstream channel, so the channel tasks
+        // finish and record their results.
+        self.channels.clear();
+        if let Some(upstream) = self.upstream.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = upstream
+                    .disconnect(Disconnect::ByApplication, "", "en")
+                    .await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_user;
+
+    #[test]
+    fn user_names_pick_the_target_and_maybe_the_identity() {
+        assert_eq!(parse_user("web-1"), (None, "web-1"));
+        assert_eq!(parse_user("alice+web-1"), (Some("alice"), "web-1"));
+        assert_eq!(parse_user("a+b+c"), (Some("a"), "b+c"));
+    }
+}

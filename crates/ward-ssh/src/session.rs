@@ -1,0 +1,438 @@
+//! The relay of one session channel, and what the core decides about it.
+//!
+//! Each client channel is paired with a channel ward opens on the target. The two
+//! directions run apart, so neither can stall the other:
+//!
+//! - **client → target** runs in the connection's handler (`listener.rs`): data, EOF and
+//!   close are forwarded as they come; every request (pty-req, env, exec, shell,
+//!   subsystem) is forwarded and answered with the *target's* reply before the next client
+//!   message is read, which keeps replies in order and tied to what the client asked.
+//!   Exec, shell and subsystem requests are first judged by the policy and, in strict audit
+//!   mode, recorded durably (a `command` event) before they are sent. A denied request
+//!   never reaches the target: the client gets ward's message on stderr and exit status 126.
+//! - **target → client** is a task per channel ([`pump`]): output, stderr, EOF, exit status
+//!   and exit signal are forwarded; the target's replies to requests are handed back to the
+//!   handler. When the target's channel ends, the program's result is recorded as a
+//!   `statement` event (exit status, duration).
+//!
+//! Flow control is SSH's own: ward writes to a side only within the window that side
+//! granted (russh waits for window adjustments), and while a write waits ward stops
+//! reading from the other side, whose window then fills; memory per channel stays bounded
+//! by the windows and russh's per-channel queue, and nothing is buffered whole.
+
+use crate::SshGateway;
+use crate::upstream::SshUpstream;
+use bytes::Bytes;
+use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use ward_core::event::{CommandEvent, StatementEvent, StatementOrigin};
+use ward_core::policy::{CommandInfo, Decision, Subject};
+use ward_core::{AuditEvent, Identity, SessionId};
+
+/// How long a channel request waits for the target's answer before ward answers
+/// "failure" itself (the target is stuck).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Exit status of a command ward refused (as shells use for "cannot execute").
+pub const DENIED_EXIT_STATUS: u32 = 126;
+
+/// The session a channel belongs to: who, where, and the audit counters.
+pub struct SessionCtx {
+    pub gateway: Arc<SshGateway>,
+    pub session_id: SessionId,
+    pub identity: Identity,
+    pub target: Arc<SshUpstream>,
+    /// Statement events of the session, numbered from 1.
+    pub seq: AtomicU64,
+}
+
+impl SessionCtx {
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// What a client asked a channel to run.
+#[derive(Debug, Clone)]
+pub enum Program {
+    Shell,
+    Exec(String),
+    Subsystem(String),
+}
+
+impl Program {
+    fn origin(&self) -> StatementOrigin {
+        match self {
+            Program::Shell => StatementOrigin::Shell,
+            Program::Exec(_) => StatementOrigin::Exec,
+            Program::Subsystem(_) => StatementOrigin::Subsystem,
+        }
+    }
+
+    /// The policy kind (`shell`, `exec`, `subsystem`).
+    fn kind(&self) -> &'static str {
+        match self {
+            Program::Shell => "shell",
+            Program::Exec(_) => "exec",
+            Program::Subsystem(_) => "subsystem",
+        }
+    }
+
+    /// The text the audit shows: the command line, `shell` or `subsystem sftp`.
+    fn text(&self) -> String {
+        match self {
+            Program::Shell => "shell".into(),
+            Program::Exec(command) => command.clone(),
+            Program::Subsystem(name) => format!("subsystem {name}"),
+        }
+    }
+}
+
+/// What happened to a shell, exec or subsystem request.
+pub enum Started {
+    /// Sent to the target; its reply answers the client.
+    Forwarded,
+    /// Refused by ward; the client is told on the channel (answer the request "success").
+    Refused,
+    /// Could not be sent (the target's channel is gone).
+    Failed,
+    /// The session must end (the command could not be recorded): the reason.
+    EndSession(String),
+}
+
+/// A program started on the channel, for its statement event.
+struct Running {
+    origin: StatementOrigin,
+    text: Arc<str>,
+    command: &'static str,
+    started_at: i64,
+    decision: Option<String>,
+    rule: Option<String>,
+}
+
+/// How the target's program ended.
+enum Exit {
+    Status(u32),
+    Signal(String),
+}
+
+/// State both directions of a channel see.
+#[derive(Default)]
+struct ChannelShared {
+    running: Mutex<Option<Running>>,
+    exit: Mutex<Option<Exit>>,
+    /// Set once the statement event is recorded (or the request was refused and recorded).
+    recorded: AtomicBool,
+}
+
+/// The handler's side of one channel pair.
+pub struct ChannelLink {
+    /// The channel on the target, for forwarding client input and requests.
+    pub up: ChannelWriteHalf<client::Msg>,
+    client: Arc<ChannelWriteHalf<server::Msg>>,
+    replies: mpsc::UnboundedReceiver<bool>,
+    shared: Arc<ChannelShared>,
+    ctx: Arc<SessionCtx>,
+    /// Whether the client asked for a terminal (ward's own messages then end in CRLF).
+    pub pty: bool,
+}
+
+/// Pairs a client channel with the target channel opened for it and starts the
+/// target-to-client task. `done` is held by that task until it has recorded its result.
+pub fn open(
+    ctx: Arc<SessionCtx>,
+    client: Channel<server::Msg>,
+    up: Channel<client::Msg>,
+    server: server::Handle,
+    done: mpsc::Sender<()>,
+) -> ChannelLink {
+    // The client channel's read half is not used: the handler's callbacks see every client
+    // message first. Dropping it makes russh skip the copy it would queue there.
+    let (_, client) = client.split();
+    let (up_rx, up_tx) = up.split();
+    let client = Arc::new(client);
+    let (reply_tx, replies) = mpsc::unbounded_channel();
+    let shared = Arc::new(ChannelShared::default());
+    tokio::spawn(pump(
+        up_rx,
+        client.clone(),
+        server,
+        reply_tx,
+        shared.clone(),
+        ctx.clone(),
+        done,
+    ));
+    ChannelLink {
+        up: up_tx,
+        client,
+        replies,
+        shared,
+        ctx,
+        pty: false,
+    }
+}
+
+impl ChannelLink {
+    /// Forwards client input (`ext`: stderr-like extended data). Waits while the identity is
+    /// paused, and while the target's window is full.
+    pub async fn input(&self, data: &[u8], ext: Option<u32>) {
+        self.ctx
+            .gateway
+            .controls
+            .wait_until_resumed(&self.ctx.identity.name)
+            .await;
+        let data = Bytes::copy_from_slice(data);
+        let _ = match ext {
+            None => self.up.data_bytes(data).await,
+            Some(code) => self.up.extended_data_bytes(code, data).await,
+        };
+    }
+
+    /// The target's reply to the request just forwarded (`false` if none came in time).
+    pub async fn reply(&mut self) -> bool {
+        matches!(
+            tokio::time::timeout(REPLY_TIMEOUT, self.replies.recv()).await,
+            Ok(Some(true))
+        )
+    }
+
+    /// Judges a shell, exec or subsystem request, records it and sends it to the target,
+    /// or refuses it.
+    pub async fn start(&self, program: Program) -> Started {
+        let ctx = &self.ctx;
+        let gateway = &ctx.gateway;
+        let target = &ctx.target.target;
+        let text = truncate(&program.text(), gateway.command_capture_bytes);
+        let info = CommandInfo {
+            kinds: vec![program.kind()],
+            command_line: match &program {
+                Program::Exec(command) => Some(command.clone()),
+                _ => None,
+            },
+            ..CommandInfo::default()
+        };
+        let subject = Subject {
+            identity: &ctx.identity.name,
+            groups: &ctx.identity.groups,
+            target: &target.name,
+            target_labels: &target.labels,
+            protocol: "ssh",
+        };
+        let verdict = gateway.policy().decide(&subject, Some(&[info]));
+        let refusal = match &verdict.decision {
+            Decision::Allow => None,
+            Decision::Deny { rule, message } => Some((
+                rule.clone(),
+                format!("ward: denied by rule \"{rule}\": {message}"),
+            )),
+            // Approvals need the client to wait on a held request, which this adapter does
+            // not do yet: refusing is the safe reading of "not without approval".
+            Decision::Review(review) => Some((
+                review.rule.clone(),
+                format!(
+                    "ward: rule \"{}\" requires approval, which ward's SSH gateway cannot hold requests for yet; not run",
+                    review.rule
+                ),
+            )),
+        };
+        let now = ward_core::time::now_micros();
+        if let Some((rule, message)) = refusal {
+            tracing::info!(session = %ctx.session_id, rule, command = %text, "ssh request denied");
+            self.shared.recorded.store(true, Ordering::Release);
+            let event = AuditEvent::Statement(StatementEvent {
+                session_id: ctx.session_id.clone(),
+                seq: ctx.next_seq(),
+                origin: program.origin(),
+                text: text.into(),
+                params: None,
+                started_at: now,
+                duration_us: 0,
+                rows: None,
+                command: Some(program.kind().to_ascii_uppercase()),
+                sqlstate: None,
+                error: Some(message.clone()),
+                decision: Some("denied".into()),
+                rule: Some(rule),
+                result_sample: None,
+            });
+            if gateway.audit.record(event).await.is_err() {
+                return Started::EndSession("the audit log is unavailable".into());
+            }
+            let client = self.client.clone();
+            let line_end = if self.pty { "\r\n" } else { "\n" };
+            let message = format!("{message}{line_end}");
+            let _ = self.up.close().await;
+            // After the handler has answered the request: output follows the reply.
+            tokio::spawn(async move {
+                let _ = client.extended_data_bytes(1, Bytes::from(message)).await;
+                let _ = client.exit_status(DENIED_EXIT_STATUS).await;
+                let _ = client.eof().await;
+                let _ = client.close().await;
+            });
+            return Started::Refused;
+        }
+        gateway
+            .controls
+            .wait_until_resumed(&ctx.identity.name)
+            .await;
+        let rule = verdict.matched.first().cloned();
+        let decision = rule.as_ref().map(|_| "allowed".to_string());
+        let text: Arc<str> = text.into();
+        if gateway.audit_strict {
+            let event = AuditEvent::Command(CommandEvent {
+                session_id: ctx.session_id.clone(),
+                origin: program.origin(),
+                text: text.clone(),
+                params: None,
+                decision: decision.clone(),
+                rule: rule.clone(),
+                at: now,
+            });
+            if let Err(e) = gateway
+                .audit
+                .record_durable(event, gateway.durable_timeout)
+                .await
+            {
+                tracing::error!(session = %ctx.session_id, error = %e, "an ssh request could not be recorded; it was not sent and the session is ended");
+                return Started::EndSession(format!(
+                    "the request could not be recorded ({e}); it was not sent to the target"
+                ));
+            }
+        }
+        *self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Running {
+            origin: program.origin(),
+            text,
+            command: match program {
+                Program::Shell => "SHELL",
+                Program::Exec(_) => "EXEC",
+                Program::Subsystem(_) => "SUBSYSTEM",
+            },
+            started_at: now,
+            decision,
+            rule,
+        });
+        let sent = match &program {
+            Program::Shell => self.up.request_shell(true).await,
+            Program::Exec(command) => self.up.exec(true, command.as_bytes()).await,
+            Program::Subsystem(name) => self.up.request_subsystem(true, name.as_str()).await,
+        };
+        match sent {
+            Ok(()) => Started::Forwarded,
+            Err(_) => Started::Failed,
+        }
+    }
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The target-to-client direction of one channel (see the module docs).
+async fn pump(
+    mut up: ChannelReadHalf,
+    client: Arc<ChannelWriteHalf<server::Msg>>,
+    server: server::Handle,
+    replies: mpsc::UnboundedSender<bool>,
+    shared: Arc<ChannelShared>,
+    ctx: Arc<SessionCtx>,
+    done: mpsc::Sender<()>,
+) {
+    let id = client.id();
+    while let Some(msg) = up.wait().await {
+        let ok = match msg {
+            ChannelMsg::Data { data } => client.data_bytes(data).await.is_ok(),
+            ChannelMsg::ExtendedData { data, ext } => {
+                client.extended_data_bytes(ext, data).await.is_ok()
+            }
+            ChannelMsg::Eof => client.eof().await.is_ok(),
+            ChannelMsg::Close => break,
+            ChannelMsg::ExitStatus { exit_status } => {
+                *shared.exit.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Exit::Status(exit_status));
+                client.exit_status(exit_status).await.is_ok()
+            }
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => {
+                *shared.exit.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Exit::Signal(format!("{signal_name:?}")));
+                server
+                    .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                    .await
+                    .is_ok()
+            }
+            ChannelMsg::Success => {
+                let _ = replies.send(true);
+                true
+            }
+            ChannelMsg::Failure => {
+                let _ = replies.send(false);
+                true
+            }
+            _ => true,
+        };
+        if !ok {
+            // The client's side is gone; the handler closes the target's side.
+            break;
+        }
+    }
+    let _ = client.close().await;
+    finish(&ctx, &shared).await;
+    drop(done);
+}
+
+/// Records the result of the channel's program, once.
+async fn finish(ctx: &SessionCtx, shared: &ChannelShared) {
+    if shared.recorded.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Some(running) = shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return;
+    };
+    let error = match shared.exit.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(Exit::Status(0)) => None,
+        Some(Exit::Status(n)) => Some(format!("exit status {n}")),
+        Some(Exit::Signal(signal)) => Some(format!("killed by signal {signal}")),
+        None => Some("ended without an exit status".into()),
+    };
+    let now = ward_core::time::now_micros();
+    let event = AuditEvent::Statement(StatementEvent {
+        session_id: ctx.session_id.clone(),
+        seq: ctx.next_seq(),
+        origin: running.origin,
+        text: running.text,
+        params: None,
+        started_at: running.started_at,
+        duration_us: now - running.started_at,
+        rows: None,
+        command: Some(running.command.into()),
+        sqlstate: None,
+        error,
+        decision: running.decision,
+        rule: running.rule,
+        result_sample: None,
+    });
+    let _ = ctx.gateway.audit.record(event).await;
+}

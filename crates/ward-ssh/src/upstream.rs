@@ -1,0 +1,197 @@
+//! Connecting to an SSH target with the credential ward holds.
+//!
+//! The target must present exactly the host key pinned in `ward.yaml` (`host_key`): ward
+//! holds a private key that opens the target, so talking to an impostor would hand it the
+//! session's commands and whatever the user types. A mismatch refuses the connection, and
+//! the message names the target, the pinned key's fingerprint and the one that was seen,
+//! so the operator can tell a reinstalled host from an attack. Certificates presented as
+//! host keys are refused for now (no host CA is configurable yet).
+
+use russh::client;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use ward_core::ssh_config::SshTarget;
+
+/// One SSH target, ready to connect to.
+pub struct SshUpstream {
+    pub target: SshTarget,
+    key: Arc<PrivateKey>,
+    pinned: PublicKey,
+    config: Arc<client::Config>,
+    connect_timeout: Duration,
+}
+
+/// Why ward could not open a session on the target. The text is shown to the client
+/// (it names no secret: only the target, addresses and public keys).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("ward cannot reach target {target} at {address}: {reason}")]
+    Unreachable {
+        target: String,
+        address: String,
+        reason: String,
+    },
+    #[error(
+        "target {target}'s host key does not match the one pinned in ward.yaml (targets.{target}.host_key): \
+         pinned {pinned}, the host presented {seen}; if the host was reinstalled, update host_key \
+         (ssh-keyscan), otherwise someone may be intercepting the connection"
+    )]
+    HostKeyMismatch {
+        target: String,
+        pinned: String,
+        seen: String,
+    },
+    #[error(
+        "target {target} refused ward's key for user {user}; add ward's public key to that user's authorized_keys"
+    )]
+    LoginRefused { target: String, user: String },
+    #[error("the SSH connection to target {target} failed: {reason}")]
+    Protocol { target: String, reason: String },
+}
+
+/// Checks the target's host key against the pinned one and remembers what was seen.
+pub struct UpstreamHandler {
+    pinned: PublicKey,
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for UpstreamHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let (matches, seen) = match server_public_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                (key.key_data() == self.pinned.key_data(), describe_key(key))
+            }
+            PublicKeyOrCertificate::Certificate(cert) => {
+                (false, format!("a host certificate ({})", cert.algorithm()))
+            }
+        };
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
+        Ok(matches)
+    }
+}
+
+/// `SHA256:… (ssh-ed25519 AAAA…)`: the fingerprint, and the key itself so it can be pasted.
+fn describe_key(key: &PublicKey) -> String {
+    let line = key
+        .to_openssh()
+        .unwrap_or_else(|_| key.algorithm().to_string());
+    format!("{} ({line})", crate::fingerprint(key))
+}
+
+impl SshUpstream {
+    pub fn new(target: SshTarget, connect_timeout: Duration) -> Result<Self, String> {
+        let name = target.name.clone();
+        // Secret files lose their trailing newline when read; PEM parsers want it back.
+        let mut pem = target.private_key.expose().to_string();
+        pem.push('\n');
+        let key = russh::keys::decode_secret_key(&pem, None).map_err(|e| {
+            format!(
+                "targets.{name}.credential.private_key ({}): not a usable private key: {e} \
+                 (an unencrypted OpenSSH or PKCS#8 key is needed, e.g. from ssh-keygen -t ed25519 -N '')",
+                target.private_key_ref
+            )
+        })?;
+        let pinned = crate::parse_public_key(&target.host_key)
+            .map_err(|e| format!("targets.{name}.host_key: {e}"))?;
+        let config = client::Config {
+            client_id: russh::SshId::Standard(
+                concat!("SSH-2.0-ward_", env!("CARGO_PKG_VERSION")).into(),
+            ),
+            // The session's own keepalives (client side) cover idle links; this one notices
+            // a target that went away while the client is quiet.
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 4,
+            nodelay: true,
+            ..Default::default()
+        };
+        Ok(SshUpstream {
+            target,
+            key: Arc::new(key),
+            pinned,
+            config: Arc::new(config),
+            connect_timeout,
+        })
+    }
+
+    /// Connects, checks the host key and logs in, within the connect timeout.
+    pub async fn connect(&self) -> Result<client::Handle<UpstreamHandler>, UpstreamError> {
+        match tokio::time::timeout(self.connect_timeout, self.connect_inner()).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Unreachable {
+                target: self.target.name.clone(),
+                address: self.target.address.clone(),
+                reason: format!(
+                    "no SSH session within {:?} (limits.connect_timeout)",
+                    self.connect_timeout
+                ),
+            }),
+        }
+    }
+
+    async fn connect_inner(&self) -> Result<client::Handle<UpstreamHandler>, UpstreamError> {
+        let target = &self.target;
+        let tcp = tokio::net::TcpStream::connect(&target.address)
+            .await
+            .map_err(|e| UpstreamError::Unreachable {
+                target: target.name.clone(),
+                address: target.address.clone(),
+                reason: e.to_string(),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let seen = Arc::new(Mutex::new(None));
+        let handler = UpstreamHandler {
+            pinned: self.pinned.clone(),
+            seen: seen.clone(),
+        };
+        let mut handle = match client::connect_stream(self.config.clone(), tcp, handler).await {
+            Ok(handle) => handle,
+            Err(russh::Error::UnknownKey) => {
+                let seen = seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_else(|| "no key".into());
+                return Err(UpstreamError::HostKeyMismatch {
+                    target: target.name.clone(),
+                    pinned: describe_key(&self.pinned),
+                    seen,
+                });
+            }
+            Err(e) => {
+                return Err(UpstreamError::Protocol {
+                    target: target.name.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let protocol = |e: russh::Error| UpstreamError::Protocol {
+            target: target.name.clone(),
+            reason: e.to_string(),
+        };
+        let hash = handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(protocol)?
+            .flatten();
+        let auth = handle
+            .authenticate_publickey(
+                target.user.clone(),
+                PrivateKeyWithHashAlg::new(self.key.clone(), hash),
+            )
+            .await
+            .map_err(protocol)?;
+        if !auth.success() {
+            return Err(UpstreamError::LoginRefused {
+                target: target.name.clone(),
+                user: target.user.clone(),
+            });
+        }
+        Ok(handle)
+    }
+}

@@ -1,0 +1,380 @@
+//! The SSH gateway through a real `ward serve`, a real OpenSSH sshd as the target and the
+//! real OpenSSH `ssh` and `scp` as clients.
+//!
+//! Each test starts its own sshd (harness::sshd) and ward; the client key of identity
+//! `alice` (group `ops`) is listed in `identity.ssh_keys`, the target `web-1` pins the
+//! sshd's host key and ward logs in as `sshtest` with its own key.
+
+mod harness;
+
+use harness::sshd::{self, KeyPair, SshKeySpec, SshOptions, SshTargetSpec, Sshd};
+use harness::{Ward, WardOptions, fresh_dir, wait_until};
+use serde_json::Value;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "web-1";
+
+struct Setup {
+    sshd: Sshd,
+    ward: Ward,
+    alice: KeyPair,
+    /// Where client-side files live.
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn start(rules: &str) -> Setup {
+        Setup::start_with(rules, |t| t)
+    }
+
+    fn start_with(rules: &str, target: impl FnOnce(SshTargetSpec) -> SshTargetSpec) -> Setup {
+        let sshd = Sshd::start();
+        let dir = fresh_dir("ssh-client");
+        let alice = KeyPair::generate(&dir.join("alice_ed25519"), "alice@laptop");
+        let mut options = WardOptions::new()
+            .ssh(SshOptions::new().target(target(SshTargetSpec::for_sshd(TARGET, &sshd))))
+            .ssh_keys(&[SshKeySpec {
+                identity: "alice".into(),
+                public: alice.public.clone(),
+                groups: vec!["ops".into()],
+            }]);
+        if !rules.is_empty() {
+            options = options.extra_yaml(rules);
+        }
+        let ward = Ward::start(options);
+        Setup {
+            sshd,
+            ward,
+            alice,
+            dir,
+        }
+    }
+
+    fn ssh(&self, user: &str, args: &[&str]) -> std::process::Output {
+        sshd::ssh(self.ward.ssh_port(), user, &self.alice.private, args)
+    }
+
+    /// Bodies of the session-log events of `kind` (`command`, `statement`, …), oldest first.
+    fn events(&self, kind: &str) -> Vec<Value> {
+        let db = rusqlite::Connection::open(self.ward.data_dir().join("ward.db"))
+            .expect("open the store");
+        let mut stmt = db
+            .prepare("SELECT body FROM event_log WHERE kind = ?1 ORDER BY id")
+            .expect("query");
+        stmt.query_map([kind], |row| row.get::<_, String>(0))
+            .expect("query")
+            .map(|b| serde_json::from_str(&b.expect("row")).expect("event JSON"))
+            .collect()
+    }
+
+    /// Waits until an event of `kind` satisfies `pred`, and returns it.
+    fn wait_event(&self, kind: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_until(
+            || self.events(kind).into_iter().find(|e| pred(e)),
+            &format!("{what} in the store"),
+        )
+    }
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn exec_prints_its_output_and_the_command_is_recorded() {
+    let s = Setup::start("");
+    let out = s.ssh(TARGET, &["echo", "hi"]);
+    assert_eq!(stdout(&out), "hi\n", "stderr: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0));
+
+    let command = s.wait_event("command", "the exec's command event", |e| {
+        e["text"] == "echo hi"
+    });
+    assert_eq!(command["origin"], "exec");
+    let start = s.wait_event("session_start", "the ssh session start", |e| {
+        e["protocol"] == "ssh"
+    });
+    assert_eq!(start["identity"], "alice");
+    assert_eq!(start["groups"], serde_json::json!(["ops"]));
+    assert_eq!(start["target"], TARGET);
+    assert!(
+        start["client_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{start}"
+    );
+    assert_eq!(start["credential"]["source"], "ssh-key");
+    let result = s.wait_event("statement", "the exec's result", |e| e["text"] == "echo hi");
+    assert_eq!(result["command"], "EXEC");
+    assert!(result["error"].is_null(), "{result}");
+    let end = s.wait_event("session_end", "the session end", |_| true);
+    assert_eq!(end["reason"], "client closed");
+
+    // identity+target names the same identity the key proves.
+    let out = s.ssh(&format!("alice+{TARGET}"), &["id", "-un"]);
+    assert_eq!(stdout(&out), "sshtest\n", "stderr: {}", stderr(&out));
+}
+
+#[test]
+fn exit_status_and_stderr_come_back() {
+    let s = Setup::start("");
+    let out = s.ssh(TARGET, &["echo oops >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", stderr(&out));
+    assert_eq!(stderr(&out), "oops\n");
+    let result = s.wait_event("statement", "the exec's result", |e| {
+        e["text"] == "echo oops >&2; exit 3"
+    });
+    assert_eq!(result["error"], "exit status 3");
+}
+
+#[test]
+fn a_denied_exec_never_reaches_the_target() {
+    let s = Setup::start(
+        r#"rules:
+  - { name: no-touch, protocols: [ssh], commands: ["touch *"], action: deny, message: "no touching on web hosts" }
+  - { name: no-shell, targets: [web-*], statements: [shell], action: deny }
+"#,
+    );
+    let marker = s.sshd.work().join("marker");
+    let command = format!("touch {}", marker.display());
+    let out = s.ssh(TARGET, &[&command]);
+    assert_eq!(out.status.code(), Some(126), "{out:?}");
+    assert!(
+        stderr(&out).contains("ward: denied by rule \"no-touch\": no touching on web hosts"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!marker.exists(), "the denied command ran on the target");
+    let denied = s.wait_event("statement", "the denied exec", |e| {
+        e["text"] == command.as_str()
+    });
+    assert_eq!(denied["decision"], "denied");
+    assert_eq!(denied["rule"], "no-touch");
+    assert!(
+        s.events("command")
+            .iter()
+            .all(|e| e["text"] != command.as_str()),
+        "a denied command has no command event (it was never sent)"
+    );
+
+    // Hidden after a harmless command, it is still seen.
+    let out = s.ssh(TARGET, &[&format!("true; {command}")]);
+    assert_eq!(out.status.code(), Some(126), "{out:?}");
+    assert!(!marker.exists());
+
+    // Other commands still run; an interactive shell is refused by the other rule.
+    let out = s.ssh(TARGET, &["echo", "fine"]);
+    assert_eq!(stdout(&out), "fine\n", "{out:?}");
+    let out = s.ssh(TARGET, &[]);
+    assert_eq!(out.status.code(), Some(126), "{out:?}");
+    assert!(
+        stderr(&out).contains("ward: denied by rule \"no-shell\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_target_with_another_host_key_is_refused_clearly() {
+    let dir = fresh_dir("ssh-other-host");
+    let impostor = KeyPair::generate(&dir.join("other_host"), "other");
+    let pinned: String = impostor
+        .public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let s = Setup::start_with("", |t| t.host_key(&pinned));
+    let out = s.ssh(TARGET, &["echo", "hi"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("target web-1's host key does not match the one pinned in ward.yaml"),
+        "{err}"
+    );
+    assert!(err.contains("the host presented SHA256:"), "{err}");
+    assert_eq!(stdout(&out), "");
+    assert!(
+        s.events("session_start").is_empty(),
+        "no session is opened against an impostor"
+    );
+}
+
+#[test]
+fn unknown_keys_and_targets_are_refused_and_audited() {
+    let s = Setup::start("");
+    let stranger = KeyPair::generate(&s.dir.join("stranger"), "stranger");
+    let out = sshd::ssh(
+        s.ward.ssh_port(),
+        TARGET,
+        &stranger.private,
+        &["echo", "hi"],
+    );
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    let refusal = wait_refusal(&s.ward, "unknown_key");
+    assert_eq!(refusal["protocol"], "ssh");
+    assert_eq!(refusal["claimed_user"], TARGET);
+
+    let out = s.ssh("db-9", &["echo", "hi"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let refusal = wait_refusal(&s.ward, "unknown_target");
+    assert_eq!(refusal["identity"], "alice");
+
+    let out = s.ssh(&format!("bob+{TARGET}"), &["echo", "hi"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    wait_refusal(&s.ward, "identity_mismatch");
+    assert!(s.events("session_start").is_empty());
+}
+
+/// The newest refusal with `code` from `GET /api/v1/auth/refusals`.
+fn wait_refusal(ward: &Ward, code: &str) -> Value {
+    wait_until(
+        || {
+            let (status, body) =
+                ward.api("GET", &format!("/api/v1/auth/refusals?code={code}"), None);
+            assert_eq!(status, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).expect("refusals JSON");
+            v["refusals"].as_array().and_then(|a| a.first().cloned())
+        },
+        &format!("an auth_refused event with code {code}"),
+    )
+}
+
+#[test]
+fn an_interactive_shell_with_a_terminal() {
+    let s = Setup::start("");
+    let mut child = sshd::ssh_command(s.ward.ssh_port(), TARGET, &s.alice.private, &["-tt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ssh");
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(b"stty -echo; echo out-$((6*7)); tty; exit 4\n")
+        .unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    let text = stdout(&out);
+    assert!(text.contains("out-42"), "{text}");
+    assert!(
+        text.contains("/dev/pts/"),
+        "a real terminal on the target: {text}"
+    );
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let result = s.wait_event("statement", "the shell's result", |e| e["text"] == "shell");
+    assert_eq!(result["error"], "exit status 4");
+    drop(input);
+}
+
+fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> std::process::Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("ssh did not finish within {timeout:?}: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sha256(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    stdout(&out).split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn scp_copies_files_both_ways_unchanged() {
+    let s = Setup::start("");
+    let local = s.dir.join("payload.bin");
+    let mut data = vec![0u8; 6 << 20];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut data);
+    std::fs::write(&local, &data).unwrap();
+    let remote = s.sshd.work().join("uploaded.bin");
+    let port = s.ward.ssh_port();
+    let key = &s.alice.private;
+
+    // Default scp speaks SFTP (the sftp subsystem); -O is the legacy scp protocol (an exec).
+    for (legacy, name) in [(false, "sftp"), (true, "legacy")] {
+        let extra: &[&str] = if legacy { &["-O"] } else { &[] };
+        let _ = std::fs::remove_file(&remote);
+        let out = sshd::scp(
+            port,
+            key,
+            extra,
+            &local.display().to_string(),
+            &format!("{TARGET}@127.0.0.1:{}", remote.display()),
+        );
+        assert!(out.status.success(), "upload ({name}): {out:?}");
+        assert_eq!(sha256(&remote), sha256(&local), "upload ({name})");
+        let back = s.dir.join(format!("back-{name}.bin"));
+        let out = sshd::scp(
+            port,
+            key,
+            extra,
+            &format!("{TARGET}@127.0.0.1:{}", remote.display()),
+            &back.display().to_string(),
+        );
+        assert!(out.status.success(), "download ({name}): {out:?}");
+        assert_eq!(sha256(&back), sha256(&local), "download ({name})");
+    }
+    s.wait_event("command", "the sftp subsystem request", |e| {
+        e["text"] == "subsystem sftp"
+    });
+}
+
+#[test]
+fn lock_ends_an_active_shell_and_refuses_new_logins() {
+    let s = Setup::start("");
+    let mut child = sshd::ssh_command(s.ward.ssh_port(), TARGET, &s.alice.private, &["-tt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ssh");
+    let input = child.stdin.take().unwrap();
+    s.wait_event("command", "the shell request", |e| e["text"] == "shell");
+    let locked_at = Instant::now();
+    let out = s.ward.cli_ok(&["lock", "alice", "--reason", "offboarded"]);
+    assert!(out.contains("ended 1 live session"), "{out}");
+    let out = wait_with_timeout(child, Duration::from_secs(10));
+    let elapsed = locked_at.elapsed();
+    assert!(
+        stderr(&out).contains("ward: session ended: locked: offboarded"),
+        "{out:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    let end = s.wait_event("session_end", "the locked session's end", |_| true);
+    assert_eq!(end["reason"], "locked: offboarded");
+    drop(input);
+
+    let out = s.ssh(TARGET, &["echo", "hi"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        stderr(&out).contains("identity \"alice\" is locked: offboarded"),
+        "{}",
+        stderr(&out)
+    );
+    wait_refusal(&s.ward, "locked");
+}
