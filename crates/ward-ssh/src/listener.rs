@@ -494,6 +494,7 @@ impl server::Handler for ClientHandler {
             identity,
             target: upstream,
             seq: AtomicU64::new(0),
+            stop: live.stop.clone(),
         }));
         self.upstream = Some(Arc::new(handle));
         let _ = self.conn.live.send(Some(live));

@@ -46,6 +46,9 @@ pub struct SessionCtx {
     pub target: Arc<SshUpstream>,
     /// Statement events of the session, numbered from 1.
     pub seq: AtomicU64,
+    /// The registry's stop token: every wait in the handler (a pause, a full target window,
+    /// a reply) gives up when the session is killed, so the disconnect gets through.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl SessionCtx {
@@ -178,24 +181,30 @@ impl ChannelLink {
     /// Forwards client input (`ext`: stderr-like extended data). Waits while the identity is
     /// paused, and while the target's window is full.
     pub async fn input(&self, data: &[u8], ext: Option<u32>) {
-        self.ctx
-            .gateway
-            .controls
-            .wait_until_resumed(&self.ctx.identity.name)
-            .await;
         let data = Bytes::copy_from_slice(data);
-        let _ = match ext {
-            None => self.up.data_bytes(data).await,
-            Some(code) => self.up.extended_data_bytes(code, data).await,
+        let forward = async {
+            self.ctx
+                .gateway
+                .controls
+                .wait_until_resumed(&self.ctx.identity.name)
+                .await;
+            let _ = match ext {
+                None => self.up.data_bytes(data).await,
+                Some(code) => self.up.extended_data_bytes(code, data).await,
+            };
         };
+        tokio::select! {
+            () = forward => {}
+            () = self.ctx.stop.cancelled() => {}
+        }
     }
 
     /// The target's reply to the request just forwarded (`false` if none came in time).
     pub async fn reply(&mut self) -> bool {
-        matches!(
-            tokio::time::timeout(REPLY_TIMEOUT, self.replies.recv()).await,
-            Ok(Some(true))
-        )
+        tokio::select! {
+            reply = tokio::time::timeout(REPLY_TIMEOUT, self.replies.recv()) => matches!(reply, Ok(Some(true))),
+            () = self.ctx.stop.cancelled() => false,
+        }
     }
 
     /// Judges a shell, exec or subsystem request, records it and sends it to the target,
@@ -273,10 +282,10 @@ impl ChannelLink {
             });
             return Started::Refused;
         }
-        gateway
-            .controls
-            .wait_until_resumed(&ctx.identity.name)
-            .await;
+        tokio::select! {
+            () = gateway.controls.wait_until_resumed(&ctx.identity.name) => {}
+            () = ctx.stop.cancelled() => return Started::Failed,
+        }
         let rule = verdict.matched.first().cloned();
         let decision = rule.as_ref().map(|_| "allowed".to_string());
         let text: Arc<str> = text.into();

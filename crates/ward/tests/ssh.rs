@@ -355,6 +355,7 @@ fn lock_ends_an_active_shell_and_refuses_new_logins() {
         .expect("start ssh");
     let input = child.stdin.take().unwrap();
     s.wait_event("command", "the shell request", |e| e["text"] == "shell");
+    std::thread::sleep(Duration::from_millis(100));
     let locked_at = Instant::now();
     let out = s.ward.cli_ok(&["lock", "alice", "--reason", "offboarded"]);
     assert!(out.contains("ended 1 live session"), "{out}");
@@ -377,4 +378,74 @@ fn lock_ends_an_active_shell_and_refuses_new_logins() {
         stderr(&out)
     );
     wait_refusal(&s.ward, "locked");
+}
+
+/// The id of the live SSH session (once the audit has it).
+fn live_ssh_session(ward: &Ward) -> String {
+    wait_until(
+        || {
+            let list = ward.sessions_json();
+            list["sessions"]
+                .as_array()?
+                .iter()
+                .find(|s| s["protocol"] == "ssh" && s["active"] == true)
+                .map(|s| s["id"].as_str().unwrap().to_string())
+        },
+        "the live ssh session in the audit",
+    )
+}
+
+#[test]
+fn kill_ends_one_ssh_session_and_says_why() {
+    let s = Setup::start("");
+    let mut child = sshd::ssh_command(s.ward.ssh_port(), TARGET, &s.alice.private, &["-tt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ssh");
+    let input = child.stdin.take().unwrap();
+    let id = live_ssh_session(&s.ward);
+    // Once the shell runs (a kill while the shell request is answered fails that request).
+    s.wait_event("command", "the shell request", |e| e["text"] == "shell");
+    std::thread::sleep(Duration::from_millis(100));
+    s.ward.cli_ok(&["kill", &id, "--reason", "incident 7"]);
+    let killed_at = Instant::now();
+    let out = wait_with_timeout(child, Duration::from_secs(10));
+    let elapsed = killed_at.elapsed();
+    let err = stderr(&out);
+    assert!(
+        err.contains("ward: session ended:") && err.contains("incident 7"),
+        "{out:?}"
+    );
+    assert_eq!(out.status.code(), Some(255));
+    // The client is gone well within a second of `ward kill` returning.
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    let end = s.wait_event("session_end", "the killed session's end", |_| true);
+    assert!(
+        end["reason"].as_str().unwrap().contains("incident 7"),
+        "{end}"
+    );
+    drop(input);
+}
+
+#[test]
+fn pause_holds_an_exec_until_resume() {
+    let s = Setup::start("");
+    s.ward.cli_ok(&["pause", "alice", "--reason", "looking"]);
+    let marker = s.sshd.work().join("after-resume");
+    let command = format!("touch {}", marker.display());
+    let child = sshd::ssh_command(s.ward.ssh_port(), TARGET, &s.alice.private, &[&command])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ssh");
+    live_ssh_session(&s.ward);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!marker.exists(), "a paused identity's command ran");
+    s.ward.cli_ok(&["resume", "alice"]);
+    let out = wait_with_timeout(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(marker.exists());
 }
