@@ -117,6 +117,16 @@ fn exec_prints_its_output_and_the_command_is_recorded() {
     assert!(result["error"].is_null(), "{result}");
     let end = s.wait_event("session_end", "the session end", |_| true);
     assert_eq!(end["reason"], "client closed");
+    // The CLI shows and verifies SSH sessions like PostgreSQL ones.
+    let id = start["session_id"].as_str().unwrap();
+    let shown = s.ward.cli_ok(&["sessions", "show", id]);
+    assert!(shown.contains("echo hi"), "{shown}");
+    s.ward.cli_ok(&["verify"]);
+    let keys = s.ward.cli_ok(&["keys", "show"]);
+    assert!(
+        keys.contains("SSH host key") && keys.contains("fingerprint SHA256:"),
+        "{keys}"
+    );
 
     // identity+target names the same identity the key proves.
     let out = s.ssh(&format!("alice+{TARGET}"), &["id", "-un"]);
