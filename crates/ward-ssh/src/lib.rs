@@ -53,6 +53,9 @@ pub struct SshGateway {
     pub registry: Arc<SessionRegistry>,
     pub audit: AuditSink,
     pub controls: Arc<Controls>,
+    /// Checks ward tokens, service tokens and IdP tokens given as the SSH password (or at
+    /// the keyboard-interactive prompt); shared with the other adapters.
+    pub auth: Arc<ward_auth::Authenticator>,
     /// Strict audit: exec, shell and subsystem requests reach the target only once their
     /// event is durable.
     pub audit_strict: bool,
@@ -69,6 +72,7 @@ pub struct Shared {
     pub registry: Arc<SessionRegistry>,
     pub audit: AuditSink,
     pub controls: Arc<Controls>,
+    pub auth: Arc<ward_auth::Authenticator>,
     pub policy: PolicySource,
 }
 
@@ -109,7 +113,13 @@ impl SshGateway {
             server_id: russh::SshId::Standard(
                 concat!("SSH-2.0-ward_", env!("CARGO_PKG_VERSION")).into(),
             ),
-            methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
+            methods: russh::MethodSet::from(
+                &[
+                    russh::MethodKind::PublicKey,
+                    russh::MethodKind::KeyboardInteractive,
+                    russh::MethodKind::Password,
+                ][..],
+            ),
             // OpenSSH probes with "none" first; answering that at once saves a second per
             // login. Real refusals still take the constant time below.
             auth_rejection_time: Duration::from_millis(300),
@@ -129,6 +139,7 @@ impl SshGateway {
             registry: shared.registry,
             audit: shared.audit,
             controls: shared.controls,
+            auth: shared.auth,
             audit_strict: config.audit.mode == ward_core::config::AuditMode::Strict,
             durable_timeout: config.audit.durable_timeout,
             connect_timeout: config.limits.connect_timeout,

@@ -242,12 +242,15 @@ fn parse_user(user: &str) -> (Option<&str>, &str) {
 /// it is a known key).
 type KeyRefusal = (&'static str, String, Option<String>);
 
-/// A proven key and the target it may reach.
+/// A proven credential and the target it may reach.
 struct Admitted {
     identity: Identity,
     target: String,
     user: String,
-    fingerprint: String,
+    credential: CredentialInfo,
+    /// Set when the credential was good but the identity is locked: the client is told
+    /// this (as a disconnect reason, which OpenSSH prints) instead of getting a session.
+    locked: Option<String>,
 }
 
 /// One connection's SSH server handler: authentication, then the client-to-target half of
@@ -389,7 +392,13 @@ impl server::Handler for ClientHandler {
                     identity,
                     target,
                     user: user.to_string(),
-                    fingerprint,
+                    credential: CredentialInfo {
+                        source: "ssh-key".into(),
+                        subject: Some(fingerprint),
+                        attributes: vec![("ssh_user".into(), user.to_string())],
+                        ..CredentialInfo::default()
+                    },
+                    locked: None,
                 });
                 Ok(Auth::Accept)
             }
@@ -400,11 +409,41 @@ impl server::Handler for ClientHandler {
         }
     }
 
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        Ok(self.admit_secret(user, password).await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        let Some(mut response) = response else {
+            return Ok(Auth::Partial {
+                name: "ward".into(),
+                instructions: "Log in with a ward token (ward login), a service token (user name identity+target) or an IdP token.".into(),
+                prompts: vec![("ward token: ".into(), false)].into(),
+            });
+        };
+        let secret = response
+            .next()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        Ok(self.admit_secret(user, secret.trim()).await)
+    }
+
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         let Some(admitted) = &self.admitted else {
-            self.disconnect(session, "internal error: no proven key");
+            self.disconnect(session, "internal error: no proven credential");
             return Ok(());
         };
+        if let Some(message) = &admitted.locked {
+            // Recorded by the authenticator already.
+            let message = format!("{message} (an administrator can lift it with `ward unlock`)");
+            self.disconnect(session, &message);
+            return Ok(());
+        }
         let gateway = self.gateway.clone();
         let identity = admitted.identity.clone();
         let target_name = admitted.target.clone();
@@ -467,12 +506,7 @@ impl server::Handler for ClientHandler {
             tls_version: "ssh".into(),
             client_program: Some(String::from_utf8_lossy(session.remote_sshid()).into_owned()),
             started_at: registration.session.started_at,
-            credential: Some(CredentialInfo {
-                source: "ssh-key".into(),
-                subject: Some(admitted.fingerprint.clone()),
-                attributes: vec![("ssh_user".into(), admitted.user.clone())],
-                ..CredentialInfo::default()
-            }),
+            credential: Some(admitted.credential.clone()),
         });
         if gateway.audit.record(start).await.is_err() {
             self.disconnect(
@@ -733,6 +767,78 @@ impl server::Handler for ClientHandler {
 }
 
 impl ClientHandler {
+    /// Checks a token given as the SSH password or at the keyboard-interactive prompt,
+    /// through the shared authenticator (which records refusals). The user name is the
+    /// target, or `identity+target`; service tokens need the identity part, ward tokens and
+    /// IdP tokens carry their identity.
+    async fn admit_secret(&mut self, user: &str, secret: &str) -> Auth {
+        let (claimed, target) = parse_user(user);
+        let peer = self.peer.to_string();
+        let attempt = ward_auth::Attempt {
+            protocol: "ssh",
+            user: claimed.unwrap_or(""),
+            secret,
+            target,
+            target_exists: self.gateway.targets.contains_key(target),
+            peer: &peer,
+        };
+        match self.gateway.auth.admit(attempt).await {
+            Ok(admission) => {
+                let mut credential = admission.credential;
+                credential
+                    .attributes
+                    .push(("ssh_user".into(), user.to_string()));
+                if let Some(claimed) = claimed
+                    && claimed != &*admission.identity.name
+                {
+                    self.note_refusal(
+                        user,
+                        "identity_mismatch",
+                        format!(
+                            "user name names identity {claimed:?} but the token proves {:?}",
+                            admission.identity.name
+                        ),
+                        Some(admission.identity.name.to_string()),
+                    );
+                    return Auth::reject();
+                }
+                self.admitted = Some(Admitted {
+                    identity: admission.identity,
+                    target: target.to_string(),
+                    user: user.to_string(),
+                    credential,
+                    locked: None,
+                });
+                Auth::Accept
+            }
+            Err(refusal) if refusal.kind == ward_auth::RefusalKind::Locked => {
+                let message = refusal
+                    .message
+                    .strip_prefix("ward: ")
+                    .unwrap_or(&refusal.message)
+                    .to_string();
+                self.admitted = Some(Admitted {
+                    identity: Identity {
+                        name: claimed.unwrap_or("").into(),
+                        source: "token",
+                        groups: Vec::new(),
+                        expires: None,
+                        attributes: Vec::new(),
+                    },
+                    target: target.to_string(),
+                    user: user.to_string(),
+                    credential: CredentialInfo::default(),
+                    locked: Some(message),
+                });
+                Auth::Accept
+            }
+            Err(refusal) => {
+                tracing::debug!(peer = %self.peer, user, code = refusal.code, "ssh token refused");
+                Auth::reject()
+            }
+        }
+    }
+
     /// Judges and records a shell, exec or subsystem request, then starts it on the target
     /// (or refuses it on the client's channel).
     async fn start_program(

@@ -30,6 +30,7 @@ pub async fn start(
             registry: shared.registry.clone(),
             audit: shared.audit.clone(),
             controls: shared.controls.clone(),
+            auth: shared.auth.clone(),
             policy,
         },
     )

@@ -459,3 +459,72 @@ fn pause_holds_an_exec_until_resume() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(marker.exists());
 }
+
+#[test]
+fn a_token_at_the_password_prompt_logs_in_through_the_shared_authenticator() {
+    let sshd = Sshd::start();
+    let ward = Ward::start(
+        WardOptions::new()
+            .token("ci-nightly")
+            .ssh(SshOptions::new().target(SshTargetSpec::for_sshd(TARGET, &sshd))),
+    );
+    let dir = fresh_dir("ssh-askpass");
+    let unused_key = KeyPair::generate(&dir.join("unused"), "unused");
+    let askpass = |secret: &str| {
+        let script = dir.join(format!("askpass-{}", harness::unique_suffix()));
+        harness::write_file(&script, format!("#!/bin/sh\necho '{secret}'\n"), 0o700);
+        script
+    };
+    let run = |method: &str, user: &str, script: &PathBuf| {
+        let preferred = format!("PreferredAuthentications={method}");
+        let options = [
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            &preferred,
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ];
+        let mut cmd = sshd::ssh_command_with(
+            ward.ssh_port(),
+            user,
+            &unused_key.private,
+            &options,
+            &["echo", "hi"],
+        );
+        cmd.env("SSH_ASKPASS", script)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0")
+            .stdin(Stdio::null());
+        harness::run_with_timeout(&mut cmd, sshd::SSH_TIMEOUT)
+    };
+    let good = askpass(&ward.token("ci-nightly"));
+    for method in ["keyboard-interactive", "password"] {
+        let out = run(method, &format!("ci-nightly+{TARGET}"), &good);
+        assert_eq!(stdout(&out), "hi\n", "{method}: {out:?}");
+    }
+    let db = rusqlite::Connection::open(ward.data_dir().join("ward.db")).unwrap();
+    let start: Value = wait_until(
+        || {
+            db.query_row(
+                "SELECT body FROM event_log WHERE kind = 'session_start' ORDER BY id LIMIT 1",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+            .map(|b| serde_json::from_str(&b).unwrap())
+        },
+        "the token session's start",
+    );
+    assert_eq!(start["identity"], "ci-nightly");
+    assert_eq!(start["credential"]["source"], "token");
+
+    let bad = askpass("not-a-token");
+    let out = run("password", &format!("ci-nightly+{TARGET}"), &bad);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(stderr(&out).contains("Permission denied"), "{out:?}");
+    let refusal = wait_refusal(&ward, "bad_token");
+    assert_eq!(refusal["protocol"], "ssh");
+}

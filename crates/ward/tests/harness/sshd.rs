@@ -233,8 +233,21 @@ fn client_options(key: &Path) -> Vec<String> {
 
 /// `ssh` to ward as `user` (the target, or `identity+target`) with `key`, running `args`.
 pub fn ssh_command(port: u16, user: &str, key: &Path, args: &[&str]) -> Command {
+    ssh_command_with(port, user, key, &[], args)
+}
+
+/// Like [`ssh_command`] with more client options (`-o …`), which override the defaults.
+pub fn ssh_command_with(
+    port: u16,
+    user: &str,
+    key: &Path,
+    options: &[&str],
+    args: &[&str],
+) -> Command {
     let mut cmd = Command::new("ssh");
-    cmd.args(client_options(key))
+    // ssh takes the first value given for an option, so these go before the defaults.
+    cmd.args(options)
+        .args(client_options(key))
         .args(["-p", &port.to_string()])
         .arg(format!("{user}@127.0.0.1"))
         .args(args);
