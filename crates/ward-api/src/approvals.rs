@@ -9,16 +9,19 @@
 //!
 //! Authentication differs from the rest of the API, because who approves matters: a rule
 //! that names approvers (`approvers: [group:sre, alice]`) can only be satisfied by those
-//! identities, each proving itself with its own ward token as
-//! `Authorization: Bearer <identity>:<ward token>` (checked against `identity.tokens`, in
-//! constant time, whatever targets the token is limited to). The admin token
-//! (`Bearer <admin token>`) acts as approver `admin`, which may approve only requests whose
-//! rule names no approvers. An identity sees the requests it may decide and its own; the
-//! admin sees all.
+//! identities, each proving itself as itself: with its own service token as
+//! `Authorization: Bearer <identity>:<service token>` (checked against `identity.tokens`, in
+//! constant time, whatever targets the token is limited to), or, where the gateway's
+//! authenticator is wired in, with an IdP token or a ward token (`ward login`). The admin
+//! token (`Bearer <admin token>`) acts as approver `admin`, which may approve only requests
+//! whose rule names no approvers. An identity sees the requests it may decide and its own;
+//! an identity with API role approver (or admin, through `api.roles`) and the admin token
+//! see all. Roles never widen who may decide: that is the rule's `approvers` alone.
 //!
-//! Status codes: 401 no or wrong credential; 403 self-approval or not an allowed approver;
-//! 404 unknown id; 409 already decided (or already approved by the same approver); 400 a
-//! malformed body or a denial without a reason; 503 approvals not wired in this process.
+//! Status codes: 401 no or wrong credential; 403 a locked identity, self-approval or not an
+//! allowed approver; 404 unknown id; 409 already decided (or already approved by the same
+//! approver); 400 a malformed body or a denial without a reason; 503 approvals not wired in
+//! this process.
 
 use crate::{ApiError, ApiState, admin_token_digest, bearer_token};
 use axum::body::Bytes;
@@ -194,8 +197,9 @@ pub(crate) fn routes(state: &ApiState) -> Router<ApiState> {
 }
 
 const APPROVER_HINT: &str = "authenticate as `Authorization: Bearer <identity>:<ward token>` \
-     to act as an identity named in the rule's approvers (CLI: --as NAME with --token or \
-     WARD_TOKEN), or with the admin token for rules that name no approvers";
+     (or with your IdP token or a ward token from `ward login`) to act as an identity named \
+     in the rule's approvers (CLI: --as NAME with --token or WARD_TOKEN), or with the admin \
+     token for rules that name no approvers";
 
 fn access(state: &ApiState) -> Result<&ApprovalAccess, ApiError> {
     state.approvals.as_ref().ok_or_else(|| {
@@ -206,7 +210,12 @@ fn access(state: &ApiState) -> Result<&ApprovalAccess, ApiError> {
     })
 }
 
-/// Authenticates the admin token or `<identity>:<ward token>` and stores the [`Approver`].
+/// Whether the caller may see every request (the admin token, role approver), not only
+/// those it may decide and its own.
+#[derive(Clone, Copy, Debug)]
+struct SeesAll(bool);
+
+/// Authenticates the admin token or an identity and stores the [`Approver`].
 async fn require_approver(
     State(state): State<ApiState>,
     mut request: Request,
@@ -222,12 +231,39 @@ async fn require_approver(
     // Always hash and compare the admin token first, so an identity credential costs the
     // same admin check as any other.
     let is_admin = secrets_equal(&admin_token_digest(token), &state.admin_token_hash);
-    let approver = if is_admin {
-        Approver::admin()
+    let (approver, sees_all) = if is_admin {
+        (Approver::admin(), true)
+    } else if let Some(auth) = &state.auth {
+        // IdP tokens, ward tokens and `<identity>:<service token>`.
+        match auth.identify(token).await {
+            Ok(admission) => {
+                let identity = admission.identity;
+                crate::roles::check_lock(&state, &identity.name, &identity.attributes)?;
+                let roles = crate::roles::Roles::of(&identity.groups, &state.roles);
+                (
+                    Approver::identity(identity.name.as_ref(), identity.groups),
+                    roles.approver,
+                )
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, path = %request.uri().path(), "approvals API: identity credential refused");
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    format!("the credential was refused ({reason}): {APPROVER_HINT}"),
+                ));
+            }
+        }
     } else if let Some((name, secret)) = token.rsplit_once(':') {
         // Ward tokens contain no `:`, so the last one separates the identity.
         match access.tokens.verify(name, secret, chrono::Utc::now()) {
-            Ok(identity) => Approver::identity(identity.name.as_ref(), identity.groups),
+            Ok(identity) => {
+                crate::roles::check_lock(&state, &identity.name, &identity.attributes)?;
+                let roles = crate::roles::Roles::of(&identity.groups, &state.roles);
+                (
+                    Approver::identity(identity.name.as_ref(), identity.groups),
+                    roles.approver,
+                )
+            }
             Err(e) => {
                 // The reason (unknown identity, wrong or expired token) goes to the log
                 // only, as for client logins.
@@ -249,13 +285,17 @@ async fn require_approver(
         ));
     };
     request.extensions_mut().insert(approver);
+    request.extensions_mut().insert(SeesAll(sees_all));
     Ok(next.run(request).await)
 }
 
 /// Whether `approver` may see `info`: the admin sees everything; an identity sees what it
 /// may decide and its own requests (held SQL can be sensitive).
-fn visible(approver: &Approver, info: &ApprovalInfo) -> bool {
-    approver.admin || approver.name == info.identity || approver.is_listed(&info.approvers)
+fn visible(approver: &Approver, sees_all: SeesAll, info: &ApprovalInfo) -> bool {
+    sees_all.0
+        || approver.admin
+        || approver.name == info.identity
+        || approver.is_listed(&info.approvers)
 }
 
 impl From<ApprovalError> for ApiError {
@@ -281,13 +321,14 @@ fn not_found(id: &str) -> ApiError {
 async fn list(
     State(state): State<ApiState>,
     Extension(approver): Extension<Approver>,
+    Extension(sees_all): Extension<SeesAll>,
 ) -> Result<Json<ApprovalList>, ApiError> {
     let access = access(&state)?;
     let approvals = access
         .approvals
         .list()
         .into_iter()
-        .filter(|i| visible(&approver, i))
+        .filter(|i| visible(&approver, sees_all, i))
         .map(Into::into)
         .collect();
     Ok(Json(ApprovalList { approvals }))
@@ -296,13 +337,14 @@ async fn list(
 async fn show(
     State(state): State<ApiState>,
     Extension(approver): Extension<Approver>,
+    Extension(sees_all): Extension<SeesAll>,
     Path(id): Path<String>,
 ) -> Result<Json<ApprovalDetail>, ApiError> {
     let access = access(&state)?;
     let id = id.trim().to_ascii_lowercase();
     let live = access.approvals.get(&id);
     if let Some(info) = &live
-        && !visible(&approver, info)
+        && !visible(&approver, sees_all, info)
     {
         // Same answer as an unknown id: an identity does not learn about others' requests.
         return Err(not_found(&id));
@@ -315,9 +357,9 @@ async fn show(
         })
         .await?;
     if live.is_none() {
-        // Only the audit remains: the admin and the requester may read it.
+        // Only the audit remains: the admin, approvers by role and the requester may read it.
         let mine = history.first().is_some_and(|e| e.identity == approver.name);
-        if history.is_empty() || !(approver.admin || mine) {
+        if history.is_empty() || !(approver.admin || sees_all.0 || mine) {
             return Err(not_found(&id));
         }
     }

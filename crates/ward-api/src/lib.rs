@@ -4,7 +4,7 @@
 //! - `GET /healthz`: the process is up. `GET /readyz`: and the audit store answers. Neither
 //!   needs authentication, so load balancers and orchestrators can probe them.
 //! - `GET /metrics`: Prometheus text format (SIEM forwarding: queue depth, lag, failures per
-//!   sink); needs the admin token, which Prometheus sends as a bearer token.
+//!   sink); needs role auditor (the admin token, which Prometheus sends as a bearer token).
 //! - `GET /api/v1/sessions?identity=&target=&since=&until=&limit=`: sessions, newest first.
 //! - `GET /api/v1/sessions/{id}`: one session (full id or unique prefix of at least 8
 //!   characters) with all its statements.
@@ -15,38 +15,47 @@
 //!   `POST …/pause` holds its statements until `POST …/resume`; `GET /api/v1/controls` lists
 //!   the locks and pauses in force and `GET /api/v1/controls/events?identity=&limit=` the
 //!   recorded actions.
+//! - `GET /api/v1/identities?unused_days=30`: every identity ward knows (configured service
+//!   tokens, ward tokens in force, identities seen in sessions) with its sources, groups,
+//!   last use, expiry and review flags (see [`identities`]).
 //! - `GET /api/v1/auth/refusals?code=&user=&since=&limit=`: refused logins (bad, expired or
 //!   forged credentials, locked identities), newest first, from the gateway chain.
 //! - Approvals of held statements: `GET /api/v1/approvals`, `GET /api/v1/approvals/{id}`,
 //!   `POST /api/v1/approvals/{id}/approve` and `…/deny`; these also accept an identity's own
 //!   token as `Bearer <identity>:<ward token>` (see [`approvals`]).
 //!
-//! Everything under `/api/v1` requires `Authorization: Bearer <admin token>`. The token is
-//! checked by hashing it with SHA-256 and comparing the digest in constant time with the
-//! configured hash, so the server never holds the token itself and timing does not reveal
-//! how much of a guess was right. Errors are JSON `{"error": "..."}` with a sentence that
+//! Everything under `/api/v1` (approvals aside) and `/metrics` needs a role (see [`roles`]):
+//! reading needs auditor, anything else admin. `Authorization: Bearer <admin token>` has
+//! every role; otherwise the bearer proves an identity (an IdP token, a ward token, or
+//! `<identity>:<service token>`) whose groups grant roles through `api.roles`. The admin
+//! token is checked by hashing it with SHA-256 and comparing the digest in constant time
+//! with the configured hash, so the server never holds the token itself and timing does not
+//! reveal how much of a guess was right. Errors are JSON `{"error": "..."}` with a sentence that
 //! says what to do. JSON shapes and the timestamp scheme are in [`model`].
 
 pub mod approvals;
 mod containment;
+pub mod identities;
 pub mod model;
 mod refusals;
+pub mod roles;
 pub mod webhook;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use model::{ErrorBody, SessionDetailView, SessionList, Status};
+use roles::require_role;
 use serde::Deserialize;
 use std::future::Future;
 use std::sync::Arc;
 use ward_core::SessionRegistry;
 use ward_core::control::Controls;
-use ward_core::identity::{hash_token, parse_token_hash, secrets_equal};
+use ward_core::identity::{hash_token, parse_token_hash};
 use ward_store::{MAX_LIST_LIMIT, SessionFilter, StoreError, StoreReader};
 
 /// Where the API's handlers find what they serve. Cloned per request, which is cheap: the
@@ -75,6 +84,8 @@ pub struct ApiState {
     /// identities (IdP tokens, ward tokens) and holds the ward tokens in force. `None`
     /// (tests): only the admin token is accepted.
     pub auth: Option<Arc<ward_auth::Authenticator>>,
+    /// `api.roles`: which groups grant which API role to identities (see [`roles`]).
+    pub roles: ward_core::config::ApiRoles,
 }
 
 /// Renders metrics in the Prometheus text format for `GET /metrics` (the forwarders'
@@ -104,6 +115,7 @@ impl ApiState {
             audit: None,
             metrics: None,
             auth: None,
+            roles: ward_core::config::ApiRoles::default(),
         }
     }
 
@@ -142,6 +154,12 @@ impl ApiState {
         self
     }
 
+    /// Grants API roles to identities by group, as `api.roles` says.
+    pub fn with_roles(mut self, roles: ward_core::config::ApiRoles) -> ApiState {
+        self.roles = roles;
+        self
+    }
+
     /// Uses `controls`, the instance shared with the adapters, for the containment endpoints.
     /// (Without it the API has a private one, which is only right in tests.)
     pub fn with_controls(mut self, controls: Arc<Controls>) -> ApiState {
@@ -151,7 +169,7 @@ impl ApiState {
 }
 
 /// Who made an authenticated request, for the audit of what it did: `admin` for the admin
-/// token (the only credential the API accepts today). Set by the authentication middleware.
+/// token, otherwise the proven identity's name. Set by the authentication middleware.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor(pub String);
 
@@ -170,19 +188,20 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(show_session))
+        .merge(identities::routes())
         .merge(containment::routes())
         .merge(refusals::routes())
         .fallback(not_found)
         // `layer`, not `route_layer`: unknown paths under /api/v1 also need the token, so
         // the API's shape is not visible without it.
-        .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .layer(middleware::from_fn_with_state(state.clone(), require_role))
         // After the admin layer: approvals authenticate approvers themselves.
         .merge(approvals::routes(&state));
     // Prometheus scrapes with a bearer token (`authorization: { credentials_file: … }`):
     // forwarding metrics name sinks and show activity, so they are not public.
     let metrics = Router::new()
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_role));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -266,30 +285,6 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-async fn require_admin(
-    State(state): State<ApiState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let Some(token) = bearer_token(request.headers()) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!("missing admin token: {TOKEN_HINT}"),
-        ));
-    };
-    if !secrets_equal(&admin_token_digest(token), &state.admin_token_hash) {
-        // The token itself is never logged.
-        tracing::warn!(path = %request.uri().path(), "admin API: request with a wrong admin token");
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!("wrong admin token: {TOKEN_HINT}"),
-        ));
-    }
-    let mut request = request;
-    request.extensions_mut().insert(Actor("admin".into()));
-    Ok(next.run(request).await)
 }
 
 async fn healthz() -> Json<Status> {

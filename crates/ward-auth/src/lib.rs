@@ -344,7 +344,8 @@ impl Authenticator {
                 })
             }
             _ => {
-                let (user, token) = bearer.split_once(':').ok_or_else(|| {
+                // Service tokens have no `:`, identity names may (`oidc:alice`).
+                let (user, token) = bearer.rsplit_once(':').ok_or_else(|| {
                     "not an IdP token, a ward token or <identity>:<service token>".to_string()
                 })?;
                 let identity = self

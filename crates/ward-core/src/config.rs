@@ -139,6 +139,51 @@ pub struct ApiConfig {
     /// `sha256:<hex>` of the admin token. When absent, ward generates a token on first start
     /// and writes it to `<data_dir>/admin.token` (mode 0600), where the CLI finds it.
     pub admin_token_hash: Option<String>,
+    /// Which IdP groups grant which role on the API to callers that prove an identity
+    /// (see docs/identity.md#api-roles). The admin token is always role admin.
+    #[serde(default)]
+    pub roles: ApiRoles,
+}
+
+/// `api.roles`: the groups (as in tokens and IdP claims) that grant each API role. Role
+/// admin implies approver and auditor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiRoles {
+    /// Everything, containment (kill, lock, pause) included.
+    #[serde(default)]
+    pub admin: Vec<String>,
+    /// May list every approval request (deciding one still needs the rule to name them).
+    #[serde(default)]
+    pub approver: Vec<String>,
+    /// Read-only: sessions, refusals, controls, identities, metrics.
+    #[serde(default)]
+    pub auditor: Vec<String>,
+}
+
+impl ApiRoles {
+    fn validate(&self) -> Result<(), String> {
+        for (role, groups) in [
+            ("admin", &self.admin),
+            ("approver", &self.approver),
+            ("auditor", &self.auditor),
+        ] {
+            for g in groups {
+                if g.trim().is_empty() || g.trim() != g {
+                    return Err(format!(
+                        "api.roles.{role}: {g:?} is not a group name (empty, or spaces around it)"
+                    ));
+                }
+                if let Some(bare) = g.strip_prefix("group:") {
+                    return Err(format!(
+                        "api.roles.{role}: write the group name alone ({bare:?}, not {g:?}); \
+                         every entry here is a group"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Limits that protect the gateway from hostile or broken clients.
@@ -754,6 +799,7 @@ impl Config {
         if let Some(hash) = &self.api.admin_token_hash {
             parse_token_hash(hash).map_err(|e| format!("api.admin_token_hash: {e}"))?;
         }
+        self.api.roles.validate()?;
         if self.limits.max_message_bytes < 1024 {
             return Err("limits.max_message_bytes must be at least 1024".into());
         }
@@ -1172,6 +1218,36 @@ mod humantime_serde_compat {
                     .map(Some)
                     .map_err(serde::de::Error::custom),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod roles_tests {
+    use super::*;
+
+    #[test]
+    fn api_roles_parse_and_are_checked() {
+        let c = Config::from_yaml(
+            "api: { roles: { admin: [ward-admins], auditor: [auditors, sre] } }",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.api.roles.admin, ["ward-admins"]);
+        assert_eq!(c.api.roles.auditor, ["auditors", "sre"]);
+        assert!(c.api.roles.approver.is_empty());
+        let c = Config::from_yaml("", Path::new(".")).unwrap();
+        assert_eq!(c.api.roles, ApiRoles::default());
+        for (yaml, expected) in [
+            ("api: { roles: { admins: [x] } }", "admins"),
+            ("api: { roles: { admin: [\"\"] } }", "api.roles.admin"),
+            ("api: { roles: { auditor: [' sre'] } }", "api.roles.auditor"),
+            ("api: { roles: { approver: ['group:sre'] } }", "alone"),
+        ] {
+            let err = Config::from_yaml(yaml, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{yaml}: {err}");
         }
     }
 }

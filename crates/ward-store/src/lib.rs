@@ -23,6 +23,7 @@ pub mod chain;
 mod controls;
 pub mod evidence;
 pub mod forward;
+mod identities;
 pub mod journal;
 mod query;
 mod retention;
@@ -41,6 +42,7 @@ pub use approvals::{ApprovalEventFilter, ApprovalEventRecord, DEFAULT_APPROVAL_E
 pub use auth::{AuthRefusedFilter, AuthRefusedRecord, DEFAULT_AUTH_REFUSALS};
 pub use controls::{ControlEventFilter, ControlEventRecord, DEFAULT_CONTROL_EVENTS};
 pub use forward::{ForwardLog, LogRow};
+pub use identities::IdentityUsage;
 pub use retention::RetentionCounts;
 pub use schema::SCHEMA_VERSION;
 pub use tokens::{WardTokenFilter, WardTokenRecord};
@@ -572,6 +574,12 @@ impl SqliteStore {
     pub fn active_ward_tokens(&self, now: i64) -> Result<Vec<WardTokenRecord>, StoreError> {
         tokens::active_tokens(&self.conn, now)
     }
+
+    /// Every identity with a recorded session: count, latest start, its groups and
+    /// credential (see [`IdentityUsage`]).
+    pub fn identity_usage(&self) -> Result<Vec<IdentityUsage>, StoreError> {
+        identities::identity_usage(&self.conn)
+    }
 }
 
 /// Creates the store file readable by its owner only, if it does not exist yet. The audit
@@ -674,6 +682,11 @@ impl StoreReader {
     ) -> Result<Vec<WardTokenRecord>, StoreError> {
         self.run(move |conn| tokens::list_tokens(conn, &filter))
             .await
+    }
+
+    /// Every identity with a recorded session (see [`SqliteStore::identity_usage`]).
+    pub async fn identity_usage(&self) -> Result<Vec<IdentityUsage>, StoreError> {
+        self.run(identities::identity_usage).await
     }
 
     /// One ward token by its public id.

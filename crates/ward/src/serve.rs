@@ -212,6 +212,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     .with_auth(shared.auth.clone())
     .with_approvals(approvals.clone(), config.token_book())
     .with_audit(audit.clone(), config.audit.durable_timeout)
+    .with_roles(config.api.roles.clone())
     .with_metrics({
         let metrics = forwarders.metrics();
         move || metrics.render()
