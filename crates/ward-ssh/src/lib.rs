@@ -56,6 +56,8 @@ pub struct SshGateway {
     /// Checks ward tokens, service tokens and IdP tokens given as the SSH password (or at
     /// the keyboard-interactive prompt); shared with the other adapters.
     pub auth: Arc<ward_auth::Authenticator>,
+    /// Requests held by `review` rules (shared with PostgreSQL and the admin API).
+    pub approvals: Arc<ward_core::approvals::Approvals>,
     /// Strict audit: exec, shell and subsystem requests reach the target only once their
     /// event is durable.
     pub audit_strict: bool,
@@ -73,6 +75,7 @@ pub struct Shared {
     pub audit: AuditSink,
     pub controls: Arc<Controls>,
     pub auth: Arc<ward_auth::Authenticator>,
+    pub approvals: Arc<ward_core::approvals::Approvals>,
     pub policy: PolicySource,
 }
 
@@ -140,6 +143,7 @@ impl SshGateway {
             audit: shared.audit,
             controls: shared.controls,
             auth: shared.auth,
+            approvals: shared.approvals,
             audit_strict: config.audit.mode == ward_core::config::AuditMode::Strict,
             durable_timeout: config.audit.durable_timeout,
             connect_timeout: config.limits.connect_timeout,

@@ -10,6 +10,10 @@
 //!   Exec, shell and subsystem requests are first judged by the policy and, in strict audit
 //!   mode, recorded durably (a `command` event) before they are sent. A denied request
 //!   never reaches the target: the client gets ward's message on stderr and exit status 126.
+//!   A request a `review` rule holds is answered at once and waits in a task of its own
+//!   (the client sees "waiting for approval: request r-…" on stderr; its input waits too),
+//!   so the connection keeps running; approved, it is recorded and sent, otherwise refused
+//!   like a denied one.
 //! - **target → client** is a task per channel ([`pump`]): output, stderr, EOF, exit status
 //!   and exit signal are forwarded; the target's replies to requests are handed back to the
 //!   handler. When the target's channel ends, the program's result is recorded as a
@@ -27,7 +31,8 @@ use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, serv
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use ward_core::approvals::{ApprovalOutcome, ApprovalRequest, waiting_notice};
 use ward_core::event::{CommandEvent, StatementEvent, StatementOrigin};
 use ward_core::policy::{CommandInfo, Decision, Subject};
 use ward_core::{AuditEvent, Identity, SessionId};
@@ -97,7 +102,8 @@ impl Program {
 pub enum Started {
     /// Sent to the target; its reply answers the client.
     Forwarded,
-    /// Refused by ward; the client is told on the channel (answer the request "success").
+    /// Refused by ward, or held for approval; the client is told on the channel (answer the
+    /// request "success").
     Refused,
     /// Could not be sent (the target's channel is gone).
     Failed,
@@ -133,13 +139,24 @@ struct ChannelShared {
 /// The handler's side of one channel pair.
 pub struct ChannelLink {
     /// The channel on the target, for forwarding client input and requests.
-    pub up: ChannelWriteHalf<client::Msg>,
-    client: Arc<ChannelWriteHalf<server::Msg>>,
-    replies: mpsc::UnboundedReceiver<bool>,
-    shared: Arc<ChannelShared>,
-    ctx: Arc<SessionCtx>,
+    pub up: Arc<ChannelWriteHalf<client::Msg>>,
+    parts: Parts,
     /// Whether the client asked for a terminal (ward's own messages then end in CRLF).
     pub pty: bool,
+}
+
+/// What a held request's task needs of its channel (all shared with the link).
+#[derive(Clone)]
+struct Parts {
+    ctx: Arc<SessionCtx>,
+    up: Arc<ChannelWriteHalf<client::Msg>>,
+    client: Arc<ChannelWriteHalf<server::Msg>>,
+    /// The target's replies, in order; locked by whoever waits for the next one.
+    replies: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<bool>>>,
+    shared: Arc<ChannelShared>,
+    /// `false` while a request waits for approval: client input waits too, so nothing
+    /// reaches the target before the program it is meant for.
+    open: Arc<watch::Sender<bool>>,
 }
 
 /// Pairs a client channel with the target channel opened for it and starts the
@@ -156,6 +173,7 @@ pub fn open(
     let (_, client) = client.split();
     let (up_rx, up_tx) = up.split();
     let client = Arc::new(client);
+    let up = Arc::new(up_tx);
     let (reply_tx, replies) = mpsc::unbounded_channel();
     let shared = Arc::new(ChannelShared::default());
     tokio::spawn(pump(
@@ -168,25 +186,34 @@ pub fn open(
         done,
     ));
     ChannelLink {
-        up: up_tx,
-        client,
-        replies,
-        shared,
-        ctx,
+        up: up.clone(),
+        parts: Parts {
+            ctx,
+            up,
+            client,
+            replies: Arc::new(tokio::sync::Mutex::new(replies)),
+            shared,
+            open: Arc::new(watch::channel(true).0),
+        },
         pty: false,
     }
 }
 
 impl ChannelLink {
     /// Forwards client input (`ext`: stderr-like extended data). Waits while the identity is
-    /// paused, and while the target's window is full.
+    /// paused, while a request of the channel waits for approval, and while the target's
+    /// window is full.
     pub async fn input(&self, data: &[u8], ext: Option<u32>) {
         let data = Bytes::copy_from_slice(data);
+        let parts = &self.parts;
         let forward = async {
-            self.ctx
+            let mut open = parts.open.subscribe();
+            let _ = open.wait_for(|open| *open).await;
+            parts
+                .ctx
                 .gateway
                 .controls
-                .wait_until_resumed(&self.ctx.identity.name)
+                .wait_until_resumed(&parts.ctx.identity.name)
                 .await;
             let _ = match ext {
                 None => self.up.data_bytes(data).await,
@@ -195,22 +222,20 @@ impl ChannelLink {
         };
         tokio::select! {
             () = forward => {}
-            () = self.ctx.stop.cancelled() => {}
+            () = parts.ctx.stop.cancelled() => {}
         }
     }
 
     /// The target's reply to the request just forwarded (`false` if none came in time).
     pub async fn reply(&mut self) -> bool {
-        tokio::select! {
-            reply = tokio::time::timeout(REPLY_TIMEOUT, self.replies.recv()) => matches!(reply, Ok(Some(true))),
-            () = self.ctx.stop.cancelled() => false,
-        }
+        self.parts.reply().await
     }
 
     /// Judges a shell, exec or subsystem request, records it and sends it to the target,
-    /// or refuses it.
+    /// or refuses it, or holds it for approval.
     pub async fn start(&self, program: Program) -> Started {
-        let ctx = &self.ctx;
+        let parts = &self.parts;
+        let ctx = &parts.ctx;
         let gateway = &ctx.gateway;
         let target = &ctx.target.target;
         let text = truncate(&program.text(), gateway.command_capture_bytes);
@@ -230,64 +255,131 @@ impl ChannelLink {
             protocol: "ssh",
         };
         let verdict = gateway.policy().decide(&subject, Some(&[info]));
-        let refusal = match &verdict.decision {
-            Decision::Allow => None,
-            Decision::Deny { rule, message } => Some((
-                rule.clone(),
-                format!("ward: denied by rule \"{rule}\": {message}"),
-            )),
-            // Approvals need the client to wait on a held request, which this adapter does
-            // not do yet: refusing is the safe reading of "not without approval".
-            Decision::Review(review) => Some((
-                review.rule.clone(),
-                format!(
-                    "ward: rule \"{}\" requires approval, which ward's SSH gateway cannot hold requests for yet; not run",
-                    review.rule
-                ),
-            )),
-        };
-        let now = ward_core::time::now_micros();
-        if let Some((rule, message)) = refusal {
-            tracing::info!(session = %ctx.session_id, rule, command = %text, "ssh request denied");
-            self.shared.recorded.store(true, Ordering::Release);
-            let event = AuditEvent::Statement(StatementEvent {
-                session_id: ctx.session_id.clone(),
-                seq: ctx.next_seq(),
-                origin: program.origin(),
-                text: text.into(),
-                params: None,
-                started_at: now,
-                duration_us: 0,
-                rows: None,
-                command: Some(program.kind().to_ascii_uppercase()),
-                sqlstate: None,
-                error: Some(message.clone()),
-                decision: Some("denied".into()),
-                rule: Some(rule),
-                result_sample: None,
-            });
-            if gateway.audit.record(event).await.is_err() {
-                return Started::EndSession("the audit log is unavailable".into());
+        let line_end = if self.pty { "\r\n" } else { "\n" };
+        match verdict.decision {
+            Decision::Allow => {
+                tokio::select! {
+                    () = gateway.controls.wait_until_resumed(&ctx.identity.name) => {}
+                    () = ctx.stop.cancelled() => return Started::Failed,
+                }
+                let rule = verdict.matched.first().cloned();
+                let decision = rule.as_ref().map(|_| "allowed".to_string());
+                match parts.record_and_send(&program, text, decision, rule).await {
+                    Ok(()) => Started::Forwarded,
+                    Err(started) => started,
+                }
             }
-            let client = self.client.clone();
-            let line_end = if self.pty { "\r\n" } else { "\n" };
-            let message = format!("{message}{line_end}");
-            let _ = self.up.close().await;
-            // After the handler has answered the request: output follows the reply.
-            tokio::spawn(async move {
-                let _ = client.extended_data_bytes(1, Bytes::from(message)).await;
-                let _ = client.exit_status(DENIED_EXIT_STATUS).await;
-                let _ = client.eof().await;
-                let _ = client.close().await;
-            });
-            return Started::Refused;
+            Decision::Deny { rule, message } => {
+                let message = format!("ward: denied by rule \"{rule}\": {message}");
+                match parts
+                    .refuse(&program, text, rule, message, "denied", line_end)
+                    .await
+                {
+                    Ok(()) => Started::Refused,
+                    Err(started) => started,
+                }
+            }
+            Decision::Review(review) => {
+                let request = ApprovalRequest {
+                    session_id: ctx.session_id.to_string(),
+                    identity: ctx.identity.name.to_string(),
+                    target: target.name.clone(),
+                    protocol: "ssh".into(),
+                    command: text.clone(),
+                    rule: review.rule.clone(),
+                    approvers: review.approvers.clone(),
+                    approvals_required: review.approvals,
+                    timeout: review.timeout,
+                    on_timeout: review.on_timeout,
+                };
+                let (id, outcome) = gateway.approvals.submit(request);
+                tracing::info!(session = %ctx.session_id, request = %id, rule = %review.rule, command = %text, "ssh request held for approval");
+                // The request is answered now and held in a task, so the connection keeps
+                // running (the notice reaches the client, kill still works); input waits.
+                parts.open.send_replace(false);
+                let parts = parts.clone();
+                let line_end = line_end.to_string();
+                tokio::spawn(async move {
+                    let notice = format!("ward: {}{line_end}", waiting_notice(&id));
+                    let _ = parts
+                        .client
+                        .extended_data_bytes(1, Bytes::from(notice))
+                        .await;
+                    let outcome = tokio::select! {
+                        outcome = outcome => outcome,
+                        // Dropping the future withdraws the request.
+                        () = parts.ctx.stop.cancelled() => return,
+                    };
+                    match outcome.refusal_message(&id) {
+                        Some(message) => {
+                            let decision = match outcome {
+                                ApprovalOutcome::TimedOut { .. } => "review_timed_out",
+                                _ => "review_denied",
+                            };
+                            let _ = parts
+                                .refuse(&program, text, review.rule, message, decision, &line_end)
+                                .await;
+                        }
+                        None => {
+                            let rule = match &outcome {
+                                ApprovalOutcome::Approved { by } => {
+                                    format!("{} (approved by {})", review.rule, by.join(", "))
+                                }
+                                _ => format!("{} (allowed on timeout)", review.rule),
+                            };
+                            let sent = parts
+                                .record_and_send(
+                                    &program,
+                                    text,
+                                    Some("approved".into()),
+                                    Some(rule),
+                                )
+                                .await
+                                .is_ok()
+                                && parts.reply().await;
+                            if !sent {
+                                let message = format!(
+                                    "ward: target {} refused the approved request{line_end}",
+                                    parts.ctx.target.target.name
+                                );
+                                let _ = parts
+                                    .client
+                                    .extended_data_bytes(1, Bytes::from(message))
+                                    .await;
+                                let _ = parts.up.close().await;
+                                let _ = parts.client.exit_status(DENIED_EXIT_STATUS).await;
+                                let _ = parts.client.close().await;
+                            }
+                        }
+                    }
+                    parts.open.send_replace(true);
+                });
+                Started::Refused
+            }
         }
+    }
+}
+
+impl Parts {
+    async fn reply(&self) -> bool {
+        let mut replies = self.replies.lock().await;
         tokio::select! {
-            () = gateway.controls.wait_until_resumed(&ctx.identity.name) => {}
-            () = ctx.stop.cancelled() => return Started::Failed,
+            reply = tokio::time::timeout(REPLY_TIMEOUT, replies.recv()) => matches!(reply, Ok(Some(true))),
+            () = self.ctx.stop.cancelled() => false,
         }
-        let rule = verdict.matched.first().cloned();
-        let decision = rule.as_ref().map(|_| "allowed".to_string());
+    }
+
+    /// Records an allowed request (durably first in strict mode) and sends it to the target.
+    async fn record_and_send(
+        &self,
+        program: &Program,
+        text: String,
+        decision: Option<String>,
+        rule: Option<String>,
+    ) -> Result<(), Started> {
+        let ctx = &self.ctx;
+        let gateway = &ctx.gateway;
+        let now = ward_core::time::now_micros();
         let text: Arc<str> = text.into();
         if gateway.audit_strict {
             let event = AuditEvent::Command(CommandEvent {
@@ -305,9 +397,9 @@ impl ChannelLink {
                 .await
             {
                 tracing::error!(session = %ctx.session_id, error = %e, "an ssh request could not be recorded; it was not sent and the session is ended");
-                return Started::EndSession(format!(
+                return Err(Started::EndSession(format!(
                     "the request could not be recorded ({e}); it was not sent to the target"
-                ));
+                )));
             }
         }
         *self
@@ -326,15 +418,59 @@ impl ChannelLink {
             decision,
             rule,
         });
-        let sent = match &program {
+        let sent = match program {
             Program::Shell => self.up.request_shell(true).await,
             Program::Exec(command) => self.up.exec(true, command.as_bytes()).await,
             Program::Subsystem(name) => self.up.request_subsystem(true, name.as_str()).await,
         };
-        match sent {
-            Ok(()) => Started::Forwarded,
-            Err(_) => Started::Failed,
+        sent.map_err(|_| Started::Failed)
+    }
+
+    /// Records a refused request and tells the client on the channel: `message` on stderr,
+    /// exit status 126, close. Nothing reaches the target.
+    async fn refuse(
+        &self,
+        program: &Program,
+        text: String,
+        rule: String,
+        message: String,
+        decision: &str,
+        line_end: &str,
+    ) -> Result<(), Started> {
+        let ctx = &self.ctx;
+        tracing::info!(session = %ctx.session_id, rule, command = %text, decision, "ssh request refused");
+        self.shared.recorded.store(true, Ordering::Release);
+        let event = AuditEvent::Statement(StatementEvent {
+            session_id: ctx.session_id.clone(),
+            seq: ctx.next_seq(),
+            origin: program.origin(),
+            text: text.into(),
+            params: None,
+            started_at: ward_core::time::now_micros(),
+            duration_us: 0,
+            rows: None,
+            command: Some(program.kind().to_ascii_uppercase()),
+            sqlstate: None,
+            error: Some(message.clone()),
+            decision: Some(decision.into()),
+            rule: Some(rule),
+            result_sample: None,
+        });
+        if ctx.gateway.audit.record(event).await.is_err() {
+            return Err(Started::EndSession("the audit log is unavailable".into()));
         }
+        let _ = self.up.close().await;
+        let client = self.client.clone();
+        let message = format!("{message}{line_end}");
+        // In a task: when refusing inside the handler, this output must follow the reply the
+        // handler sends after returning.
+        tokio::spawn(async move {
+            let _ = client.extended_data_bytes(1, Bytes::from(message)).await;
+            let _ = client.exit_status(DENIED_EXIT_STATUS).await;
+            let _ = client.eof().await;
+            let _ = client.close().await;
+        });
+        Ok(())
     }
 }
 

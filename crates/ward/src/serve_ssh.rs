@@ -31,6 +31,7 @@ pub async fn start(
             audit: shared.audit.clone(),
             controls: shared.controls.clone(),
             auth: shared.auth.clone(),
+            approvals: shared.approvals.clone(),
             policy,
         },
     )

@@ -528,3 +528,68 @@ fn a_token_at_the_password_prompt_logs_in_through_the_shared_authenticator() {
     let refusal = wait_refusal(&ward, "bad_token");
     assert_eq!(refusal["protocol"], "ssh");
 }
+
+/// Waits for a pending approval request of `rule` and returns its id.
+fn pending_request(ward: &Ward, rule: &str) -> String {
+    wait_until(
+        || {
+            let out = ward.cli(&["approvals", "list", "--format", "json"]);
+            let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+            list["approvals"]
+                .as_array()?
+                .iter()
+                .find(|a| a["rule"] == rule && a["state"] == "pending")
+                .and_then(|a| a["id"].as_str().map(str::to_string))
+        },
+        &format!("a pending approval request of rule {rule}"),
+    )
+}
+
+#[test]
+fn a_reviewed_exec_waits_for_approval_and_runs_only_once_approved() {
+    let s = Setup::start(
+        "rules:\n  - { name: ask-first, commands: [\"touch *\"], action: review, timeout: 1m }\n",
+    );
+    let spawn = |marker: &std::path::Path| {
+        let command = format!("touch {}", marker.display());
+        sshd::ssh_command(s.ward.ssh_port(), TARGET, &s.alice.private, &[&command])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ssh")
+    };
+    let approved = s.sshd.work().join("approved");
+    let child = spawn(&approved);
+    let id = pending_request(&s.ward, "ask-first");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!approved.exists(), "held command ran before approval");
+    s.ward.cli_ok(&["approve", &id, "--reason", "fine"]);
+    let out = wait_with_timeout(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stderr(&out).contains(&format!("waiting for approval: request {id}")),
+        "{out:?}"
+    );
+    assert!(approved.exists());
+    let command = s.wait_event("command", "the approved exec", |e| {
+        e["decision"] == "approved"
+    });
+    assert!(
+        command["rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("ask-first (approved by"),
+        "{command}"
+    );
+
+    let refused = s.sshd.work().join("refused");
+    let child = spawn(&refused);
+    let id = pending_request(&s.ward, "ask-first");
+    s.ward.cli_ok(&["deny", &id, "--reason", "not now"]);
+    let out = wait_with_timeout(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(126), "{out:?}");
+    assert!(stderr(&out).contains("was denied by"), "{out:?}");
+    assert!(stderr(&out).contains("not now"), "{out:?}");
+    assert!(!refused.exists());
+}
