@@ -4,6 +4,7 @@ mod api;
 mod approvals;
 mod controls;
 mod evidence;
+mod identities;
 mod mask;
 mod output;
 mod replay;
@@ -37,6 +38,7 @@ const DEFAULT_CONFIG: &str = "ward.yaml";
           pause      hold an identity's statements                ward pause ci-nightly --reason \"looking\"\n  \
           resume     release a paused identity's statements       ward resume ci-nightly\n  \
           controls   list the locks and pauses in force           ward controls --history\n  \
+          identities every identity, last use, stale tokens       ward identities list --unused-days 30\n  \
           approvals  list statements held for approval            ward approvals list\n  \
           approve    approve a held statement                     ward approve r-7k2m9qxa --as bob\n  \
           deny       refuse a held statement                      ward deny r-7k2m9qxa --reason \"not now\"\n  \
@@ -165,6 +167,10 @@ pub enum Command {
     )]
     Controls(controls::ControlsArgs),
 
+    /// Every identity ward knows: sources, groups, last use, expiry, review flags.
+    #[command(subcommand)]
+    Identities(IdentitiesCommand),
+
     /// Statements held for approval by `review` rules.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
@@ -276,6 +282,32 @@ pub enum Command {
             ward mask --target orders-db --identity dana --groups dpo --explain < samples.txt"
     )]
     Mask(mask::MaskArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentitiesCommand {
+    /// List every identity with its sources, groups, last use, expiry and flags.
+    #[command(
+        long_about = "List every identity ward knows, one row each: the service tokens of \
+        identity.tokens, the ward tokens in force (`ward login`, `ward token mint`), and every \
+        identity seen in a session (IdP and CI identities appear once they have connected). \
+        Each row shows where ward knows it from, its groups, its last session, when its \
+        credential expires, the owner of its service token, and flags for review:\n\n  \
+          long_lived        a service token that never expires (long_lived: true)\n  \
+          unused            no session in the last --unused-days days (or never)\n  \
+          expired           every configured token of it has expired\n  \
+          owner_left_group  its token's owner was last seen without the token's owner_group\n  \
+          owner_unknown     its token names an owner ward has never seen\n\n\
+        ward learns an owner's groups only when the owner connects or runs `ward login`; \
+        there is no directory sync, so someone who left a group but has not logged in since \
+        still shows their old groups.\n\n\
+        Like `ward sessions`, this asks the admin API of the running `ward serve` (see --api \
+        and --admin-token); role auditor suffices.\n\n\
+        Examples:\n  \
+          ward identities list\n  \
+          ward identities list --unused-days 90 --format json"
+    )]
+    List(identities::ListArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -404,6 +436,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pause(args) => controls::pause(&config, &args),
         Command::Resume(args) => controls::resume(&config, &args),
         Command::Controls(args) => controls::list(&config, &args),
+        Command::Identities(IdentitiesCommand::List(args)) => identities::list(&config, &args),
         Command::Approvals(ApprovalsCommand::List(args)) => approvals::list(&config, &args),
         Command::Approve(args) => approvals::approve(&config, &args),
         Command::Deny(args) => approvals::deny(&config, &args),

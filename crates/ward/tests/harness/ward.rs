@@ -137,6 +137,9 @@ pub struct TokenSpec {
     pub targets: Option<Vec<String>>,
     /// Written as `groups:`.
     pub groups: Vec<String>,
+    /// Written as `owner:` and `owner_group:`.
+    pub owner: Option<String>,
+    pub owner_group: Option<String>,
 }
 
 impl TokenSpec {
@@ -170,6 +173,13 @@ impl TokenSpec {
 
     pub fn groups(mut self, groups: &[&str]) -> TokenSpec {
         self.groups = groups.iter().map(|g| g.to_string()).collect();
+        self
+    }
+
+    /// The identity responsible for the token and, optionally, the group it must stay in.
+    pub fn owner(mut self, owner: &str, group: Option<&str>) -> TokenSpec {
+        self.owner = Some(owner.to_string());
+        self.owner_group = group.map(str::to_string);
         self
     }
 }
@@ -761,6 +771,12 @@ fn render_config(
         if !spec.groups.is_empty() {
             let list: Vec<String> = spec.groups.iter().map(|g| q(g)).collect();
             y.push_str(&format!("      groups: [{}]\n", list.join(", ")));
+        }
+        if let Some(owner) = &spec.owner {
+            y.push_str(&format!("      owner: {}\n", q(owner)));
+        }
+        if let Some(group) = &spec.owner_group {
+            y.push_str(&format!("      owner_group: {}\n", q(group)));
         }
     }
     for line in options.identity_yaml.lines() {
