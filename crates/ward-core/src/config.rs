@@ -1250,6 +1250,28 @@ mod roles_tests {
             assert!(err.contains(expected), "{yaml}: {err}");
         }
     }
+
+    /// The `api.roles` examples of identity.md and configuration.md parse.
+    #[test]
+    fn api_roles_doc_examples_parse() {
+        let mut seen = 0;
+        for doc in [
+            include_str!("../../../docs/identity.md"),
+            include_str!("../../../docs/configuration.md"),
+        ] {
+            for block in doc.split("```yaml\n").skip(1) {
+                let yaml = block.split("```").next().unwrap_or_default();
+                if !yaml.starts_with("api:\n  roles:") {
+                    continue;
+                }
+                let c = Config::from_yaml(yaml, Path::new("."))
+                    .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+                assert_eq!(c.api.roles.admin, ["ward-admins"]);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 2);
+    }
 }
 
 #[cfg(test)]
