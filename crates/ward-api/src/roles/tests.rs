@@ -362,7 +362,7 @@ async fn approvers_by_role_see_every_request_but_decide_only_what_rules_give_the
     // sam (role approver through sre) sees it; nobody (no role, not named) does not.
     let (status, body, _) = call(&f.app, "GET", "/api/v1/approvals", Some(&f.bearer["sam"])).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(ids(&body), [id.clone()]);
+    assert_eq!(ids(&body), [id.as_str()]);
     let (_, body, _) = call(
         &f.app,
         "GET",
