@@ -21,8 +21,8 @@
 //! - `GET /api/v1/auth/refusals?code=&user=&since=&limit=`: refused logins (bad, expired or
 //!   forged credentials, locked identities), newest first, from the gateway chain.
 //! - Approvals of held statements: `GET /api/v1/approvals`, `GET /api/v1/approvals/{id}`,
-//!   `POST /api/v1/approvals/{id}/approve` and `…/deny`; these also accept an identity's own
-//!   token as `Bearer <identity>:<ward token>` (see [`approvals`]).
+//!   `POST /api/v1/approvals/{id}/approve` and `…/deny`; these authenticate approvers
+//!   themselves: the admin token, or an identity as for roles (see [`approvals`]).
 //!
 //! Everything under `/api/v1` (approvals aside) and `/metrics` needs a role (see [`roles`]):
 //! reading needs auditor, anything else admin. `Authorization: Bearer <admin token>` has
