@@ -377,9 +377,151 @@ pub struct IdentityConfig {
     /// `refuse` keeps it connected but refuses each further statement.
     #[serde(default)]
     pub on_expiry: OnExpiry,
+    /// `ward login`: which IdP and client the CLI logs people in with; off when absent.
+    #[serde(default)]
+    pub login: Option<LoginConfig>,
+    /// `ward token mint`: who may mint tokens for bots; off when absent.
+    #[serde(default)]
+    pub mint: Option<MintConfig>,
     /// SSH public keys that prove identities (see `ssh_config` and docs/ssh.md).
     #[serde(default)]
     pub ssh_keys: Vec<crate::ssh_config::SshKeyConfig>,
+}
+
+/// `identity.login`: `ward login`, a person's login at the IdP through ward's CLI, which
+/// trades the IdP's ID token for a ward session token (see docs/identity.md#ward-login).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// The IdP people log in at; one of `identity.oidc[].issuer`, byte for byte.
+    pub issuer: String,
+    /// The public (native) client registered at the IdP for ward's CLI; also an accepted
+    /// audience of that issuer, since ID tokens are minted for it.
+    pub client_id: String,
+    /// For IdPs that insist on a secret even for native clients. Every CLI that asks is
+    /// given it (`GET /api/v1/auth/config`), so it must not be one that matters.
+    pub client_secret: Option<SecretRef>,
+    /// What the CLI asks the IdP for; must include `openid`.
+    #[serde(default = "default_login_scopes")]
+    pub scopes: Vec<String>,
+    /// How long a ward session token from `ward login` lives.
+    #[serde(default = "default_login_ttl", with = "humantime_serde_compat")]
+    pub ttl: Duration,
+}
+
+/// `identity.mint`: who may mint short-lived tokens for bots (`ward token mint`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintConfig {
+    /// IdP groups whose members may mint; empty (the default) turns minting off.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The longest lifetime a minted token may be given.
+    #[serde(default = "default_mint_max_ttl", with = "humantime_serde_compat")]
+    pub max_ttl: Duration,
+}
+
+impl Default for MintConfig {
+    fn default() -> Self {
+        MintConfig {
+            groups: Vec::new(),
+            max_ttl: default_mint_max_ttl(),
+        }
+    }
+}
+
+fn default_login_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "groups"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_login_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_mint_max_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+/// The longest `identity.login.ttl` accepted: ward session tokens are meant to be short.
+const MAX_LOGIN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest `identity.mint.max_ttl` accepted.
+const MAX_MINT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Checks `identity.login` and `identity.mint` (after the issuers).
+fn validate_login(identity: &IdentityConfig) -> Result<(), String> {
+    if let Some(login) = &identity.login {
+        let Some(oidc) = identity.oidc.iter().find(|o| o.issuer == login.issuer) else {
+            let known: Vec<&str> = identity.oidc.iter().map(|o| o.issuer.as_str()).collect();
+            return Err(format!(
+                "identity.login.issuer: {:?} is not one of identity.oidc[].issuer ({}); ward \
+                 login verifies the ID token like any IdP token, so the issuer must be configured \
+                 there, byte for byte",
+                login.issuer,
+                if known.is_empty() {
+                    "none configured".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        if login.client_id.trim().is_empty() {
+            return Err(
+                "identity.login.client_id: must name the public client registered at the IdP \
+                 for ward's CLI, e.g. ward-cli"
+                    .into(),
+            );
+        }
+        if !oidc.audiences.iter().any(|a| *a == login.client_id) {
+            return Err(format!(
+                "identity.login.client_id: {:?} is not among the audiences of identity.oidc \
+                 entry {:?}; the IdP mints ID tokens for the client, so they would be refused; \
+                 add it to its audiences",
+                login.client_id, oidc.issuer
+            ));
+        }
+        if !login.scopes.iter().any(|s| s == "openid") {
+            return Err(
+                "identity.login.scopes: must include openid (without it the IdP gives no ID \
+                 token)"
+                    .into(),
+            );
+        }
+        if let Some(s) = login
+            .scopes
+            .iter()
+            .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            return Err(format!(
+                "identity.login.scopes: {s:?} is not a scope (one word each)"
+            ));
+        }
+        if login.ttl < Duration::from_secs(60) || login.ttl > MAX_LOGIN_TTL {
+            return Err(format!(
+                "identity.login.ttl: {} is outside 1m..7d; a ward session token is meant to \
+                 last a working day or so (default 8h)",
+                humantime::format_duration(login.ttl)
+            ));
+        }
+    }
+    if let Some(mint) = &identity.mint {
+        if mint.groups.iter().any(|g| g.trim().is_empty()) {
+            return Err("identity.mint.groups: a group must not be empty".into());
+        }
+        if mint.max_ttl < Duration::from_secs(60) || mint.max_ttl > MAX_MINT_TTL {
+            return Err(format!(
+                "identity.mint.max_ttl: {} is outside 1m..30d; minted tokens are for bots that \
+                 need a credential for a while (default 1h)",
+                humantime::format_duration(mint.max_ttl)
+            ));
+        }
+        if !mint.groups.is_empty() && identity.oidc.is_empty() {
+            return Err(
+                "identity.mint.groups: minting is for people who logged in at the IdP, but no \
+                 identity.oidc issuer is configured"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `identity.on_expiry`: what a session does once its credential has expired.
@@ -779,6 +921,14 @@ impl Config {
         if let Some(r) = &mut self.masking.token_key {
             r.rebase(&base);
         }
+        if let Some(r) = self
+            .identity
+            .login
+            .as_mut()
+            .and_then(|l| l.client_secret.as_mut())
+        {
+            r.rebase(&base);
+        }
         for target in self.targets.values_mut() {
             if let Some(p) = &mut target.tls.ca {
                 fix(p);
@@ -828,6 +978,7 @@ impl Config {
             }
         }
         validate_jwt_issuers(&self.identity)?;
+        validate_login(&self.identity)?;
         self.policy().map_err(|e| e.to_string())?;
         crate::forward::validate(&self.forward)?;
         // The key itself is read when the gateway starts (like target credentials); here a
@@ -1618,5 +1769,87 @@ identity:
             "discovery_url: https://token.actions.githubusercontent.com/d\n      jwks_url:",
         ));
         assert!(err.contains("not both"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod login_tests {
+    use super::*;
+
+    fn config(identity: &str) -> Result<Config, String> {
+        let yaml = format!(
+            "identity:\n  oidc:\n    - {{ issuer: \"https://idp.example.com\", audiences: [ward, ward-cli], name_prefix: \"oidc:\" }}\n{identity}"
+        );
+        Config::from_yaml(&yaml, Path::new("/etc/ward")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn login_and_mint_parse_with_defaults() {
+        let c = config(
+            "  login: { issuer: \"https://idp.example.com\", client_id: ward-cli }\n  mint: { groups: [dba] }\n",
+        )
+        .unwrap();
+        let login = c.identity.login.unwrap();
+        assert_eq!(login.scopes, ["openid", "profile", "email", "groups"]);
+        assert_eq!(login.ttl, Duration::from_secs(8 * 3600));
+        assert!(login.client_secret.is_none());
+        let mint = c.identity.mint.unwrap();
+        assert_eq!(mint.groups, ["dba"]);
+        assert_eq!(mint.max_ttl, Duration::from_secs(3600));
+
+        let c = config(
+            "  login: { issuer: \"https://idp.example.com\", client_id: ward-cli, client_secret: file:cli.secret, scopes: [openid], ttl: 2h }\n  mint: { groups: [dba, sre], max_ttl: 15m }\n",
+        )
+        .unwrap();
+        let login = c.identity.login.unwrap();
+        assert_eq!(login.ttl, Duration::from_secs(7200));
+        assert_eq!(
+            login.client_secret,
+            Some(SecretRef::File("/etc/ward/cli.secret".into()))
+        );
+        assert_eq!(c.identity.mint.unwrap().max_ttl, Duration::from_secs(900));
+        let c = config("").unwrap();
+        assert!(c.identity.login.is_none() && c.identity.mint.is_none());
+    }
+
+    #[test]
+    fn login_and_mint_mistakes_are_named() {
+        let err =
+            config("  login: { issuer: \"https://other.example.com\", client_id: ward-cli }\n")
+                .unwrap_err();
+        assert!(
+            err.contains("identity.login.issuer")
+                && err.contains("https://idp.example.com")
+                && err.contains("not one of identity.oidc[].issuer"),
+            "{err}"
+        );
+        let err = config("  login: { issuer: \"https://idp.example.com\", client_id: gateway }\n")
+            .unwrap_err();
+        assert!(
+            err.contains("identity.login.client_id") && err.contains("audiences"),
+            "{err}"
+        );
+        let err = config(
+            "  login: { issuer: \"https://idp.example.com\", client_id: ward-cli, scopes: [email] }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("must include openid"), "{err}");
+        let err = config(
+            "  login: { issuer: \"https://idp.example.com\", client_id: ward-cli, ttl: 30d }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("identity.login.ttl"), "{err}");
+        let err = config("  login: { issuer: \"https://idp.example.com\" }\n").unwrap_err();
+        assert!(err.contains("client_id"), "{err}");
+        let err = config("  mint: { groups: [dba], max_ttl: 90d }\n").unwrap_err();
+        assert!(err.contains("identity.mint.max_ttl"), "{err}");
+        let err = config("  mint: { groups: [\"\"] }\n").unwrap_err();
+        assert!(err.contains("identity.mint.groups"), "{err}");
+        let err = config("  mint: { group: [dba] }\n").unwrap_err();
+        assert!(err.contains("group"), "{err}");
+        let err = Config::from_yaml("identity: { mint: { groups: [dba] } }", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no identity.oidc issuer"), "{err}");
     }
 }
