@@ -36,9 +36,11 @@
 pub mod approvals;
 mod containment;
 pub mod identities;
+pub mod login;
 pub mod model;
 mod refusals;
 pub mod roles;
+pub mod tokens;
 pub mod webhook;
 
 use axum::extract::rejection::QueryRejection;
@@ -86,6 +88,8 @@ pub struct ApiState {
     pub auth: Option<Arc<ward_auth::Authenticator>>,
     /// `api.roles`: which groups grant which API role to identities (see [`roles`]).
     pub roles: ward_core::config::ApiRoles,
+    /// `identity.login` and `identity.mint` (see [`login`], [`tokens`]); off by default.
+    pub login: Arc<login::LoginSettings>,
 }
 
 /// Renders metrics in the Prometheus text format for `GET /metrics` (the forwarders'
@@ -116,6 +120,7 @@ impl ApiState {
             metrics: None,
             auth: None,
             roles: ward_core::config::ApiRoles::default(),
+            login: Arc::default(),
         }
     }
 
@@ -151,6 +156,12 @@ impl ApiState {
     /// to issue ward tokens.
     pub fn with_auth(mut self, auth: Arc<ward_auth::Authenticator>) -> ApiState {
         self.auth = Some(auth);
+        self
+    }
+
+    /// Serves `ward login` and `ward token mint` as `login` says.
+    pub fn with_login(mut self, login: login::LoginSettings) -> ApiState {
+        self.login = Arc::new(login);
         self
     }
 
@@ -196,7 +207,11 @@ pub fn router(state: ApiState) -> Router {
         // the API's shape is not visible without it.
         .layer(middleware::from_fn_with_state(state.clone(), require_role))
         // After the admin layer: approvals authenticate approvers themselves.
-        .merge(approvals::routes(&state));
+        .merge(approvals::routes(&state))
+        // Also outside the role layer: `ward login` and ward tokens prove their callers
+        // themselves (IdP and ward tokens; the admin token where it is allowed).
+        .merge(login::routes())
+        .merge(tokens::routes());
     // Prometheus scrapes with a bearer token (`authorization: { credentials_file: … }`):
     // forwarding metrics name sinks and show activity, so they are not public.
     let metrics = Router::new()

@@ -210,6 +210,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     )
     .with_controls(controls.clone())
     .with_auth(shared.auth.clone())
+    .with_login(
+        ward_api::login::LoginSettings::new(&config.identity, config.targets.keys().cloned())
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", config_path.display()))?,
+    )
     .with_approvals(approvals.clone(), config.token_book())
     .with_audit(audit.clone(), config.audit.durable_timeout)
     .with_roles(config.api.roles.clone())
