@@ -9,10 +9,12 @@
 //   ROTATE_TOKEN  if set, POST /admin/rotate with header `x-admin: $ROTATE_TOKEN` replaces
 //                 the signing key by a new one (new kid); the old key is no longer published
 //
-// Client: gateway / gateway-secret (client_secret_basic), grants authorization_code and
-// client_credentials. Access tokens are JWTs (RS256) for the resource urn:gateway;
-// devInteractions gives a login form that takes any user name, no password; consent is
-// automatic.
+// Clients: gateway / gateway-secret (client_secret_basic), grants authorization_code and
+// client_credentials; ward-cli, a public native client like ward's CLI (no secret, PKCE
+// required, loopback redirect http://127.0.0.1:<any port>/callback, grants
+// authorization_code and the device flow, whose user-code page is at /device). Access tokens
+// are JWTs (RS256) for the resource urn:gateway; devInteractions gives a login form that
+// takes any user name, no password; consent is automatic.
 import http from 'node:http';
 import Provider from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
@@ -53,6 +55,17 @@ function configuration(jwk) {
         redirect_uris: [REDIRECT_URI],
         scope: 'openid profile email groups offline_access',
       },
+      {
+        // ward login: a public native client. RFC 8252 §7.3: for native clients a loopback
+        // redirect matches whatever port the CLI listens on.
+        client_id: 'ward-cli',
+        application_type: 'native',
+        token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'],
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/callback'],
+        scope: 'openid profile email groups',
+      },
     ],
     claims: {
       openid: ['sub'],
@@ -64,6 +77,7 @@ function configuration(jwk) {
     features: {
       devInteractions: { enabled: true }, // built-in login page: any user name, no password
       clientCredentials: { enabled: true },
+      deviceFlow: { enabled: true }, // user codes entered at /device
       resourceIndicators: {
         // Access tokens become JWTs for resource urn:gateway (also the default resource).
         enabled: true,
@@ -92,7 +106,8 @@ function configuration(jwk) {
       await grant.save();
       return grant;
     },
-    pkce: { required: () => false },
+    // PKCE is required of the public client only (the gateway client predates it).
+    pkce: { required: (ctx, client) => client.clientId === 'ward-cli' },
     ttl: {
       AccessToken: 3600,
       IdToken: 3600,

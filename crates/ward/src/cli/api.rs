@@ -26,11 +26,17 @@ pub struct ApiClient {
     agent: ureq::Agent,
     /// Set when acting as an identity (`<identity>:<ward token>`) rather than as the admin.
     identity: Option<String>,
+    /// Set when sending the session token `ward login` stored.
+    session: bool,
 }
 
 impl ApiClient {
     /// Works out the API address and admin token from flags, environment and config, in that
     /// order. The config file is read only if something is still missing.
+    ///
+    /// Without an admin token (no flag, no variable, no readable admin.token), the session
+    /// token `ward login` stored is sent instead, if it is still valid: the API then acts for
+    /// that identity, as far as its roles allow.
     pub fn resolve(config: &ConfigLocation, args: &ApiArgs) -> anyhow::Result<ApiClient> {
         let needs_config = args.api.is_none() || args.admin_token.is_none();
         let loaded = if needs_config {
@@ -38,19 +44,36 @@ impl ApiClient {
         } else {
             None
         };
-        let base = match &args.api {
+        let mut base = match &args.api {
             Some(url) => normalize_base(url)?,
             None => match &loaded {
                 Some(c) => base_from_listen(c.listen.api),
                 None => DEFAULT_API.to_string(),
             },
         };
+        let mut session = false;
         let (token, token_source) = match &args.admin_token {
             Some(token) => (
                 token.trim().to_string(),
                 "--admin-token / WARD_ADMIN_TOKEN".to_string(),
             ),
-            None => read_token_file(loaded.as_ref())?,
+            None => match read_token_file(loaded.as_ref()) {
+                Ok(found) => found,
+                Err(no_admin_token) => {
+                    let Ok(Some(s)) = super::session_file::load() else {
+                        return Err(no_admin_token);
+                    };
+                    if !s.is_current() {
+                        return Err(no_admin_token);
+                    }
+                    // The gateway the session is from, unless told otherwise.
+                    if args.api.is_none() && loaded.is_none() {
+                        base = s.api.clone();
+                    }
+                    session = true;
+                    (s.token, session_source())
+                }
+            },
         };
         if token.is_empty() {
             bail!("the admin token from {token_source} is empty");
@@ -67,6 +90,43 @@ impl ApiClient {
             token_source,
             agent,
             identity: None,
+            session,
+        })
+    }
+
+    /// Where the admin API is (flags, environment, config, default), without a token.
+    pub fn base_url(config: &ConfigLocation, args: &ApiArgs) -> anyhow::Result<String> {
+        match &args.api {
+            Some(url) => normalize_base(url),
+            None => Ok(match config.load_optional()? {
+                Some(c) => base_from_listen(c.listen.api),
+                None => DEFAULT_API.to_string(),
+            }),
+        }
+    }
+
+    /// A client that sends `session`'s token (`ward login`), to the gateway it came from
+    /// unless --api / WARD_API say otherwise.
+    pub fn for_session(
+        _config: &ConfigLocation,
+        args: &ApiArgs,
+        session: &super::session_file::Session,
+    ) -> anyhow::Result<ApiClient> {
+        let base = match &args.api {
+            Some(url) => normalize_base(url)?,
+            None => normalize_base(&session.api)?,
+        };
+        Ok(ApiClient {
+            base,
+            token: session.token.clone(),
+            token_source: session_source(),
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(5))
+                .timeout(Duration::from_secs(60))
+                .redirects(0)
+                .build(),
+            identity: None,
+            session: true,
         })
     }
 
@@ -106,6 +166,7 @@ impl ApiClient {
             token_source: token_source.to_string(),
             agent,
             identity: Some(identity.to_string()),
+            session: false,
         })
     }
 
@@ -173,6 +234,13 @@ impl ApiClient {
                 self.identity.as_deref().unwrap_or_default(),
                 self.token_source,
             ),
+            Err(ureq::Error::Status(401, response)) if self.session => bail!(
+                "the ward API at {} refused your ward login session ({}): {}; run `ward login` \
+                 again",
+                self.base,
+                self.token_source,
+                error_message(response),
+            ),
             Err(ureq::Error::Status(401, _)) => bail!(
                 "the ward admin API at {} refused the admin token from {}; pass the right token \
                  with --admin-token or WARD_ADMIN_TOKEN, or let the CLI read admin.token from \
@@ -194,6 +262,14 @@ impl ApiClient {
                 self.base
             ),
         }
+    }
+}
+
+/// Where a session token came from, for messages.
+fn session_source() -> String {
+    match super::session_file::path() {
+        Ok(p) => format!("the `ward login` session in {}", p.display()),
+        Err(_) => "the `ward login` session".to_string(),
     }
 }
 

@@ -5,11 +5,14 @@ mod approvals;
 mod controls;
 mod evidence;
 mod identities;
+mod login;
 mod mask;
 mod output;
 mod replay;
+mod session_file;
 mod sessions;
 mod token;
+mod ward_tokens;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -30,7 +33,8 @@ const DEFAULT_CONFIG: &str = "ward.yaml";
         never see, and records every session and statement in its audit store.\n\n\
         Verbs:\n  \
           serve      run the gateway and its admin API            ward serve --config ward.yaml\n  \
-          token      mint a service token for an identity         ward token create ci-nightly --target orders-db\n  \
+          login      log in at your IdP; ward session token       ward login\n  \
+          token      service tokens; session and minted tokens    ward token create ci-nightly --target orders-db\n  \
           sessions   browse the audit through the admin API       ward sessions list --since 1h\n  \
           kill       end one live session                         ward kill 0190a1b2-7c3d --reason \"incident 42\"\n  \
           lock       refuse an identity and end its sessions      ward lock ci-nightly --for 2h --reason \"token leaked\"\n  \
@@ -82,7 +86,25 @@ pub enum Command {
     )]
     Serve,
 
-    /// Manage service tokens.
+    /// Log in at your identity provider and get a ward session token.
+    #[command(long_about = "Log in at your identity provider (the IdP named by the \
+        gateway's identity.login) and get a ward session token, stored for `ward token \
+        current` and the other verbs.\n\n\
+        By default this prints a URL to log in at (and opens it with xdg-open unless \
+        --no-browser); the browser comes back to a one-time listener on \
+        http://127.0.0.1:<random port>/callback (authorization code with PKCE). On a machine \
+        without a browser, --device prints a code to enter on any other device instead.\n\n\
+        The session is written to $WARD_CONFIG_DIR/session.json, else \
+        $XDG_CONFIG_HOME/ward/session.json, else ~/.config/ward/session.json (mode 0600). It \
+        lasts identity.login.ttl (8h by default); run `ward login` again after that. The \
+        gateway comes from --api, else WARD_API, else listen.api of the config file.\n\n\
+        Examples:\n  \
+          ward login --api http://ward.internal:8080\n  \
+          ward login --device\n  \
+          PGPASSWORD=$(ward token current) psql \"host=ward.internal port=15432 user=any dbname=orders-db sslmode=require\"")]
+    Login(login::LoginArgs),
+
+    /// Service tokens (create) and ward tokens (current, mint, list, revoke).
     #[command(subcommand)]
     Token(TokenCommand),
 
@@ -349,6 +371,55 @@ pub enum TokenCommand {
           ward token create release --expires 2027-01-01\n  \
           ward token create backup-job --long-lived --owner oidc:bob --format json")]
     Create(token::CreateArgs),
+
+    /// Print the session token `ward login` stored (the PostgreSQL password).
+    #[command(
+        long_about = "Print the ward session token `ward login` stored, for use \
+        as the password of any client that goes through ward. Fails, saying to run `ward \
+        login`, when there is no session or it expired.\n\n\
+        Examples:\n  \
+          PGPASSWORD=$(ward token current) psql \"host=ward.internal port=15432 user=any dbname=orders-db sslmode=require\"\n  \
+          export PGPASSWORD=$(ward token current)"
+    )]
+    Current(ward_tokens::CurrentArgs),
+
+    /// Mint a short-lived token for a bot, from your `ward login` session.
+    #[command(
+        long_about = "Mint a short-lived token for a bot or a script, from your \
+        `ward login` session. Its identity is <you>/<label> (e.g. oidc:alice/nightly), with \
+        minted_by and label kept in the audit; it may reach only the --target targets (all \
+        when none is given) and carries only the --group groups (yours; none by default).\n\n\
+        Only members of identity.mint.groups may mint, for at most identity.mint.max_ttl \
+        (1h by default), and a token never outlives the session that minted it. Locking you \
+        (`ward lock oidc:alice`) also stops every token you minted. The token is printed \
+        once, on standard output (details on standard error).\n\n\
+        Examples:\n  \
+          ward token mint --ttl 15m --target orders-db --label nightly\n  \
+          BOT_TOKEN=$(ward token mint --ttl 1h --label etl --group dba --target orders-db --target hr-db)\n  \
+          ward token mint --ttl 30m --label ci --format json"
+    )]
+    Mint(ward_tokens::MintArgs),
+
+    /// List ward tokens: yours (session) or every one (admin token).
+    #[command(long_about = "List ward tokens (from `ward login` and `ward token \
+        mint`), newest first, never their secrets. With the admin token every token is \
+        listed; with your `ward login` session, yours and those you minted. --all adds \
+        expired and revoked ones.\n\n\
+        Examples:\n  \
+          ward token list\n  \
+          ward token list --identity oidc:alice/nightly --all --format json")]
+    List(ward_tokens::ListArgs),
+
+    /// Revoke a ward token at once.
+    #[command(
+        long_about = "Revoke a ward token: no session can be opened with it any \
+        more (clients are told it was revoked). The revocation is recorded in the audit \
+        first. The admin token may revoke any token; you may revoke yours and those you \
+        minted.\n\n\
+        Examples:\n  \
+          ward token revoke wt_3f2a9c1d0e4b5a67 --reason \"bot retired\""
+    )]
+    Revoke(ward_tokens::RevokeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -429,6 +500,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config.for_serve()),
         Command::Token(TokenCommand::Create(args)) => token::create(&config, &args),
+        Command::Token(TokenCommand::Current(args)) => ward_tokens::current(&args),
+        Command::Token(TokenCommand::Mint(args)) => ward_tokens::mint(&config, &args),
+        Command::Token(TokenCommand::List(args)) => ward_tokens::list(&config, &args),
+        Command::Token(TokenCommand::Revoke(args)) => ward_tokens::revoke(&config, &args),
+        Command::Login(args) => login::login(&config, &args),
         Command::Sessions(args) => sessions::run(&config, &args.api, &args.command),
         Command::Kill(args) => controls::kill(&config, &args),
         Command::Lock(args) => controls::lock(&config, &args),
