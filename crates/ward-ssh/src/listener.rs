@@ -609,7 +609,7 @@ impl server::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(link) = self.channels.get(&channel) {
-            let _ = link.up.eof().await;
+            link.eof();
         }
         Ok(())
     }
@@ -620,7 +620,7 @@ impl server::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(link) = self.channels.remove(&channel) {
-            let _ = link.up.close().await;
+            link.close();
         }
         Ok(())
     }
@@ -760,6 +760,17 @@ impl server::Handler for ClientHandler {
     ) -> Result<(), Self::Error> {
         session.channel_failure(channel)?;
         Ok(())
+    }
+
+    /// The client's window, topped up as its data arrives: small while much of its input
+    /// waits for the target (see `session`'s flow control), full otherwise.
+    fn adjust_window(&mut self, _channel: ChannelId, _current: u32) -> u32 {
+        let queued: usize = self.channels.values().map(|l| l.queued.bytes()).sum();
+        if queued > session::THROTTLE_AT {
+            session::THROTTLED_WINDOW
+        } else {
+            self.gateway.server_config.window_size
+        }
     }
 
     // Agent forwarding, port forwarding (both directions) and other channel types keep

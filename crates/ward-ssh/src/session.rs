@@ -19,10 +19,18 @@
 //!   handler. When the target's channel ends, the program's result is recorded as a
 //!   `statement` event (exit status, duration).
 //!
-//! Flow control is SSH's own: ward writes to a side only within the window that side
-//! granted (russh waits for window adjustments), and while a write waits ward stops
-//! reading from the other side, whose window then fills; memory per channel stays bounded
-//! by the windows and russh's per-channel queue, and nothing is buffered whole.
+//! Flow control. ward writes to a side only within the window that side granted. Client
+//! input is not written from the handler itself but queued for a writer task per channel
+//! ([`writer`]): russh runs one loop per connection and re-opens the client's window as
+//! soon as data arrives, so if the handler waited for the target's window, that loop would
+//! also stop reading the client's window adjustments for ward's *output*, and a channel
+//! busy in both directions (`ssh host cat < big`) would deadlock through the two loops.
+//! Instead the queue is bounded another way: past [`THROTTLE_AT`] queued bytes the
+//! connection grants the client only [`THROTTLED_WINDOW`] bytes at a time
+//! (`Handler::adjust_window`), and past [`BLOCK_AT`] the handler does wait (then only a
+//! program that neither reads its input nor stops writing output can stall the channel).
+//! Output towards the client waits in russh's per-channel queue. Nothing is buffered
+//! whole.
 
 use crate::SshGateway;
 use crate::upstream::SshUpstream;
@@ -42,6 +50,21 @@ use ward_core::{AuditEvent, Identity, SessionId};
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Exit status of a command ward refused (as shells use for "cannot execute").
 pub const DENIED_EXIT_STATUS: u32 = 126;
+/// Queued client input (bytes, all channels of a connection) past which the client gets a
+/// small window.
+pub const THROTTLE_AT: usize = 4 << 20;
+/// The window a throttled client gets at a time.
+pub const THROTTLED_WINDOW: u32 = 16 * 1024;
+/// Queued client input (bytes, per channel) past which the handler waits for the target.
+pub const BLOCK_AT: usize = 16 << 20;
+
+/// Client input on its way to the target, in order.
+enum Input {
+    Data(Bytes),
+    Extended(u32, Bytes),
+    Eof,
+    Close,
+}
 
 /// The session a channel belongs to: who, where, and the audit counters.
 pub struct SessionCtx {
@@ -138,8 +161,11 @@ struct ChannelShared {
 
 /// The handler's side of one channel pair.
 pub struct ChannelLink {
-    /// The channel on the target, for forwarding client input and requests.
+    /// The channel on the target, for requests (input goes through the writer task).
     pub up: Arc<ChannelWriteHalf<client::Msg>>,
+    input: mpsc::UnboundedSender<Input>,
+    /// Bytes queued for the writer, counted against the connection's limits.
+    pub queued: Arc<Queued>,
     parts: Parts,
     /// Whether the client asked for a terminal (ward's own messages then end in CRLF).
     pub pty: bool,
@@ -176,6 +202,16 @@ pub fn open(
     let up = Arc::new(up_tx);
     let (reply_tx, replies) = mpsc::unbounded_channel();
     let shared = Arc::new(ChannelShared::default());
+    let open = Arc::new(watch::channel(true).0);
+    let queued = Arc::new(Queued::default());
+    let (input, inputs) = mpsc::unbounded_channel();
+    tokio::spawn(writer(
+        inputs,
+        up.clone(),
+        open.clone(),
+        queued.clone(),
+        ctx.clone(),
+    ));
     tokio::spawn(pump(
         up_rx,
         client.clone(),
@@ -187,43 +223,117 @@ pub fn open(
     ));
     ChannelLink {
         up: up.clone(),
+        input,
+        queued,
         parts: Parts {
             ctx,
             up,
             client,
             replies: Arc::new(tokio::sync::Mutex::new(replies)),
             shared,
-            open: Arc::new(watch::channel(true).0),
+            open,
         },
         pty: false,
     }
 }
 
-impl ChannelLink {
-    /// Forwards client input (`ext`: stderr-like extended data). Waits while the identity is
-    /// paused, while a request of the channel waits for approval, and while the target's
-    /// window is full.
-    pub async fn input(&self, data: &[u8], ext: Option<u32>) {
-        let data = Bytes::copy_from_slice(data);
-        let parts = &self.parts;
-        let forward = async {
-            let mut open = parts.open.subscribe();
-            let _ = open.wait_for(|open| *open).await;
-            parts
-                .ctx
-                .gateway
+/// Bytes of client input waiting for the target, and a wake-up for a handler waiting
+/// for them to drain.
+#[derive(Default)]
+pub struct Queued {
+    bytes: std::sync::atomic::AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl Queued {
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+}
+
+/// Writes queued client input to the target, within the target's window, in order.
+async fn writer(
+    mut inputs: mpsc::UnboundedReceiver<Input>,
+    up: Arc<ChannelWriteHalf<client::Msg>>,
+    open: Arc<watch::Sender<bool>>,
+    queued: Arc<Queued>,
+    ctx: Arc<SessionCtx>,
+) {
+    let mut gate = open.subscribe();
+    while let Some(input) = inputs.recv().await {
+        let ready = async {
+            // Held for approval: nothing reaches the target before its program.
+            let _ = gate.wait_for(|open| *open).await;
+            ctx.gateway
                 .controls
-                .wait_until_resumed(&parts.ctx.identity.name)
+                .wait_until_resumed(&ctx.identity.name)
                 .await;
-            let _ = match ext {
-                None => self.up.data_bytes(data).await,
-                Some(code) => self.up.extended_data_bytes(code, data).await,
-            };
         };
         tokio::select! {
-            () = forward => {}
-            () = parts.ctx.stop.cancelled() => {}
+            () = ready => {}
+            () = ctx.stop.cancelled() => return,
         }
+        let (len, sent) = match input {
+            Input::Data(data) => (data.len(), up.data_bytes(data).await),
+            Input::Extended(code, data) => (data.len(), up.extended_data_bytes(code, data).await),
+            Input::Eof => (0, up.eof().await),
+            Input::Close => (0, up.close().await),
+        };
+        queued.bytes.fetch_sub(len, Ordering::AcqRel);
+        queued.drained.notify_waiters();
+        if sent.is_err() {
+            // The target's channel is gone; drain the rest so the counters stay right.
+            while let Ok(input) = inputs.try_recv() {
+                if let Input::Data(d) | Input::Extended(_, d) = input {
+                    queued.bytes.fetch_sub(d.len(), Ordering::AcqRel);
+                }
+            }
+        }
+    }
+}
+
+impl ChannelLink {
+    /// Queues client input (`ext`: stderr-like extended data) for the writer task, which
+    /// holds it while the identity is paused or a request waits for approval, and sends it
+    /// within the target's window. Waits only when far too much is queued (see the module
+    /// docs).
+    pub async fn input(&self, data: &[u8], ext: Option<u32>) {
+        let len = data.len();
+        let data = Bytes::copy_from_slice(data);
+        let queued = self.queued.bytes.fetch_add(len, Ordering::AcqRel) + len;
+        let input = match ext {
+            None => Input::Data(data),
+            Some(code) => Input::Extended(code, data),
+        };
+        if self.input.send(input).is_err() {
+            self.queued.bytes.fetch_sub(len, Ordering::AcqRel);
+            return;
+        }
+        if queued > BLOCK_AT {
+            let drained = async {
+                while self.queued.bytes() > BLOCK_AT / 2 {
+                    let notified = self.queued.drained.notified();
+                    if self.queued.bytes() <= BLOCK_AT / 2 {
+                        break;
+                    }
+                    notified.await;
+                }
+            };
+            tokio::select! {
+                () = drained => {}
+                () = self.parts.ctx.stop.cancelled() => {}
+            }
+        }
+    }
+
+    /// Forwards the client's EOF after the input queued before it.
+    pub fn eof(&self) {
+        let _ = self.input.send(Input::Eof);
+    }
+
+    /// Closes the target's channel after the input queued before it.
+    pub fn close(&self) {
+        let _ = self.input.send(Input::Close);
     }
 
     /// The target's reply to the request just forwarded (`false` if none came in time).

@@ -593,3 +593,129 @@ fn a_reviewed_exec_waits_for_approval_and_runs_only_once_approved() {
     assert!(stderr(&out).contains("not now"), "{out:?}");
     assert!(!refused.exists());
 }
+
+/// The `ssh` command line rsync and git use (`-e` / `GIT_SSH_COMMAND`).
+fn ssh_shell_command(s: &Setup) -> String {
+    format!(
+        "ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o LogLevel=ERROR -i {} -p {}",
+        s.alice.private.display(),
+        s.ward.ssh_port()
+    )
+}
+
+#[test]
+fn rsync_and_git_work_over_ward() {
+    let s = Setup::start("");
+    // rsync: a directory tree, then an incremental run that sends only the change.
+    let src = s.dir.join("tree");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(src.join("sub/b.bin"), vec![7u8; 300_000]).unwrap();
+    let dest = s.sshd.work().join("tree");
+    let rsync = |extra: &str| {
+        let out = harness::run_with_timeout(
+            std::process::Command::new("rsync")
+                .args(["-a", "-e", &ssh_shell_command(&s)])
+                .arg(format!("{}/", src.display()))
+                .arg(format!("{TARGET}@127.0.0.1:{}/", dest.display()))
+                .stdin(Stdio::null()),
+            sshd::SSH_TIMEOUT,
+        );
+        assert!(out.status.success(), "rsync {extra}: {out:?}");
+    };
+    rsync("first");
+    assert_eq!(
+        std::fs::read(dest.join("sub/b.bin")).unwrap(),
+        vec![7u8; 300_000]
+    );
+    std::fs::write(src.join("a.txt"), "beta\n").unwrap();
+    rsync("second");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("a.txt")).unwrap(),
+        "beta\n"
+    );
+
+    // git: clone from and push to a bare repository on the target.
+    let bare = s.sshd.work().join("repo.git");
+    let init = harness::run_with_timeout(
+        std::process::Command::new("runuser")
+            .args(["-u", sshd::TEST_USER, "--", "git", "init", "-q", "--bare"])
+            .arg(&bare),
+        sshd::SSH_TIMEOUT,
+    );
+    assert!(init.status.success(), "{init:?}");
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let out = harness::run_with_timeout(
+            std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(["-c", "init.defaultBranch=main"])
+                .args(args)
+                .current_dir(dir)
+                .env("GIT_SSH_COMMAND", ssh_shell_command(&s))
+                .stdin(Stdio::null()),
+            sshd::SSH_TIMEOUT,
+        );
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        stdout(&out)
+    };
+    let url = format!("{TARGET}@127.0.0.1:{}", bare.display());
+    git(&s.dir, &["clone", "-q", &url, "clone"]);
+    let clone = s.dir.join("clone");
+    std::fs::write(clone.join("README"), "hello\n").unwrap();
+    git(&clone, &["add", "README"]);
+    git(&clone, &["commit", "-q", "-m", "first"]);
+    git(&clone, &["push", "-q", "origin", "HEAD:main"]);
+    git(&s.dir, &["clone", "-q", "-b", "main", &url, "again"]);
+    assert_eq!(
+        std::fs::read_to_string(s.dir.join("again/README")).unwrap(),
+        "hello\n"
+    );
+    s.wait_event("command", "git-receive-pack", |e| {
+        e["text"].as_str().unwrap().starts_with("git-receive-pack")
+    });
+}
+
+/// 100 MB through `ssh host cat` via ward and directly; prints the throughput ratio.
+/// Not part of the normal run: `cargo test -p ward --test ssh -- --ignored --nocapture throughput`.
+#[test]
+#[ignore]
+fn throughput_through_ward_vs_direct() {
+    let s = Setup::start("");
+    let file = s.dir.join("100m.bin");
+    let mut data = vec![0u8; 100 << 20];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut data);
+    std::fs::write(&file, &data).unwrap();
+    drop(data);
+    // `cat` echoes the file back: 100 MB each way through both of ward's SSH legs.
+    let time = |port: u16, user: &str, key: &std::path::Path| {
+        eprintln!("run via port {port} as {user}");
+        let started = Instant::now();
+        let status = sshd::ssh_command(port, user, key, &["cat"])
+            .stdin(std::fs::File::open(&file).unwrap())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run ssh");
+        assert!(status.success(), "{status:?}");
+        started.elapsed()
+    };
+    let sshd_port: u16 = s
+        .sshd
+        .address()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for round in 0..2 {
+        let direct = time(sshd_port, sshd::TEST_USER, &s.sshd.login_key.private);
+        let ward = time(s.ward.ssh_port(), TARGET, &s.alice.private);
+        eprintln!(
+            "round {round}: direct {:.2}s ({:.0} MB/s), through ward {:.2}s ({:.0} MB/s), ratio {:.2}",
+            direct.as_secs_f64(),
+            100.0 / direct.as_secs_f64(),
+            ward.as_secs_f64(),
+            100.0 / ward.as_secs_f64(),
+            direct.as_secs_f64() / ward.as_secs_f64()
+        );
+    }
+}
