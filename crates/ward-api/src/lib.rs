@@ -20,6 +20,11 @@
 //!   last use, expiry and review flags (see [`identities`]).
 //! - `GET /api/v1/auth/refusals?code=&user=&since=&limit=`: refused logins (bad, expired or
 //!   forged credentials, locked identities), newest first, from the gateway chain.
+//! - `ward login` and ward tokens (see [`login`], [`tokens`]), which prove their callers
+//!   themselves: `GET /api/v1/auth/config` and `POST /api/v1/auth/login` (an IdP ID token in,
+//!   a ward session token out) are public; `POST /api/v1/tokens` mints a token for a bot
+//!   (a person in `identity.mint.groups`, never the admin token); `GET /api/v1/tokens` and
+//!   `DELETE /api/v1/tokens/{id}` take the admin token or the identity's own credential.
 //! - Approvals of held statements: `GET /api/v1/approvals`, `GET /api/v1/approvals/{id}`,
 //!   `POST /api/v1/approvals/{id}/approve` and `…/deny`; these authenticate approvers
 //!   themselves: the admin token, or an identity as for roles (see [`approvals`]).

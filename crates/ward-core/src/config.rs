@@ -470,7 +470,7 @@ fn validate_login(identity: &IdentityConfig) -> Result<(), String> {
                     .into(),
             );
         }
-        if !oidc.audiences.iter().any(|a| *a == login.client_id) {
+        if !oidc.audiences.contains(&login.client_id) {
             return Err(format!(
                 "identity.login.client_id: {:?} is not among the audiences of identity.oidc \
                  entry {:?}; the IdP mints ID tokens for the client, so they would be refused; \
