@@ -440,8 +440,10 @@ fn jwt_hint(e: &ward_oidc::TokenError) -> &'static str {
 
 /// Records a refused login without waiting: a flood of bad logins must not hold up the
 /// sessions behind them. When the audit queue is full the event is dropped and counted,
-/// and the count is logged (at most once a second).
-fn record_refusal(audit: &AuditSink, event: AuthRefusedEvent) {
+/// and the count is logged (at most once a second). Public for refusals an adapter decides
+/// itself before any secret reaches [`Authenticator::admit`] (e.g. an SSH public key that
+/// maps to no identity).
+pub fn record_refusal(audit: &AuditSink, event: AuthRefusedEvent) {
     if audit.try_record(AuditEvent::AuthRefused(event)).is_ok() {
         return;
     }

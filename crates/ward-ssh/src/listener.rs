@@ -20,7 +20,7 @@ use russh::server::{self, Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey}
 use russh::{Channel, ChannelId, Disconnect, Pty, Sig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -202,32 +202,10 @@ async fn wait_for_stop(live: &mut watch::Receiver<Option<Arc<LiveSession>>>) -> 
     }
 }
 
-/// Records a refused login without waiting (a flood of bad logins must not hold up live
-/// sessions); when the queue is full the event is dropped and the drops are logged.
-// Same behaviour as the PostgreSQL listener's; both move to the shared authenticator.
+/// Records a refused login without waiting (the shared recorder: drops are counted, never
+/// waited for).
 fn record_refusal(gateway: &SshGateway, event: AuthRefusedEvent) {
-    if gateway
-        .audit
-        .try_record(AuditEvent::AuthRefused(event))
-        .is_ok()
-    {
-        return;
-    }
-    static DROPPED: AtomicU64 = AtomicU64::new(0);
-    static LOGGED_AT: AtomicI64 = AtomicI64::new(0);
-    let dropped = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
-    let now = ward_core::time::now_micros();
-    let last = LOGGED_AT.load(Ordering::Relaxed);
-    if now - last >= 1_000_000
-        && LOGGED_AT
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tracing::warn!(
-            dropped_total = dropped,
-            "audit queue full (or closed): refused ssh logins are not being recorded"
-        );
-    }
+    ward_auth::record_refusal(&gateway.audit, event);
 }
 
 /// The SSH user name: `target` or `identity+target`.
