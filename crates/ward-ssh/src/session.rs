@@ -27,10 +27,19 @@
 //! busy in both directions (`ssh host cat < big`) would deadlock through the two loops.
 //! Instead the queue is bounded another way: past [`THROTTLE_AT`] queued bytes the
 //! connection grants the client only [`THROTTLED_WINDOW`] bytes at a time
-//! (`Handler::adjust_window`), and past [`BLOCK_AT`] the handler does wait (then only a
-//! program that neither reads its input nor stops writing output can stall the channel).
-//! Output towards the client waits in russh's per-channel queue. Nothing is buffered
-//! whole.
+//! (`Handler::adjust_window`). That alone does not bound the queue: russh re-opens the
+//! window as each packet arrives, so a throttled client still sends as fast as packets
+//! make the round trip. Past [`BLOCK_AT`] the handler therefore waits for the queue to
+//! drain, but only for [`BLOCK_PATIENCE`] per packet: while it waits, that loop reads
+//! nothing else either, and the next thing the client sent may be the window adjustment
+//! ward's *output* is waiting for. Output stalled behind that adjustment is what keeps
+//! the target's loop (and with it the writer) from moving, so a wait without limit there
+//! deadlocks a channel busy both ways (`ssh host cat < big`, seen in the throughput test).
+//! Waiting a little per packet slows the client to a crawl instead, and the adjustment
+//! gets through. Only past [`HARD_LIMIT`] (a program that has stopped reading its input
+//! while the client keeps writing) does the handler wait for good, as the client would
+//! wait on a direct connection. Output towards the client waits in russh's per-channel
+//! queue. Nothing is buffered whole.
 
 use crate::SshGateway;
 use crate::upstream::SshUpstream;
@@ -55,8 +64,15 @@ pub const DENIED_EXIT_STATUS: u32 = 126;
 pub const THROTTLE_AT: usize = 4 << 20;
 /// The window a throttled client gets at a time.
 pub const THROTTLED_WINDOW: u32 = 16 * 1024;
-/// Queued client input (bytes, per channel) past which the handler waits for the target.
+/// Queued client input (bytes, per channel) past which the handler waits a little for the
+/// target with each packet.
 pub const BLOCK_AT: usize = 16 << 20;
+/// How long the handler waits per packet past [`BLOCK_AT`] (see the module docs for why
+/// not longer).
+pub const BLOCK_PATIENCE: Duration = Duration::from_millis(10);
+/// Queued client input (bytes, per channel) past which the handler waits until the target
+/// takes some.
+pub const HARD_LIMIT: usize = 64 << 20;
 
 /// Client input on its way to the target, in order.
 enum Input {
@@ -319,8 +335,13 @@ impl ChannelLink {
                     notified.await;
                 }
             };
+            let patience = if queued > HARD_LIMIT {
+                Duration::MAX
+            } else {
+                BLOCK_PATIENCE
+            };
             tokio::select! {
-                () = drained => {}
+                _ = tokio::time::timeout(patience, drained) => {}
                 () = self.parts.ctx.stop.cancelled() => {}
             }
         }
