@@ -11,6 +11,7 @@ pub mod audit;
 pub mod config;
 pub mod control;
 pub mod event;
+pub mod expiry;
 pub mod forward;
 pub mod identity;
 pub mod masking;

@@ -82,7 +82,7 @@ impl End {
             End::TargetEnded(why) => format!("target ended the session: {why}"),
             End::TargetProtocol(why) => format!("target protocol error: {why}"),
             End::Killed(why) => format!("killed: {why}"),
-            End::CredentialExpired(at) => format!("token expired at {}", rfc3339(*at)),
+            End::CredentialExpired(at) => ward_core::expiry::end_reason(*at),
             End::AuditUnavailable => "audit writer unavailable".into(),
             End::NotRecorded(why) => format!("a command could not be recorded: {why}"),
             End::ResultNotRecorded(why) => {
@@ -223,7 +223,7 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             end = crate::guard::client_to_target(&mut client_read, &mut target_write, &tracker, &ctx, &notice_tx, max) => end,
             end = target_to_client(&mut target_read, &mut client_write, &tracker, &gateway, max, pid_map, &mut notice_rx, &mut masking, &barrier) => end,
             _ = live.stop.cancelled() => End::Killed(live.end_reason().unwrap_or_else(|| "by an administrator".into())),
-            _ = expiry(ends_at) => End::CredentialExpired(ends_at.expect("expiry() never completes for None")),
+            _ = ward_core::expiry::reached(ends_at) => End::CredentialExpired(ends_at.expect("expiry() never completes for None")),
         };
         let (pending, target_fatal) = {
             let t = tracker.lock().unwrap_or_else(|p| p.into_inner());
@@ -268,7 +268,7 @@ pub async fn run(gateway: Arc<PgGateway>, admitted: Admitted) {
             let refused = r.refused();
             reason.push_str(&format!(
                 "; the token expired at {} during the session and {refused} statement{} refused after it",
-                rfc3339(r.at),
+                ward_core::expiry::rfc3339(r.at),
                 if refused == 1 { " was" } else { "s were" }
             ));
         }
@@ -312,39 +312,6 @@ fn client_safe(e: &crate::upstream::UpstreamError) -> String {
     }
 }
 
-/// A time as RFC 3339 to the second, as ward shows expiry times to clients.
-pub(crate) fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// What the client is told when its session outlived its credential (`identity.on_expiry`).
-pub(crate) fn expired_message(session_id: &SessionId, at: chrono::DateTime<chrono::Utc>) -> String {
-    format!(
-        "ward: the token behind session {session_id} expired at {}; reconnect with a fresh token",
-        rfc3339(at)
-    )
-}
-
-/// Completes once the wall clock reaches `at` (never, for `None`). Sleeps in steps of at
-/// most a minute, so a clock that jumps or a machine that was suspended is noticed.
-async fn expiry(at: Option<chrono::DateTime<chrono::Utc>>) {
-    let Some(at) = at else {
-        return std::future::pending().await;
-    };
-    loop {
-        let left = at - chrono::Utc::now();
-        if left <= chrono::TimeDelta::zero() {
-            return;
-        }
-        let step = left
-            .to_std()
-            .unwrap_or_default()
-            .min(std::time::Duration::from_secs(60));
-        // Wake a little after `at`, not before: the comparison above decides.
-        tokio::time::sleep(step + std::time::Duration::from_millis(1)).await;
-    }
-}
-
 /// Sends the client a final error when ward, not the client, ends the session.
 async fn tell_client<W: AsyncWrite + Unpin>(client: &mut W, end: &End, session_id: &SessionId) {
     let (code, message) = match end {
@@ -355,7 +322,7 @@ async fn tell_client<W: AsyncWrite + Unpin>(client: &mut W, end: &End, session_i
         ),
         End::CredentialExpired(at) => (
             sqlstate::INVALID_AUTHORIZATION,
-            expired_message(session_id, *at),
+            ward_core::expiry::expired_message(session_id, *at),
         ),
         End::ClientProtocol(why) => (sqlstate::PROTOCOL_VIOLATION, format!("ward: protocol violation: {why}")),
         End::TargetGone(_) | End::TargetEnded(_) | End::TargetProtocol(_) => (

@@ -65,6 +65,8 @@ pub struct SshGateway {
     pub connect_timeout: Duration,
     /// Bytes of a command line kept in its audit event.
     pub command_capture_bytes: usize,
+    /// What a session does once its credential expires (`identity.on_expiry`).
+    pub on_expiry: ward_core::config::OnExpiry,
     policy: PolicySource,
 }
 
@@ -148,6 +150,7 @@ impl SshGateway {
             durable_timeout: config.audit.durable_timeout,
             connect_timeout: config.limits.connect_timeout,
             command_capture_bytes: config.limits.statement_capture_bytes,
+            on_expiry: config.identity.on_expiry,
             policy: shared.policy,
         })
     }

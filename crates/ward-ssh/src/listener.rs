@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use ward_core::config::OnExpiry;
 use ward_core::event::{AuthRefusedEvent, CredentialInfo, SessionEnd, SessionStart};
 use ward_core::registry::{LiveSession, Registration};
 use ward_core::{AuditEvent, Identity, SessionId};
@@ -495,6 +496,19 @@ impl server::Handler for ClientHandler {
         }
         tracing::info!(session = %session_id, peer = %self.peer, identity = %identity.name, target = %target_name, "ssh session started");
         let live = registration.session.clone();
+        if gateway.on_expiry == OnExpiry::End
+            && let Some(at) = identity.expires
+        {
+            // `identity.on_expiry: end`: the session ends when its token does, like a kill
+            // (the client is disconnected with the reason).
+            let live = live.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = ward_core::expiry::reached(Some(at)) => live.end(ward_core::expiry::end_reason(at)),
+                    () = live.stop.cancelled() => {}
+                }
+            });
+        }
         *self
             .conn
             .registration

@@ -50,6 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use ward_core::approvals::{ApprovalOutcome, ApprovalRequest, waiting_notice};
+use ward_core::config::OnExpiry;
 use ward_core::event::{CommandEvent, StatementEvent, StatementOrigin};
 use ward_core::policy::{CommandInfo, Decision, Subject};
 use ward_core::{AuditEvent, Identity, SessionId};
@@ -385,8 +386,24 @@ impl ChannelLink {
             target_labels: &target.labels,
             protocol: "ssh",
         };
-        let verdict = gateway.policy().decide(&subject, Some(&[info]));
         let line_end = if self.pty { "\r\n" } else { "\n" };
+        // `identity.on_expiry: refuse`: once the token has expired, nothing new starts; the
+        // connection stays, so the client can finish what runs and reconnect.
+        if gateway.on_expiry == OnExpiry::Refuse
+            && let Some(at) = ctx.identity.expires
+            && chrono::Utc::now() >= at
+        {
+            let message = ward_core::expiry::expired_message(&ctx.session_id, at);
+            let rule = "identity.on_expiry".to_string();
+            return match parts
+                .refuse(&program, text, rule, message, "token_expired", line_end)
+                .await
+            {
+                Ok(()) => Started::Refused,
+                Err(started) => started,
+            };
+        }
+        let verdict = gateway.policy().decide(&subject, Some(&[info]));
         match verdict.decision {
             Decision::Allow => {
                 tokio::select! {

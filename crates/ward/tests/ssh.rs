@@ -469,35 +469,10 @@ fn a_token_at_the_password_prompt_logs_in_through_the_shared_authenticator() {
             .ssh(SshOptions::new().target(SshTargetSpec::for_sshd(TARGET, &sshd))),
     );
     let dir = fresh_dir("ssh-askpass");
-    let unused_key = KeyPair::generate(&dir.join("unused"), "unused");
-    let askpass = |secret: &str| {
-        let script = dir.join(format!("askpass-{}", harness::unique_suffix()));
-        harness::write_file(&script, format!("#!/bin/sh\necho '{secret}'\n"), 0o700);
-        script
-    };
-    let run = |method: &str, user: &str, script: &PathBuf| {
-        let preferred = format!("PreferredAuthentications={method}");
-        let options = [
-            "-o",
-            "BatchMode=no",
-            "-o",
-            "PubkeyAuthentication=no",
-            "-o",
-            &preferred,
-            "-o",
-            "NumberOfPasswordPrompts=1",
-        ];
-        let mut cmd = sshd::ssh_command_with(
-            ward.ssh_port(),
-            user,
-            &unused_key.private,
-            &options,
-            &["echo", "hi"],
-        );
-        cmd.env("SSH_ASKPASS", script)
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .env("DISPLAY", ":0")
-            .stdin(Stdio::null());
+    let askpass = |secret: &str| Askpass::new(&dir, secret);
+    let run = |method: &str, user: &str, askpass: &Askpass| {
+        let mut cmd = askpass.ssh(ward.ssh_port(), method, user, &[], &["echo", "hi"]);
+        cmd.stdin(Stdio::null());
         harness::run_with_timeout(&mut cmd, sshd::SSH_TIMEOUT)
     };
     let good = askpass(&ward.token("ci-nightly"));
@@ -527,6 +502,180 @@ fn a_token_at_the_password_prompt_logs_in_through_the_shared_authenticator() {
     assert!(stderr(&out).contains("Permission denied"), "{out:?}");
     let refusal = wait_refusal(&ward, "bad_token");
     assert_eq!(refusal["protocol"], "ssh");
+}
+
+/// A secret typed at ssh's password prompt by an `SSH_ASKPASS` script.
+struct Askpass {
+    script: PathBuf,
+    /// A key no one knows, so that the password prompt is what logs in.
+    unused_key: KeyPair,
+}
+
+impl Askpass {
+    fn new(dir: &std::path::Path, secret: &str) -> Askpass {
+        let suffix = harness::unique_suffix();
+        let script = dir.join(format!("askpass-{suffix}"));
+        harness::write_file(&script, format!("#!/bin/sh\necho '{secret}'\n"), 0o700);
+        let unused_key = KeyPair::generate(&dir.join(format!("unused-{suffix}")), "unused");
+        Askpass { script, unused_key }
+    }
+
+    /// `ssh` to ward answering the prompt of `method` (`password`, `keyboard-interactive`).
+    fn ssh(
+        &self,
+        port: u16,
+        method: &str,
+        user: &str,
+        options: &[&str],
+        args: &[&str],
+    ) -> std::process::Command {
+        let preferred = format!("PreferredAuthentications={method}");
+        let mut all = vec![
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            &preferred,
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ];
+        all.extend_from_slice(options);
+        let mut cmd = sshd::ssh_command_with(port, user, &self.unused_key.private, &all, args);
+        cmd.env("SSH_ASKPASS", &self.script)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0");
+        cmd
+    }
+}
+
+/// ward with an IdP (a key-pair issuer the test signs tokens with) and the SSH target.
+fn ward_with_issuer(sshd: &Sshd, mint: &harness::oidc::MintIssuer, extra: &str) -> Ward {
+    Ward::start(
+        WardOptions::new()
+            .ssh(SshOptions::new().target(SshTargetSpec::for_sshd(TARGET, sshd)))
+            .identity_yaml(&mint.oidc_yaml("    clock_skew: 1s\n"))
+            .identity_yaml(extra),
+    )
+}
+
+/// A token for `user` that expires `secs` from now, and its expiry.
+fn short_lived_token(mint: &harness::oidc::MintIssuer, user: &str, secs: i64) -> (String, i64) {
+    let mut claims = mint.claims(user);
+    let exp = chrono::Utc::now().timestamp() + secs;
+    claims["exp"] = serde_json::json!(exp);
+    (mint.sign(&claims), exp)
+}
+
+fn store_events(ward: &Ward, kind: &str) -> Vec<Value> {
+    let db = rusqlite::Connection::open(ward.data_dir().join("ward.db")).unwrap();
+    let mut stmt = db
+        .prepare("SELECT body FROM event_log WHERE kind = ?1 ORDER BY id")
+        .unwrap();
+    stmt.query_map([kind], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(|b| serde_json::from_str(&b.unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn on_expiry_end_disconnects_an_ssh_session_when_its_token_expires() {
+    let sshd = Sshd::start();
+    let mint = harness::oidc::MintIssuer::start();
+    let ward = ward_with_issuer(&sshd, &mint, "");
+    let (token, exp) = short_lived_token(&mint, "erin", 4);
+    let dir = fresh_dir("ssh-expiry-end");
+    let askpass = Askpass::new(&dir, &token);
+    // The command would take 60 s; the token's expiry ends it first.
+    let mut cmd = askpass.ssh(
+        ward.ssh_port(),
+        "password",
+        TARGET,
+        &[],
+        &["echo started; sleep 60; echo finished"],
+    );
+    let out = harness::run_with_timeout(&mut cmd, Duration::from_secs(50));
+    assert_eq!(stdout(&out), "started\n", "{out:?}");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let at = chrono::DateTime::from_timestamp(exp, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(
+        stderr(&out).contains(&format!("ward: session ended: token expired at {at}")),
+        "{out:?}"
+    );
+    let end = wait_until(
+        || {
+            store_events(&ward, "session_end")
+                .into_iter()
+                .find(|e| e["reason"].as_str().unwrap().contains("token expired at"))
+        },
+        "the session end",
+    );
+    assert_eq!(end["reason"], format!("token expired at {at}"));
+}
+
+#[test]
+fn on_expiry_refuse_refuses_new_ssh_commands_but_keeps_the_connection() {
+    let sshd = Sshd::start();
+    let mint = harness::oidc::MintIssuer::start();
+    let ward = ward_with_issuer(&sshd, &mint, "on_expiry: refuse");
+    let (token, exp) = short_lived_token(&mint, "frank", 5);
+    let dir = fresh_dir("ssh-expiry-refuse");
+    let askpass = Askpass::new(&dir, &token);
+    // One connection, several commands: an OpenSSH control master carries them.
+    let control = dir.join("ctl");
+    let control_path = format!("ControlPath={}", control.display());
+    let mux = ["-o", control_path.as_str()];
+    let mut master = askpass.ssh(
+        ward.ssh_port(),
+        "password",
+        TARGET,
+        &["-o", "ControlMaster=yes", "-o", control_path.as_str(), "-N"],
+        &[],
+    );
+    let mut master = master
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(|| control.exists().then_some(()), "the control socket");
+    let run = |args: &[&str]| {
+        let mut cmd = askpass.ssh(ward.ssh_port(), "password", TARGET, &mux, args);
+        harness::run_with_timeout(&mut cmd, sshd::SSH_TIMEOUT)
+    };
+    let before = run(&["echo", "before"]);
+    assert_eq!(stdout(&before), "before\n", "{before:?}");
+    // Wait for the token to expire (the only wait on the clock in this test).
+    let left = exp as f64 + 0.5 - chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    if left > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(left));
+    }
+    let after = run(&["echo", "after"]);
+    let at = chrono::DateTime::from_timestamp(exp, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(stdout(&after), "", "{after:?}");
+    assert_eq!(after.status.code(), Some(126), "{after:?}");
+    assert!(
+        stderr(&after).contains(&format!("expired at {at}; reconnect with a fresh token")),
+        "{after:?}"
+    );
+    // The connection is still there: the master did not exit.
+    assert!(master.try_wait().unwrap().is_none(), "the connection ended");
+    let refused = wait_until(
+        || {
+            store_events(&ward, "statement")
+                .into_iter()
+                .find(|e| e["decision"] == "token_expired")
+        },
+        "the refusal",
+    );
+    assert_eq!(refused["text"], "echo after");
+    assert_eq!(refused["rule"], "identity.on_expiry");
+    let _ = master.kill();
+    let _ = master.wait();
 }
 
 /// Waits for a pending approval request of `rule` and returns its id.

@@ -186,13 +186,17 @@ fn render_detail(detail: &SessionDetailView) -> String {
         "Target",
         format!("{} ({})", one(&s.target), one(&s.protocol)),
     );
+    // SSH sessions record "ssh" here: the SSH transport, not TLS, protects them.
+    let transport = match s.tls_version.as_str() {
+        "ssh" => "encrypted by SSH".to_string(),
+        tls => format!("TLS {}", one(tls)),
+    };
     field(
         "Client",
         format!(
-            "{}, program {}, TLS {}",
+            "{}, program {}, {transport}",
             one(&s.client_addr),
             one(s.client_program.as_deref().unwrap_or("-")),
-            one(&s.tls_version)
         ),
     );
     field("Started", format!("{} UTC", time_millis(s.started_at_us)));
@@ -355,6 +359,11 @@ mod tests {
             text.contains("Ended       1970-01-01 00:00:03.000 UTC (client closed)"),
             "{text}"
         );
+        assert!(text.contains("program psql, TLS TLSv1.3\n"), "{text}");
+        let mut ssh = detail;
+        ssh.session.tls_version = "ssh".into();
+        let text = render_detail(&ssh);
+        assert!(text.contains("program psql, encrypted by SSH\n"), "{text}");
         assert!(
             text.contains("#1  1970-01-01 00:00:01.500 UTC  2.500 ms  -  SQLSTATE 42P01  [execute]\n    SELECT *\n    FROM orders -- \\u{1b}[2J\n    params: $1='42'\n    error: relation"),
             "{text}"
