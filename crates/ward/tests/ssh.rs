@@ -59,15 +59,7 @@ impl Setup {
 
     /// Bodies of the session-log events of `kind` (`command`, `statement`, …), oldest first.
     fn events(&self, kind: &str) -> Vec<Value> {
-        let db = rusqlite::Connection::open(self.ward.data_dir().join("ward.db"))
-            .expect("open the store");
-        let mut stmt = db
-            .prepare("SELECT body FROM event_log WHERE kind = ?1 ORDER BY id")
-            .expect("query");
-        stmt.query_map([kind], |row| row.get::<_, String>(0))
-            .expect("query")
-            .map(|b| serde_json::from_str(&b.expect("row")).expect("event JSON"))
-            .collect()
+        store_events(&self.ward, kind)
     }
 
     /// Waits until an event of `kind` satisfies `pred`, and returns it.
@@ -549,64 +541,83 @@ impl Askpass {
     }
 }
 
-/// ward with an IdP (a key-pair issuer the test signs tokens with) and the SSH target.
-fn ward_with_issuer(sshd: &Sshd, mint: &harness::oidc::MintIssuer, extra: &str) -> Ward {
-    Ward::start(
-        WardOptions::new()
-            .ssh(SshOptions::new().target(SshTargetSpec::for_sshd(TARGET, sshd)))
-            .identity_yaml(&mint.oidc_yaml("    clock_skew: 1s\n"))
-            .identity_yaml(extra),
-    )
-}
-
-/// A token for `user` that expires `secs` from now, and its expiry.
-fn short_lived_token(mint: &harness::oidc::MintIssuer, user: &str, secs: i64) -> (String, i64) {
-    let mut claims = mint.claims(user);
-    let exp = chrono::Utc::now().timestamp() + secs;
-    claims["exp"] = serde_json::json!(exp);
-    (mint.sign(&claims), exp)
-}
-
+/// Bodies of the session-log events of `kind` (`command`, `statement`, …), oldest first.
 fn store_events(ward: &Ward, kind: &str) -> Vec<Value> {
-    let db = rusqlite::Connection::open(ward.data_dir().join("ward.db")).unwrap();
+    let db = rusqlite::Connection::open(ward.data_dir().join("ward.db")).expect("open the store");
     let mut stmt = db
         .prepare("SELECT body FROM event_log WHERE kind = ?1 ORDER BY id")
-        .unwrap();
+        .expect("query");
     stmt.query_map([kind], |row| row.get::<_, String>(0))
-        .unwrap()
-        .map(|b| serde_json::from_str(&b.unwrap()).unwrap())
+        .expect("query")
+        .map(|b| serde_json::from_str(&b.expect("row")).expect("event JSON"))
         .collect()
+}
+
+/// A session logged in with an IdP token that expires `secs` from now.
+struct Expiring {
+    _sshd: Sshd,
+    _mint: harness::oidc::MintIssuer,
+    ward: Ward,
+    askpass: Askpass,
+    dir: PathBuf,
+    /// The token's expiry as ward shows it (RFC 3339, seconds).
+    at: String,
+    exp: i64,
+}
+
+impl Expiring {
+    /// `identity_yaml`: extra lines under `identity:` (`on_expiry: refuse`).
+    fn start(identity_yaml: &str, user: &str, secs: i64) -> Expiring {
+        let sshd = Sshd::start();
+        let mint = harness::oidc::MintIssuer::start();
+        let ward = Ward::start(
+            WardOptions::new()
+                .ssh(SshOptions::new().target(SshTargetSpec::for_sshd(TARGET, &sshd)))
+                .identity_yaml(&mint.oidc_yaml("    clock_skew: 1s\n"))
+                .identity_yaml(identity_yaml),
+        );
+        let mut claims = mint.claims(user);
+        let exp = chrono::Utc::now().timestamp() + secs;
+        claims["exp"] = serde_json::json!(exp);
+        let dir = fresh_dir("ssh-expiry");
+        let askpass = Askpass::new(&dir, &mint.sign(&claims));
+        let at = chrono::DateTime::from_timestamp(exp, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        Expiring {
+            _sshd: sshd,
+            _mint: mint,
+            ward,
+            askpass,
+            dir,
+            at,
+            exp,
+        }
+    }
+
+    /// `ssh` with the token at the password prompt.
+    fn ssh(&self, options: &[&str], args: &[&str]) -> std::process::Command {
+        self.askpass
+            .ssh(self.ward.ssh_port(), "password", TARGET, options, args)
+    }
 }
 
 #[test]
 fn on_expiry_end_disconnects_an_ssh_session_when_its_token_expires() {
-    let sshd = Sshd::start();
-    let mint = harness::oidc::MintIssuer::start();
-    let ward = ward_with_issuer(&sshd, &mint, "");
-    let (token, exp) = short_lived_token(&mint, "erin", 4);
-    let dir = fresh_dir("ssh-expiry-end");
-    let askpass = Askpass::new(&dir, &token);
+    let s = Expiring::start("", "erin", 4);
     // The command would take 60 s; the token's expiry ends it first.
-    let mut cmd = askpass.ssh(
-        ward.ssh_port(),
-        "password",
-        TARGET,
-        &[],
-        &["echo started; sleep 60; echo finished"],
-    );
+    let mut cmd = s.ssh(&[], &["echo started; sleep 60; echo finished"]);
     let out = harness::run_with_timeout(&mut cmd, Duration::from_secs(50));
     assert_eq!(stdout(&out), "started\n", "{out:?}");
     assert_eq!(out.status.code(), Some(255), "{out:?}");
-    let at = chrono::DateTime::from_timestamp(exp, 0)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let at = &s.at;
     assert!(
         stderr(&out).contains(&format!("ward: session ended: token expired at {at}")),
         "{out:?}"
     );
     let end = wait_until(
         || {
-            store_events(&ward, "session_end")
+            store_events(&s.ward, "session_end")
                 .into_iter()
                 .find(|e| e["reason"].as_str().unwrap().contains("token expired at"))
         },
@@ -617,56 +628,45 @@ fn on_expiry_end_disconnects_an_ssh_session_when_its_token_expires() {
 
 #[test]
 fn on_expiry_refuse_refuses_new_ssh_commands_but_keeps_the_connection() {
-    let sshd = Sshd::start();
-    let mint = harness::oidc::MintIssuer::start();
-    let ward = ward_with_issuer(&sshd, &mint, "on_expiry: refuse");
-    let (token, exp) = short_lived_token(&mint, "frank", 5);
-    let dir = fresh_dir("ssh-expiry-refuse");
-    let askpass = Askpass::new(&dir, &token);
+    let s = Expiring::start("on_expiry: refuse", "frank", 5);
     // One connection, several commands: an OpenSSH control master carries them.
-    let control = dir.join("ctl");
+    let control = s.dir.join("ctl");
     let control_path = format!("ControlPath={}", control.display());
     let mux = ["-o", control_path.as_str()];
-    let mut master = askpass.ssh(
-        ward.ssh_port(),
-        "password",
-        TARGET,
-        &["-o", "ControlMaster=yes", "-o", control_path.as_str(), "-N"],
-        &[],
-    );
-    let mut master = master
+    let mut master = s
+        .ssh(
+            &["-o", "ControlMaster=yes", "-o", control_path.as_str(), "-N"],
+            &[],
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_until(|| control.exists().then_some(()), "the control socket");
-    let run = |args: &[&str]| {
-        let mut cmd = askpass.ssh(ward.ssh_port(), "password", TARGET, &mux, args);
-        harness::run_with_timeout(&mut cmd, sshd::SSH_TIMEOUT)
-    };
+    let run = |args: &[&str]| harness::run_with_timeout(&mut s.ssh(&mux, args), sshd::SSH_TIMEOUT);
     let before = run(&["echo", "before"]);
     assert_eq!(stdout(&before), "before\n", "{before:?}");
     // Wait for the token to expire (the only wait on the clock in this test).
-    let left = exp as f64 + 0.5 - chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let left = s.exp as f64 + 0.5 - chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     if left > 0.0 {
         std::thread::sleep(Duration::from_secs_f64(left));
     }
     let after = run(&["echo", "after"]);
-    let at = chrono::DateTime::from_timestamp(exp, 0)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     assert_eq!(stdout(&after), "", "{after:?}");
     assert_eq!(after.status.code(), Some(126), "{after:?}");
     assert!(
-        stderr(&after).contains(&format!("expired at {at}; reconnect with a fresh token")),
+        stderr(&after).contains(&format!(
+            "expired at {}; reconnect with a fresh token",
+            s.at
+        )),
         "{after:?}"
     );
     // The connection is still there: the master did not exit.
     assert!(master.try_wait().unwrap().is_none(), "the connection ended");
     let refused = wait_until(
         || {
-            store_events(&ward, "statement")
+            store_events(&s.ward, "statement")
                 .into_iter()
                 .find(|e| e["decision"] == "token_expired")
         },
