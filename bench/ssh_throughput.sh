@@ -133,7 +133,7 @@ for round in $(seq 1 "$ROUNDS"); do
   DIRECT+=("$d")
   WARD+=("$w")
   CPU+=("$(python3 -c "print($c1 - $c0)")")
-  say "round $round: direct ${d}s, through ward ${w}s, ward CPU $(python3 -c "print(round($c1 - $c0, 2))")s"
+  say "round $round: direct $(printf %.2f "$d")s, through ward $(printf %.2f "$w")s, ward CPU $(printf %.2f "$(python3 -c "print($c1 - $c0)")")s"
 done
 
 python3 - "$SIZE_MB" "${DIRECT[*]}" "${WARD[*]}" "${CPU[*]}" >"$RESULTS" <<'PY'
