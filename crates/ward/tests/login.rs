@@ -8,8 +8,10 @@
 
 mod harness;
 
+use harness::{output_text, rt, target_with_table};
+
 use harness::oidc::{self, OidcProvider};
-use harness::{AuthMethod, PgTarget, Postgres, Target, Ward, WardOptions, wait_until};
+use harness::{Target, Ward, WardOptions, wait_until};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -19,35 +21,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 // ---- helpers ----
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn target_with_table(name: &str) -> PgTarget {
-    let pg = Postgres::get();
-    let db = pg.create_target(name, AuthMethod::ScramSha256);
-    pg.admin_sql(
-        &db.database,
-        &format!(
-            "create table t (i int); insert into t values (1), (2); alter table t owner to {}",
-            harness::quote_ident(&db.user)
-        ),
-    );
-    db
-}
 
 /// ward with targets `alpha` and `beta`, `ward login` through the provider's `ward-cli`
 /// client, and minting for members of `dba` (at most 1h).
@@ -334,7 +307,7 @@ fn session_of(home: &Path) -> Value {
 
 fn current_token(home: &Path) -> String {
     let out = run(person(home, &["token", "current"]));
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -418,7 +391,11 @@ fn ward_login_in_a_browser_or_with_a_device_code_gives_a_session_token_psql_acce
     // Nothing stored yet: `ward token current` says what to do.
     let out = run(person(&home, &["token", "current"]));
     assert!(!out.status.success());
-    assert!(text(&out).contains("run `ward login`"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("run `ward login`"),
+        "{}",
+        output_text(&out)
+    );
 
     let summary = browser_login(&ward, &home, "alice");
     assert!(
@@ -438,7 +415,7 @@ fn ward_login_in_a_browser_or_with_a_device_code_gives_a_session_token_psql_acce
     assert_eq!(session["token"], token.as_str());
 
     let out = psql(&ward, "alpha", &token, "select count(*) from t");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
     let start = session_start_of(&ward, "oidc:alice");
     assert_eq!(start["groups"], serde_json::json!(["dba", "dev"]));
@@ -474,7 +451,7 @@ fn ward_login_in_a_browser_or_with_a_device_code_gives_a_session_token_psql_acce
     assert!(summary.contains("Logged in as oidc:alice"), "{summary}");
     let token = current_token(&device_home);
     let out = psql(&ward, "beta", &token, "select 1");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 }
 
 #[test]
@@ -494,16 +471,16 @@ fn minted_tokens_are_scoped_revocable_die_with_their_minter_and_survive_a_restar
             "token", "mint", "--ttl", "15m", "--target", "alpha", "--label", "nightly",
         ],
     ));
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let minted = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(minted.starts_with("ward_st_"), "{}", text(&out));
+    assert!(minted.starts_with("ward_st_"), "{}", output_text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
         stderr.contains("oidc:alice/nightly") && stderr.contains("targets alpha"),
         "{stderr}"
     );
     let out = psql(&ward, "alpha", &minted, "select count(*) from t");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let start = session_start_of(&ward, "oidc:alice/nightly");
     let attrs = start["credential"]["attributes"].to_string();
     assert!(
@@ -520,21 +497,26 @@ fn minted_tokens_are_scoped_revocable_die_with_their_minter_and_survive_a_restar
         &["token", "mint", "--ttl", "2h", "--label", "long"],
     ));
     assert!(!out.status.success());
-    assert!(text(&out).contains("at most 1h"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("at most 1h"),
+        "{}",
+        output_text(&out)
+    );
     let out = run(person(
         &bob,
         &["token", "mint", "--ttl", "15m", "--label", "x"],
     ));
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("oidc:bob may not mint tokens") && text(&out).contains("HTTP 403"),
+        output_text(&out).contains("oidc:bob may not mint tokens")
+            && output_text(&out).contains("HTTP 403"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
     // Listed for alice through her session (no admin token anywhere near her).
     let out = run(person(&alice, &["token", "list", "--format", "json"]));
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let list: Value = serde_json::from_slice(&out.stdout).expect("token list JSON");
     let nightly = list["tokens"]
         .as_array()
@@ -549,16 +531,16 @@ fn minted_tokens_are_scoped_revocable_die_with_their_minter_and_survive_a_restar
     ward.restart();
     let login_token = current_token(&alice);
     let out = psql(&ward, "beta", &login_token, "select 1");
-    assert!(out.status.success(), "after restart: {}", text(&out));
+    assert!(out.status.success(), "after restart: {}", output_text(&out));
     let out = psql(&ward, "alpha", &minted, "select 1");
-    assert!(out.status.success(), "after restart: {}", text(&out));
+    assert!(out.status.success(), "after restart: {}", output_text(&out));
 
     // Revoked: refused, and the refusal is audited.
     let out = run(person(
         &alice,
         &["token", "revoke", &id, "--reason", "done"],
     ));
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let (code, message) = refused(&ward, "alpha", &minted);
     assert_eq!(code, "28P01");
     assert!(message.contains("was revoked"), "{message}");
@@ -570,10 +552,10 @@ fn minted_tokens_are_scoped_revocable_die_with_their_minter_and_survive_a_restar
         &alice,
         &["token", "mint", "--ttl", "15m", "--label", "second"],
     ));
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let second = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let out = psql(&ward, "beta", &second, "select 1");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     ward.cli_ok(&["lock", "oidc:alice", "--reason", "offboarding"]);
     let (code, message) = refused(&ward, "beta", &second);
     assert_eq!(code, "28000");
@@ -586,5 +568,9 @@ fn minted_tokens_are_scoped_revocable_die_with_their_minter_and_survive_a_restar
         &["token", "mint", "--ttl", "15m", "--label", "third"],
     ));
     assert!(!out.status.success());
-    assert!(text(&out).contains("is locked"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("is locked"),
+        "{}",
+        output_text(&out)
+    );
 }

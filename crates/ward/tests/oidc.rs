@@ -4,45 +4,17 @@
 //! keys of crates/ward-oidc/tests/fixtures (refusal cases, tokens that expire in seconds).
 
 mod harness;
+
+use harness::{output_text, rt, target_with_table};
 mod pgwire;
 
 use harness::oidc::{self, MintIssuer};
-use harness::{AuthMethod, PgTarget, Postgres, Target, TokenSpec, Ward, WardOptions, wait_until};
+use harness::{AuthMethod, Postgres, Target, TokenSpec, Ward, WardOptions, wait_until};
 use pgwire::Message;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 // ---- helpers ----
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn output_text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A target database with a table `t` (rows 1, 2) owned by the target's user.
-fn target_with_table(name: &str) -> PgTarget {
-    let pg = Postgres::get();
-    let db = pg.create_target(name, AuthMethod::ScramSha256);
-    pg.admin_sql(
-        &db.database,
-        &format!(
-            "create table t (i int); insert into t values (1), (2); alter table t owner to {}",
-            harness::quote_ident(&db.user)
-        ),
-    );
-    db
-}
 
 /// psql through ward with `password` (an IdP token, or a ward token) as `user`.
 fn psql_with(

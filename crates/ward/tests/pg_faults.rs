@@ -6,6 +6,8 @@
 //! timeout, so a hang fails the test instead of hanging it.
 
 mod harness;
+
+use harness::rt;
 mod pgwire;
 
 use harness::{AuthMethod, PgTarget, Postgres, Target, Ward, WardOptions};
@@ -15,14 +17,6 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 // ---- helpers ----
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// A ward with one target `db` (a fresh database) and a token for `ci`, plus a tokio-postgres
 /// session opened before any fault.

@@ -5,6 +5,8 @@
 //! every byte ward sends back matters.
 
 mod harness;
+
+use harness::{output_text, rt};
 mod pgwire;
 
 use harness::{AuthMethod, Postgres, Target, TargetTls, TokenSpec, Ward, WardOptions};
@@ -15,22 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 // ---- helpers ----
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// psql with a full conninfo and `-At -c SQL`.
 fn psql_at(ward: &Ward, conninfo: &str, sql: &str) -> Output {
@@ -213,16 +199,16 @@ fn the_target_password_never_reaches_the_client_the_log_or_the_audit() {
         ] {
             let out = ward.psql_args(&conninfo, args);
             assert!(out.status.success(), "{}", harness::describe(&out));
-            client_saw.push_str(&text(&out));
+            client_saw.push_str(&output_text(&out));
         }
         // An error inside a session.
         let out = ward.psql_args(&conninfo, &["-At", "-c", "select * from no_such_table"]);
         assert!(!out.status.success(), "{}", harness::describe(&out));
-        client_saw.push_str(&text(&out));
+        client_saw.push_str(&output_text(&out));
     }
     let refused = psql_at(&ward, &ward.conninfo("ci", "db-rejecting"), "select 1");
     assert!(!refused.status.success(), "{}", harness::describe(&refused));
-    let refused_text = text(&refused);
+    let refused_text = output_text(&refused);
     assert!(
         refused_text.contains("FATAL")
             && refused_text.contains("target \"db-rejecting\" refused ward's login"),

@@ -230,6 +230,38 @@ where
     }
 }
 
+/// A tokio runtime for a test's async client code (two workers, like the machine's cores).
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A command's stdout followed by its stderr, for assertions on what a user would see.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A target database with a table `t` (rows 1, 2) owned by the target's user.
+pub fn target_with_table(name: &str) -> PgTarget {
+    let pg = Postgres::get();
+    let db = pg.create_target(name, AuthMethod::ScramSha256);
+    pg.admin_sql(
+        &db.database,
+        &format!(
+            "create table t (i int); insert into t values (1), (2); alter table t owner to {}",
+            quote_ident(&db.user)
+        ),
+    );
+    db
+}
+
 /// Runs `cmd` with stdin closed and stdout/stderr captured, killing it and failing the test
 /// if it has not finished after `timeout` (a hung client must not hang the suite).
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
