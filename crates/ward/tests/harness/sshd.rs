@@ -272,6 +272,18 @@ pub fn scp(port: u16, key: &Path, extra: &[&str], from: &str, to: &str) -> Outpu
     run_with_timeout(&mut cmd, SSH_TIMEOUT)
 }
 
+/// Runs `sftp -P PORT -b BATCH … DESTINATION` (`user@127.0.0.1`); a failing batch command
+/// makes sftp exit non-zero.
+pub fn sftp(port: u16, key: &Path, batch: &Path, destination: &str) -> Output {
+    let mut cmd = Command::new("sftp");
+    cmd.args(client_options(key))
+        .args(["-P", &port.to_string(), "-q", "-b"])
+        .arg(batch)
+        .arg(destination)
+        .stdin(Stdio::null());
+    run_with_timeout(&mut cmd, SSH_TIMEOUT)
+}
+
 /// One SSH target in ward.yaml.
 #[derive(Clone, Debug)]
 pub struct SshTargetSpec {
