@@ -6,6 +6,7 @@
 //! definitions with their stored credentials, the registry of live sessions, and the audit
 //! events with the bounded sink that carries them to the store.
 
+pub mod accept;
 pub mod approvals;
 pub mod audit;
 pub mod config;

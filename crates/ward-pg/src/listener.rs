@@ -32,26 +32,10 @@ const MAX_PASSWORD_MESSAGE: usize = 16 * 1024;
 
 /// Accepts connections until `shutdown` fires; each runs in its own task.
 pub async fn serve(listener: TcpListener, gateway: Arc<PgGateway>, shutdown: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.cancelled() => break,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let gateway = gateway.clone();
-                tokio::spawn(async move {
-                    let _ = tcp.set_nodelay(true);
-                    handle(gateway, tcp, peer).await;
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    ward_core::accept::accept_until(listener, shutdown, "postgres", |tcp, peer| {
+        handle(gateway.clone(), tcp, peer)
+    })
+    .await;
 }
 
 /// Why a connection ended before becoming a session (for the log only).

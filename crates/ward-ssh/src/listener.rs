@@ -38,25 +38,10 @@ const CHANNELS_GRACE: Duration = Duration::from_secs(5);
 
 /// Accepts connections until `shutdown` fires; each runs in its own task.
 pub async fn serve(listener: TcpListener, gateway: Arc<SshGateway>, shutdown: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.cancelled() => break,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let gateway = gateway.clone();
-                tokio::spawn(async move {
-                    let _ = tcp.set_nodelay(true);
-                    handle(gateway, tcp, peer).await;
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "ssh accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    ward_core::accept::accept_until(listener, shutdown, "ssh", |tcp, peer| {
+        handle(gateway.clone(), tcp, peer)
+    })
+    .await;
 }
 
 /// What a connection's handler and its supervising task share.
