@@ -204,6 +204,7 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(show_session))
+        .route("/sessions/{id}/terminal", get(session_terminal))
         .merge(identities::routes())
         .merge(containment::routes())
         .merge(refusals::routes())
@@ -449,6 +450,23 @@ async fn show_session(
             ),
         )),
     }
+}
+
+/// The terminal recording of an SSH session (`audit.terminal`): its `terminal` events,
+/// oldest first; empty for sessions without one.
+async fn session_terminal(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<ward_core::event::TerminalEvent>>, ApiError> {
+    let Some(detail) = state.store.session_detail(&id).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no session with id or id prefix {id:?}; list sessions with GET /api/v1/sessions"
+            ),
+        ));
+    };
+    Ok(Json(state.store.terminal_events(&detail.session.id).await?))
 }
 
 /// Parses a time bound for listings: a relative duration such as `30m`, `1h` or `7d`

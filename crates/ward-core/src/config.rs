@@ -286,6 +286,10 @@ pub struct AuditConfig {
     /// may override it with `capture_rows` / `capture_bytes`).
     #[serde(default)]
     pub capture: CaptureConfig,
+    /// SSH shell and exec channels: record their bytes (output, stderr, input, terminal
+    /// resizes) with timing, for `ward replay` and asciicast export (default `true`).
+    #[serde(default = "default_true")]
+    pub terminal: bool,
 }
 
 /// Result capture (`audit.capture`): how much of each result a statement event keeps.
@@ -354,6 +358,7 @@ impl Default for AuditConfig {
             journal: true,
             journal_size: default_journal_size(),
             capture: CaptureConfig::default(),
+            terminal: true,
         }
     }
 }

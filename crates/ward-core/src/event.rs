@@ -191,6 +191,87 @@ pub struct CommandEvent {
     pub at: i64,
 }
 
+/// Which stream of a terminal channel a [`TerminalEvent`] carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminalStream {
+    /// What the program wrote (stdout; with a PTY, everything the terminal showed).
+    Output,
+    /// What the program wrote to stderr (exec channels without a PTY).
+    Stderr,
+    /// What the client typed or piped in.
+    Input,
+    /// The client's terminal changed size (`cols`, `rows`).
+    Resize,
+}
+
+/// A stretch of an SSH shell or exec channel's bytes, as they passed through ward, for
+/// replay (`ward replay`) and asciicast export. Bytes that arrive close together are
+/// coalesced into one event (its `at` is the time of the first of them), so a bulk transfer
+/// makes few events and an interactive session keeps its rhythm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalEvent {
+    pub session_id: SessionId,
+    /// The channel within the session, numbered from 1 in the order they were opened.
+    pub channel: u32,
+    pub stream: TerminalStream,
+    /// The bytes when they are valid UTF-8 (most terminal traffic), as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The bytes otherwise, base64-encoded (standard alphabet, padded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    /// For `resize`: the new size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u32>,
+    /// Unix micros.
+    pub at: i64,
+}
+
+impl TerminalEvent {
+    /// An event carrying `bytes` of `stream`, as text when they are UTF-8.
+    pub fn bytes(
+        session_id: SessionId,
+        channel: u32,
+        stream: TerminalStream,
+        bytes: Vec<u8>,
+        at: i64,
+    ) -> TerminalEvent {
+        use base64::Engine as _;
+        let (text, base64) = match String::from_utf8(bytes) {
+            Ok(text) => (Some(text), None),
+            Err(e) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+            ),
+        };
+        TerminalEvent {
+            session_id,
+            channel,
+            stream,
+            text,
+            base64,
+            cols: None,
+            rows: None,
+            at,
+        }
+    }
+
+    /// The bytes the event carries (empty for a resize, or undecodable base64).
+    pub fn data(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        match (&self.text, &self.base64) {
+            (Some(text), _) => text.as_bytes().to_vec(),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_default(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
 /// A session ended.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionEnd {
@@ -412,6 +493,7 @@ pub enum AuditEvent {
     SessionStart(SessionStart),
     Statement(StatementEvent),
     Command(CommandEvent),
+    Terminal(TerminalEvent),
     SessionEnd(SessionEnd),
     Control(ControlEvent),
     Approval(ApprovalEvent),

@@ -13,6 +13,7 @@
 
 pub mod host_key;
 pub mod listener;
+pub mod recording;
 pub mod session;
 pub mod upstream;
 
@@ -67,6 +68,8 @@ pub struct SshGateway {
     pub command_capture_bytes: usize,
     /// What a session does once its credential expires (`identity.on_expiry`).
     pub on_expiry: ward_core::config::OnExpiry,
+    /// Record the bytes of shell and exec channels (`audit.terminal`).
+    pub record_terminal: bool,
     policy: PolicySource,
 }
 
@@ -151,6 +154,7 @@ impl SshGateway {
             connect_timeout: config.limits.connect_timeout,
             command_capture_bytes: config.limits.statement_capture_bytes,
             on_expiry: config.identity.on_expiry,
+            record_terminal: config.audit.terminal,
             policy: shared.policy,
         })
     }

@@ -505,6 +505,7 @@ impl server::Handler for ClientHandler {
             identity,
             target: upstream,
             seq: AtomicU64::new(0),
+            channels: std::sync::atomic::AtomicU32::new(0),
             stop: live.stop.clone(),
         }));
         self.upstream = Some(Arc::new(handle));
@@ -629,6 +630,7 @@ impl server::Handler for ClientHandler {
         }
         if let Some(link) = self.channels.get_mut(&channel) {
             link.pty = true;
+            link.recorder.resize(col_width, row_height).await;
         }
         self.answer_from_target(channel, session).await
     }
@@ -710,6 +712,7 @@ impl server::Handler for ClientHandler {
                 .up
                 .window_change(col_width, row_height, pix_width, pix_height)
                 .await;
+            link.recorder.resize(col_width, row_height).await;
         }
         Ok(())
     }

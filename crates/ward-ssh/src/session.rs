@@ -42,6 +42,7 @@
 //! queue. Nothing is buffered whole.
 
 use crate::SshGateway;
+use crate::recording::TerminalRecorder;
 use crate::upstream::SshUpstream;
 use bytes::Bytes;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
@@ -51,7 +52,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use ward_core::approvals::{ApprovalOutcome, ApprovalRequest, waiting_notice};
 use ward_core::config::OnExpiry;
-use ward_core::event::{CommandEvent, StatementEvent, StatementOrigin};
+use ward_core::event::{CommandEvent, StatementEvent, StatementOrigin, TerminalStream};
 use ward_core::policy::{CommandInfo, Decision, Subject};
 use ward_core::{AuditEvent, Identity, SessionId};
 
@@ -91,6 +92,8 @@ pub struct SessionCtx {
     pub target: Arc<SshUpstream>,
     /// Statement events of the session, numbered from 1.
     pub seq: AtomicU64,
+    /// Session channels opened so far (terminal recordings are numbered by it, from 1).
+    pub channels: std::sync::atomic::AtomicU32,
     /// The registry's stop token: every wait in the handler (a pause, a full target window,
     /// a reply) gives up when the session is killed, so the disconnect gets through.
     pub stop: tokio_util::sync::CancellationToken,
@@ -99,6 +102,10 @@ pub struct SessionCtx {
 impl SessionCtx {
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn next_channel(&self) -> u32 {
+        self.channels.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
@@ -186,6 +193,8 @@ pub struct ChannelLink {
     parts: Parts,
     /// Whether the client asked for a terminal (ward's own messages then end in CRLF).
     pub pty: bool,
+    /// Records the channel's bytes once it runs a shell or exec.
+    pub recorder: Arc<TerminalRecorder>,
 }
 
 /// What a held request's task needs of its channel (all shared with the link).
@@ -200,6 +209,7 @@ struct Parts {
     /// `false` while a request waits for approval: client input waits too, so nothing
     /// reaches the target before the program it is meant for.
     open: Arc<watch::Sender<bool>>,
+    recorder: Arc<TerminalRecorder>,
 }
 
 /// Pairs a client channel with the target channel opened for it and starts the
@@ -221,6 +231,7 @@ pub fn open(
     let shared = Arc::new(ChannelShared::default());
     let open = Arc::new(watch::channel(true).0);
     let queued = Arc::new(Queued::default());
+    let recorder = TerminalRecorder::new(ctx.clone(), ctx.next_channel());
     let (input, inputs) = mpsc::unbounded_channel();
     tokio::spawn(writer(
         inputs,
@@ -236,6 +247,7 @@ pub fn open(
         reply_tx,
         shared.clone(),
         ctx.clone(),
+        recorder.clone(),
         done,
     ));
     ChannelLink {
@@ -249,8 +261,10 @@ pub fn open(
             replies: Arc::new(tokio::sync::Mutex::new(replies)),
             shared,
             open,
+            recorder: recorder.clone(),
         },
         pty: false,
+        recorder,
     }
 }
 
@@ -316,6 +330,9 @@ impl ChannelLink {
     /// docs).
     pub async fn input(&self, data: &[u8], ext: Option<u32>) {
         let len = data.len();
+        if ext.is_none() {
+            self.recorder.push(TerminalStream::Input, data).await;
+        }
         let data = Bytes::copy_from_slice(data);
         let queued = self.queued.bytes.fetch_add(len, Ordering::AcqRel) + len;
         let input = match ext {
@@ -566,6 +583,9 @@ impl Parts {
             decision,
             rule,
         });
+        if !matches!(program, Program::Subsystem(_)) {
+            self.recorder.start().await;
+        }
         let sent = match program {
             Program::Shell => self.up.request_shell(true).await,
             Program::Exec(command) => self.up.exec(true, command.as_bytes()).await,
@@ -642,13 +662,18 @@ async fn pump(
     replies: mpsc::UnboundedSender<bool>,
     shared: Arc<ChannelShared>,
     ctx: Arc<SessionCtx>,
+    recorder: Arc<TerminalRecorder>,
     done: mpsc::Sender<()>,
 ) {
     let id = client.id();
     while let Some(msg) = up.wait().await {
         let ok = match msg {
-            ChannelMsg::Data { data } => client.data_bytes(data).await.is_ok(),
+            ChannelMsg::Data { data } => {
+                recorder.push(TerminalStream::Output, &data).await;
+                client.data_bytes(data).await.is_ok()
+            }
             ChannelMsg::ExtendedData { data, ext } => {
+                recorder.push(TerminalStream::Stderr, &data).await;
                 client.extended_data_bytes(ext, data).await.is_ok()
             }
             ChannelMsg::Eof => client.eof().await.is_ok(),
@@ -687,6 +712,7 @@ async fn pump(
         }
     }
     let _ = client.close().await;
+    recorder.flush().await;
     finish(&ctx, &shared).await;
     drop(done);
 }

@@ -466,6 +466,7 @@ pub fn chain_of(event: &ward_core::AuditEvent) -> (&str, &'static str, i64, bool
         E::SessionStart(s) => (s.session_id.as_str(), "session_start", s.started_at, false),
         E::Statement(s) => (s.session_id.as_str(), "statement", s.started_at, false),
         E::Command(c) => (c.session_id.as_str(), "command", c.at, false),
+        E::Terminal(t) => (t.session_id.as_str(), "terminal", t.at, false),
         E::SessionEnd(s) => (s.session_id.as_str(), "session_end", s.ended_at, true),
         E::Approval(a) => (a.session_id.as_str(), "approval", a.at, false),
         E::Control(c) => match &c.session_id {

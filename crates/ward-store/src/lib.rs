@@ -543,6 +543,14 @@ impl SqliteStore {
 
     /// A session and its statements, by full id or by a unique prefix of at least
     /// [`MIN_PREFIX_LEN`] characters. `Ok(None)` when nothing matches.
+    /// The terminal recording of the session `session_id` (its full id), oldest first.
+    pub fn terminal_events(
+        &self,
+        session_id: &str,
+    ) -> Result<Vec<ward_core::event::TerminalEvent>, StoreError> {
+        query::terminal_events(&self.conn, session_id)
+    }
+
     pub fn session_detail(&self, id_or_prefix: &str) -> Result<Option<SessionDetail>, StoreError> {
         query::session_detail(&self.conn, id_or_prefix)
     }
@@ -654,6 +662,16 @@ impl StoreReader {
     ) -> Result<Option<SessionDetail>, StoreError> {
         let id = id_or_prefix.to_string();
         self.run(move |conn| query::session_detail(conn, &id)).await
+    }
+
+    /// The terminal recording of the session `session_id` (its full id), oldest first.
+    pub async fn terminal_events(
+        &self,
+        session_id: &str,
+    ) -> Result<Vec<ward_core::event::TerminalEvent>, StoreError> {
+        let id = session_id.to_string();
+        self.run(move |conn| query::terminal_events(conn, &id))
+            .await
     }
 
     /// Recorded approval steps matching `filter` (one request's oldest first, otherwise

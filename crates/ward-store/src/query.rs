@@ -247,6 +247,31 @@ pub(crate) fn session_detail(
     }))
 }
 
+/// The session's terminal recording (`terminal` events), in the order they were logged.
+pub fn terminal_events(
+    conn: &Connection,
+    session_id: &str,
+) -> Result<Vec<ward_core::event::TerminalEvent>, StoreError> {
+    let query = |source| StoreError::Query { source };
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT body FROM event_log WHERE session_id = ?1 AND kind = 'terminal' ORDER BY seq",
+        )
+        .map_err(query)?;
+    let bodies = stmt
+        .query_map([session_id], |row| row.get::<_, String>(0))
+        .map_err(query)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(query)?;
+    Ok(bodies
+        .iter()
+        .filter_map(|body| match serde_json::from_str(body) {
+            Ok(ward_core::AuditEvent::Terminal(t)) => Some(t),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The session's command events after its last statement event (see
 /// [`SessionDetail::unanswered`]).
 fn unanswered_commands(

@@ -691,6 +691,7 @@ fn describe(event: &AuditEvent) -> String {
         AuditEvent::SessionStart(s) => format!("session_start of session {}", s.session_id),
         AuditEvent::Statement(s) => format!("statement #{} of session {}", s.seq, s.session_id),
         AuditEvent::Command(c) => format!("command of session {}", c.session_id),
+        AuditEvent::Terminal(t) => format!("terminal bytes of session {}", t.session_id),
         AuditEvent::SessionEnd(s) => format!("session_end of session {}", s.session_id),
         AuditEvent::Control(c) => {
             format!("control {} of identity {}", c.action.as_str(), c.identity)
@@ -768,7 +769,7 @@ pub(crate) fn write_event(conn: &Connection, event: &AuditEvent) -> rusqlite::Re
             }
         }
         // Commands live only in the session log (`event_log`).
-        AuditEvent::Command(_) => {}
+        AuditEvent::Command(_) | AuditEvent::Terminal(_) => {}
         AuditEvent::Control(c) => crate::controls::write_control(conn, c)?,
         AuditEvent::Approval(a) => crate::approvals::write_approval(conn, a)?,
         // Refused logins live only in the session log (the gateway chain).

@@ -283,6 +283,110 @@ fn an_interactive_shell_with_a_terminal() {
     drop(input);
 }
 
+/// The id of the (only) SSH session, once it has ended and its end is recorded.
+fn ended_ssh_session(s: &Setup) -> String {
+    s.wait_event("session_end", "the ssh session's end", |_| true);
+    let list = s.ward.sessions_json();
+    list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["protocol"] == "ssh")
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .expect("an ssh session")
+}
+
+#[test]
+fn a_terminal_session_is_recorded_and_replays_what_the_client_saw() {
+    let s = Setup::start("");
+    let mut child = sshd::ssh_command(s.ward.ssh_port(), TARGET, &s.alice.private, &["-tt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ssh");
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(b"echo rec-$((6*7)); printf '\\033[1mbold\\033[0m\\n'; exit\n")
+        .unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    assert!(stdout(&out).contains("rec-42"), "{out:?}");
+    drop(input);
+    let id = ended_ssh_session(&s);
+
+    // Piped, `ward replay` writes the recording at once: the same bytes the client got.
+    let replay = s.ward.cli(&["replay", &id]);
+    assert!(replay.status.success(), "{}", harness::describe(&replay));
+    assert_eq!(
+        String::from_utf8_lossy(&replay.stdout),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(replay.stdout, out.stdout);
+
+    // What was typed, and the terminal's size from the pty request, are in the log too.
+    let terminal = s.events("terminal");
+    let typed: String = terminal
+        .iter()
+        .filter(|e| e["stream"] == "input")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(typed.contains("echo rec-$((6*7))"), "{typed:?}");
+    assert!(
+        terminal
+            .iter()
+            .any(|e| e["stream"] == "resize" && e["cols"].is_u64()),
+        "{terminal:?}"
+    );
+    // `--timeline` still shows the commands.
+    let timeline = s.ward.cli_ok(&["replay", &id, "--timeline"]);
+    assert!(timeline.contains("SHELL"), "{timeline}");
+
+    // asciicast v2: a header, then timed events whose output is what the client saw.
+    let cast = s.dir.join("shell.cast");
+    s.ward
+        .cli_ok(&["export", &id, "--asciicast", "-o", cast.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&cast).unwrap();
+    let mut lines = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap());
+    let header = lines.next().unwrap();
+    assert_eq!(header["version"], 2, "{header}");
+    assert!(header["width"].as_u64().unwrap() > 0, "{header}");
+    let mut last = 0.0;
+    let mut shown = String::new();
+    for event in lines {
+        let time = event[0].as_f64().unwrap();
+        assert!(time >= last, "times go backwards: {text}");
+        last = time;
+        if event[1] == "o" {
+            shown.push_str(event[2].as_str().unwrap());
+        }
+    }
+    assert_eq!(shown, String::from_utf8_lossy(&out.stdout));
+
+    // The recording is part of the session's chain.
+    let verify = s.ward.cli(&["verify", &id]);
+    assert!(verify.status.success(), "{}", harness::describe(&verify));
+}
+
+#[test]
+fn an_exec_is_recorded_with_its_output_and_stderr_apart() {
+    let s = Setup::start("");
+    let out = s.ssh(TARGET, &["printf 'out-%s\\n' 1 2; printf 'err-3\\n' >&2"]);
+    assert_eq!(stdout(&out), "out-1\nout-2\n", "{out:?}");
+    let id = ended_ssh_session(&s);
+    let replay = s.ward.cli(&["replay", &id]);
+    assert_eq!(stdout(&replay), "out-1\nout-2\n", "{replay:?}");
+    assert_eq!(stderr(&replay), "err-3\n", "{replay:?}");
+    let streams: Vec<String> = s
+        .events("terminal")
+        .iter()
+        .map(|e| e["stream"].as_str().unwrap().to_string())
+        .collect();
+    assert!(streams.contains(&"output".to_string()), "{streams:?}");
+    assert!(streams.contains(&"stderr".to_string()), "{streams:?}");
+}
+
 fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> std::process::Output {
     let deadline = Instant::now() + timeout;
     loop {

@@ -56,6 +56,15 @@ pub struct ExportArgs {
     /// <data_dir>/signing.key].
     #[arg(long, value_name = "HEX")]
     pub public_key: Option<String>,
+
+    /// Write one SSH session's terminal recording as asciicast v2 (`asciinema play
+    /// out.cast`) instead of an evidence bundle.
+    #[arg(long)]
+    pub asciicast: bool,
+
+    /// With --asciicast: the session's channel to write [default: the first recorded].
+    #[arg(long, value_name = "N", requires = "asciicast")]
+    pub channel: Option<u32>,
 }
 
 fn load(config: &ConfigLocation) -> anyhow::Result<ward_core::Config> {
@@ -119,6 +128,39 @@ fn open_store(config: &ward_core::Config) -> anyhow::Result<ward_store::SqliteSt
     }
     ward_store::SqliteStore::open(&sqlite)
         .with_context(|| format!("cannot open the audit store {}", sqlite.display()))
+}
+
+/// `ward export SESSION --asciicast -o out.cast`.
+fn export_asciicast(config: &ward_core::Config, args: &ExportArgs) -> anyhow::Result<()> {
+    let [id] = args.sessions.as_slice() else {
+        bail!("--asciicast writes one session: name exactly one session id (or unique prefix)");
+    };
+    let store = open_store(config)?;
+    let detail = store.session_detail(id)?.with_context(|| {
+        format!("no session matches {id:?}; find session ids with `ward sessions list`")
+    })?;
+    let events = store.terminal_events(&detail.session.id)?;
+    let channel = super::terminal::pick_channel(&events, args.channel)?;
+    let title = format!(
+        "ward session {} · {} on {}",
+        detail.session.id, detail.session.identity, detail.session.target
+    );
+    if args.output == "-" {
+        let mut out = std::io::stdout().lock();
+        return super::terminal::write_asciicast(&events, channel, &title, &mut out);
+    }
+    let path = PathBuf::from(&args.output);
+    let mut file = std::io::BufWriter::new(
+        create_private(&path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    super::terminal::write_asciicast(&events, channel, &title, &mut file)?;
+    eprintln!(
+        "wrote channel {channel} of session {} to {} (play it with `asciinema play {}`)",
+        detail.session.id,
+        path.display(),
+        path.display()
+    );
+    Ok(())
 }
 
 /// Whether a `ward verify` argument names a bundle rather than a session.
@@ -281,6 +323,9 @@ fn verify_bundle(path: &Path, key: Option<[u8; 32]>) -> anyhow::Result<bool> {
 
 pub fn export(config: &ConfigLocation, args: &ExportArgs) -> anyhow::Result<()> {
     let config = load(config)?;
+    if args.asciicast {
+        return export_asciicast(&config, args);
+    }
     let public_key = local_public_key(&config, args.public_key.as_deref())?;
     let now = ward_core::time::now_micros();
     let bound = |name: &str, value: &Option<String>| -> anyhow::Result<Option<i64>> {

@@ -11,6 +11,7 @@ mod output;
 mod replay;
 mod session_file;
 mod sessions;
+mod terminal;
 mod token;
 mod ward_tokens;
 

@@ -34,6 +34,20 @@ pub struct ReplayArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+
+    /// For an SSH session with a terminal recording: show the timeline of commands
+    /// instead of playing the terminal back.
+    #[arg(long)]
+    pub timeline: bool,
+
+    /// The channel to play back (SSH sessions; channels are numbered from 1 in the order
+    /// they were opened) [default: the first recorded].
+    #[arg(long, value_name = "N")]
+    pub channel: Option<u32>,
+
+    /// When playing a terminal back paced, shorten pauses longer than this (seconds).
+    #[arg(long, value_name = "SECS")]
+    pub max_idle: Option<f64>,
 }
 
 /// One step of the timeline, as `--format json` prints it.
@@ -70,7 +84,18 @@ pub fn run(config: &ConfigLocation, args: &ReplayArgs) -> anyhow::Result<()> {
         "no session matches {:?}; find session ids with `ward sessions list`",
         args.id.trim()
     );
-    let detail: SessionDetailView = client.get(&path, &[], Some(not_found))?;
+    let detail: SessionDetailView = client.get(&path, &[], Some(not_found.clone()))?;
+    if args.format == Format::Table && !args.timeline && detail.session.protocol == "ssh" {
+        let path = format!(
+            "/api/v1/sessions/{}/terminal",
+            path_segment(&detail.session.id)
+        );
+        let events: Vec<ward_core::event::TerminalEvent> =
+            client.get(&path, &[], Some(not_found))?;
+        if !events.is_empty() {
+            return replay_terminal(args, &events);
+        }
+    }
     let start = detail.session.started_at_us;
     let mut steps: Vec<Step<'_>> = detail.statements.iter().map(|st| step(st, start)).collect();
     steps.extend(detail.unanswered.iter().map(|c| Step {
@@ -122,6 +147,37 @@ pub fn run(config: &ConfigLocation, args: &ReplayArgs) -> anyhow::Result<()> {
             };
             print_stdout(&end)
         }
+    }
+}
+
+/// Plays an SSH session's terminal back: paced as recorded (divided by `--speed`) when
+/// asked with `--pace` or when standard output is a terminal, otherwise all at once.
+fn replay_terminal(
+    args: &ReplayArgs,
+    events: &[ward_core::event::TerminalEvent],
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let channel = super::terminal::pick_channel(events, args.channel)?;
+    let max_idle = match args.max_idle {
+        Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+        Some(_) => anyhow::bail!("--max-idle must be a positive number of seconds"),
+        None => None,
+    };
+    let paced = args.pace || std::io::stdout().is_terminal();
+    let playback = super::terminal::Playback {
+        speed: paced.then_some(args.speed),
+        max_idle,
+    };
+    let result = super::terminal::play(
+        events,
+        channel,
+        &playback,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 
