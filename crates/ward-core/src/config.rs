@@ -290,6 +290,16 @@ pub struct AuditConfig {
     /// resizes) with timing, for `ward replay` and asciicast export (default `true`).
     #[serde(default = "default_true")]
     pub terminal: bool,
+    /// Most bytes of each stream (output, stderr, input) recorded per channel (default 4 MiB,
+    /// `0`: no limit). Enough for the screens of an interactive session and the first pages
+    /// of a command's output; a bulk transfer through `ssh host cat` would otherwise put all
+    /// its bytes in the log, and every session's events wait behind them in the one writer.
+    #[serde(default = "default_terminal_limit")]
+    pub terminal_limit: u64,
+}
+
+fn default_terminal_limit() -> u64 {
+    4 << 20
 }
 
 /// Result capture (`audit.capture`): how much of each result a statement event keeps.
@@ -359,6 +369,7 @@ impl Default for AuditConfig {
             journal_size: default_journal_size(),
             capture: CaptureConfig::default(),
             terminal: true,
+            terminal_limit: default_terminal_limit(),
         }
     }
 }

@@ -226,6 +226,10 @@ pub struct TerminalEvent {
     pub cols: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u32>,
+    /// The stream reached `audit.terminal_limit` with this event: later bytes of it on
+    /// this channel passed through ward unrecorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     /// Unix micros.
     pub at: i64,
 }
@@ -255,6 +259,7 @@ impl TerminalEvent {
             base64,
             cols: None,
             rows: None,
+            truncated: false,
             at,
         }
     }

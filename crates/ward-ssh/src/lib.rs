@@ -70,6 +70,8 @@ pub struct SshGateway {
     pub on_expiry: ward_core::config::OnExpiry,
     /// Record the bytes of shell and exec channels (`audit.terminal`).
     pub record_terminal: bool,
+    /// Most bytes recorded per channel and stream (`audit.terminal_limit`; 0: no limit).
+    pub terminal_limit: u64,
     policy: PolicySource,
 }
 
@@ -155,6 +157,7 @@ impl SshGateway {
             command_capture_bytes: config.limits.statement_capture_bytes,
             on_expiry: config.identity.on_expiry,
             record_terminal: config.audit.terminal,
+            terminal_limit: config.audit.terminal_limit,
             policy: shared.policy,
         })
     }

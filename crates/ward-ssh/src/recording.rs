@@ -9,6 +9,11 @@
 //! transfer makes a few thousand events and an interactive session keeps its rhythm to
 //! within [`MAX_AGE`].
 //!
+//! Each stream (output, stderr, input) of a channel is recorded up to `audit.terminal_limit`
+//! bytes (default 4 MiB); the event that reaches it is marked `truncated`, and the rest
+//! passes unrecorded, so a bulk transfer (`ssh host cat < big`) cannot fill the log or
+//! hold every other session's events behind its own in the one writer.
+//!
 //! What is not recorded: SFTP channels (file transfers are not terminal sessions) and
 //! anything before the shell or exec request was allowed. Bytes are recorded as they
 //! pass, not durably one by one: the program has already produced its output, and the
@@ -32,6 +37,27 @@ struct Gathered {
     bytes: Vec<u8>,
     /// When the first of them passed (Unix micros).
     since: i64,
+    /// The stream reached its limit with these bytes.
+    truncated: bool,
+}
+
+/// Bytes recorded so far of each stream that has a limit (output, stderr, input).
+#[derive(Default)]
+struct Recorded {
+    output: u64,
+    stderr: u64,
+    input: u64,
+}
+
+impl Recorded {
+    fn of(&mut self, stream: TerminalStream) -> Option<&mut u64> {
+        match stream {
+            TerminalStream::Output => Some(&mut self.output),
+            TerminalStream::Stderr => Some(&mut self.stderr),
+            TerminalStream::Input => Some(&mut self.input),
+            TerminalStream::Resize => None,
+        }
+    }
 }
 
 /// The recorder of one channel, shared by its two directions.
@@ -40,6 +66,8 @@ pub struct TerminalRecorder {
     channel: u32,
     /// `None` until the channel runs a shell or exec (and when `audit.terminal` is off).
     gathered: Mutex<Option<Gathered>>,
+    /// Counted against `audit.terminal_limit`.
+    recorded: Mutex<Recorded>,
     enabled: std::sync::atomic::AtomicBool,
     /// The terminal size the client asked for, recorded once the program starts.
     size: Mutex<Option<(u32, u32)>>,
@@ -53,6 +81,7 @@ impl TerminalRecorder {
             ctx,
             channel,
             gathered: Mutex::new(None),
+            recorded: Mutex::new(Recorded::default()),
             enabled: std::sync::atomic::AtomicBool::new(false),
             size: Mutex::new(None),
         });
@@ -82,6 +111,23 @@ impl TerminalRecorder {
         if !self.enabled() || bytes.is_empty() {
             return;
         }
+        // Within the stream's limit: what fits is recorded, and marked when it fills it.
+        let limit = self.ctx.gateway.terminal_limit;
+        let (bytes, truncated) = {
+            let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+            match recorded.of(stream) {
+                Some(count) if limit > 0 => {
+                    let room = limit.saturating_sub(*count);
+                    if room == 0 {
+                        return;
+                    }
+                    let take = (bytes.len() as u64).min(room) as usize;
+                    *count += take as u64;
+                    (&bytes[..take], *count >= limit)
+                }
+                _ => (bytes, false),
+            }
+        };
         let full = {
             let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
             let now = now_micros();
@@ -98,8 +144,10 @@ impl TerminalRecorder {
                 stream,
                 bytes: Vec::with_capacity(bytes.len().max(256)),
                 since: now,
+                truncated: false,
             });
             g.bytes.extend_from_slice(bytes);
+            g.truncated |= truncated;
             full
         };
         if let Some(full) = full {
@@ -160,13 +208,14 @@ impl TerminalRecorder {
     }
 
     async fn write(&self, gathered: Gathered) {
-        let event = TerminalEvent::bytes(
+        let mut event = TerminalEvent::bytes(
             self.ctx.session_id.clone(),
             self.channel,
             gathered.stream,
             gathered.bytes,
             gathered.since,
         );
+        event.truncated = gathered.truncated;
         if self
             .ctx
             .gateway

@@ -51,6 +51,7 @@ pub fn play(
     err: &mut impl Write,
 ) -> std::io::Result<()> {
     let mut last: Option<i64> = None;
+    let mut truncated = Vec::new();
     for e in events.iter().filter(|e| e.channel == channel) {
         let target: &mut dyn Write = match e.stream {
             TerminalStream::Output => out,
@@ -67,6 +68,19 @@ pub fn play(
         last = Some(e.at);
         target.write_all(&e.data())?;
         target.flush()?;
+        if e.truncated {
+            truncated.push(e.stream);
+        }
+    }
+    if !truncated.is_empty() {
+        let streams: Vec<String> = truncated
+            .iter()
+            .map(|s| format!("{s:?}").to_lowercase())
+            .collect();
+        eprintln!(
+            "ward: the recording of this channel's {} stopped at audit.terminal_limit; what followed passed unrecorded",
+            streams.join(" and ")
+        );
     }
     Ok(())
 }
