@@ -175,12 +175,13 @@ enum Exit {
 }
 
 /// State both directions of a channel see.
-#[derive(Default)]
 struct ChannelShared {
     running: Mutex<Option<Running>>,
     exit: Mutex<Option<Exit>>,
     /// Set once the statement event is recorded (or the request was refused and recorded).
     recorded: AtomicBool,
+    /// Records the channel's bytes once it runs a shell or exec.
+    recorder: Arc<TerminalRecorder>,
 }
 
 /// The handler's side of one channel pair.
@@ -209,7 +210,6 @@ struct Parts {
     /// `false` while a request waits for approval: client input waits too, so nothing
     /// reaches the target before the program it is meant for.
     open: Arc<watch::Sender<bool>>,
-    recorder: Arc<TerminalRecorder>,
 }
 
 /// Pairs a client channel with the target channel opened for it and starts the
@@ -228,10 +228,15 @@ pub fn open(
     let client = Arc::new(client);
     let up = Arc::new(up_tx);
     let (reply_tx, replies) = mpsc::unbounded_channel();
-    let shared = Arc::new(ChannelShared::default());
+    let recorder = TerminalRecorder::new(ctx.clone(), ctx.next_channel());
+    let shared = Arc::new(ChannelShared {
+        running: Mutex::new(None),
+        exit: Mutex::new(None),
+        recorded: AtomicBool::new(false),
+        recorder: recorder.clone(),
+    });
     let open = Arc::new(watch::channel(true).0);
     let queued = Arc::new(Queued::default());
-    let recorder = TerminalRecorder::new(ctx.clone(), ctx.next_channel());
     let (input, inputs) = mpsc::unbounded_channel();
     tokio::spawn(writer(
         inputs,
@@ -247,7 +252,6 @@ pub fn open(
         reply_tx,
         shared.clone(),
         ctx.clone(),
-        recorder.clone(),
         done,
     ));
     ChannelLink {
@@ -261,7 +265,6 @@ pub fn open(
             replies: Arc::new(tokio::sync::Mutex::new(replies)),
             shared,
             open,
-            recorder: recorder.clone(),
         },
         pty: false,
         recorder,
@@ -584,7 +587,7 @@ impl Parts {
             rule,
         });
         if !matches!(program, Program::Subsystem(_)) {
-            self.recorder.start().await;
+            self.shared.recorder.start().await;
         }
         let sent = match program {
             Program::Shell => self.up.request_shell(true).await,
@@ -662,10 +665,10 @@ async fn pump(
     replies: mpsc::UnboundedSender<bool>,
     shared: Arc<ChannelShared>,
     ctx: Arc<SessionCtx>,
-    recorder: Arc<TerminalRecorder>,
     done: mpsc::Sender<()>,
 ) {
     let id = client.id();
+    let recorder = shared.recorder.clone();
     while let Some(msg) = up.wait().await {
         let ok = match msg {
             ChannelMsg::Data { data } => {
