@@ -93,6 +93,9 @@ pub enum StatementOrigin {
     Shell,
     /// SSH: a subsystem such as sftp.
     Subsystem,
+    /// SSH: a line typed into an interactive shell, as ward could tell it from the
+    /// keystrokes (best effort; see docs/ssh.md).
+    ShellLine,
 }
 
 impl StatementOrigin {
@@ -105,6 +108,7 @@ impl StatementOrigin {
             StatementOrigin::Exec => "exec",
             StatementOrigin::Shell => "shell",
             StatementOrigin::Subsystem => "subsystem",
+            StatementOrigin::ShellLine => "shell_line",
         }
     }
 
@@ -117,6 +121,7 @@ impl StatementOrigin {
             "exec" => StatementOrigin::Exec,
             "shell" => StatementOrigin::Shell,
             "subsystem" => StatementOrigin::Subsystem,
+            "shell_line" => StatementOrigin::ShellLine,
             _ => return None,
         })
     }

@@ -15,6 +15,7 @@ pub mod host_key;
 pub mod listener;
 pub mod recording;
 pub mod session;
+pub mod shell_lines;
 pub mod upstream;
 
 use russh::keys::ssh_key::public::KeyData;

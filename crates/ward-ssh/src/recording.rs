@@ -20,10 +20,11 @@
 //! command that started it was recorded (durably, in strict mode) before it ran.
 
 use crate::session::SessionCtx;
+use crate::shell_lines::LineTyping;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use ward_core::AuditEvent;
-use ward_core::event::{TerminalEvent, TerminalStream};
+use ward_core::event::{StatementEvent, StatementOrigin, TerminalEvent, TerminalStream};
 use ward_core::time::now_micros;
 
 /// Most bytes in one event.
@@ -71,6 +72,8 @@ pub struct TerminalRecorder {
     enabled: std::sync::atomic::AtomicBool,
     /// The terminal size the client asked for, recorded once the program starts.
     size: Mutex<Option<(u32, u32)>>,
+    /// For an interactive shell: the lines typed, told from the keystrokes.
+    typing: Mutex<Option<LineTyping>>,
 }
 
 impl TerminalRecorder {
@@ -84,6 +87,7 @@ impl TerminalRecorder {
             recorded: Mutex::new(Recorded::default()),
             enabled: std::sync::atomic::AtomicBool::new(false),
             size: Mutex::new(None),
+            typing: Mutex::new(None),
         });
         tokio::spawn(tick(Arc::downgrade(&recorder)));
         recorder
@@ -94,9 +98,13 @@ impl TerminalRecorder {
     }
 
     /// The channel now runs a shell or exec: record from here on (if `audit.terminal`).
-    pub async fn start(&self) {
+    /// `interactive`: a shell with a terminal, whose typed lines join the timeline.
+    pub async fn start(&self, interactive: bool) {
         if !self.ctx.gateway.record_terminal {
             return;
+        }
+        if interactive {
+            *self.typing.lock().unwrap_or_else(|p| p.into_inner()) = Some(LineTyping::default());
         }
         self.enabled
             .store(true, std::sync::atomic::Ordering::Release);
@@ -110,6 +118,20 @@ impl TerminalRecorder {
     pub async fn push(&self, stream: TerminalStream, bytes: &[u8]) {
         if !self.enabled() || bytes.is_empty() {
             return;
+        }
+        if stream == TerminalStream::Input {
+            let lines = match self
+                .typing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                Some(typing) => typing.feed(bytes),
+                None => Vec::new(),
+            };
+            for line in lines {
+                self.typed(line).await;
+            }
         }
         // Within the stream's limit: what fits is recorded, and marked when it fills it.
         let limit = self.ctx.gateway.terminal_limit;
@@ -205,6 +227,30 @@ impl TerminalRecorder {
         if let Some(stale) = stale {
             self.write(stale).await;
         }
+    }
+
+    /// Records a line typed into the shell as a `statement` of origin `shell_line`, so
+    /// the timeline and `ward sessions list --command-contains` show it.
+    async fn typed(&self, line: String) {
+        let ctx = &self.ctx;
+        let now = now_micros();
+        let event = AuditEvent::Statement(StatementEvent {
+            session_id: ctx.session_id.clone(),
+            seq: ctx.next_seq(),
+            origin: StatementOrigin::ShellLine,
+            text: crate::session::truncate(&line, ctx.gateway.command_capture_bytes).into(),
+            params: None,
+            started_at: now,
+            duration_us: 0,
+            rows: None,
+            command: Some("TYPED".into()),
+            sqlstate: None,
+            error: None,
+            decision: None,
+            rule: None,
+            result_sample: None,
+        });
+        let _ = ctx.gateway.audit.record(event).await;
     }
 
     async fn write(&self, gathered: Gathered) {

@@ -100,7 +100,7 @@ pub struct SessionCtx {
 }
 
 impl SessionCtx {
-    fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
@@ -182,6 +182,8 @@ struct ChannelShared {
     recorded: AtomicBool,
     /// Records the channel's bytes once it runs a shell or exec.
     recorder: Arc<TerminalRecorder>,
+    /// The client asked for a terminal (a shell on it is interactive).
+    interactive: AtomicBool,
 }
 
 /// The handler's side of one channel pair.
@@ -234,6 +236,7 @@ pub fn open(
         exit: Mutex::new(None),
         recorded: AtomicBool::new(false),
         recorder: recorder.clone(),
+        interactive: AtomicBool::new(false),
     });
     let open = Arc::new(watch::channel(true).0);
     let queued = Arc::new(Queued::default());
@@ -407,6 +410,7 @@ impl ChannelLink {
             protocol: "ssh",
         };
         let line_end = if self.pty { "\r\n" } else { "\n" };
+        parts.shared.interactive.store(self.pty, Ordering::Release);
         // `identity.on_expiry: refuse`: once the token has expired, nothing new starts; the
         // connection stays, so the client can finish what runs and reconnect.
         if gateway.on_expiry == OnExpiry::Refuse
@@ -587,7 +591,9 @@ impl Parts {
             rule,
         });
         if !matches!(program, Program::Subsystem(_)) {
-            self.shared.recorder.start().await;
+            let interactive = self.shared.interactive.load(Ordering::Acquire)
+                && matches!(program, Program::Shell);
+            self.shared.recorder.start(interactive).await;
         }
         let sent = match program {
             Program::Shell => self.up.request_shell(true).await,
@@ -646,7 +652,7 @@ impl Parts {
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
-fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }

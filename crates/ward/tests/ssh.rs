@@ -337,9 +337,23 @@ fn a_terminal_session_is_recorded_and_replays_what_the_client_saw() {
             .any(|e| e["stream"] == "resize" && e["cols"].is_u64()),
         "{terminal:?}"
     );
-    // `--timeline` still shows the commands.
+    // `--timeline` shows the commands, with the line typed into the shell.
     let timeline = s.ward.cli_ok(&["replay", &id, "--timeline"]);
     assert!(timeline.contains("SHELL"), "{timeline}");
+    assert!(
+        timeline.contains("TYPED") && timeline.contains("echo rec-$((6*7)); printf"),
+        "{timeline}"
+    );
+    let typed_line = s.wait_event("statement", "the typed line", |e| {
+        e["origin"] == "shell_line"
+    });
+    assert!(
+        typed_line["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("echo rec-$((6*7));"),
+        "{typed_line}"
+    );
 
     // asciicast v2: a header, then timed events whose output is what the client saw.
     let cast = s.dir.join("shell.cast");
