@@ -7,10 +7,11 @@
 # each way: client -> ward -> sshd -> cat -> sshd -> ward -> client (two SSH legs through
 # ward, one direct). Both legs use OpenSSH's default cipher negotiation against russh
 # (chacha20-poly1305 or AES-GCM). ward runs with its default audit (strict) and terminal
-# recording as configured by default.
+# recording on, which by default keeps the first 4 MiB of each stream of a channel.
 #
-# Knobs (environment): SIZE_MB (100), ROUNDS (5), WARD_BIN (skip the release build and use
-# this binary), KEEP=1 (keep the work directory).
+# Knobs (environment): SIZE_MB (100), ROUNDS (5), TERMINAL_LIMIT (audit.terminal_limit in
+# bytes; 0 records every byte; default: ward's default), WARD_BIN (skip the release build and
+# use this binary), KEEP=1 (keep the work directory).
 # Results: a Markdown table on stdout and in bench/results/ssh-latest.md.
 set -euo pipefail
 
@@ -83,6 +84,7 @@ mkdir -p "$WORK/ward"
 cat >"$WORK/ward/ward.yaml" <<YAML
 data_dir: data
 listen: { ssh: "127.0.0.1:$SSH_PORT", api: "127.0.0.1:$API_PORT" }
+audit: { ${TERMINAL_LIMIT:+terminal_limit: $TERMINAL_LIMIT} }
 identity:
   ssh_keys:
     - { identity: alice, key: "$(cut -d' ' -f1,2 "$WORK/alice.pub")" }
@@ -144,7 +146,9 @@ ward = [float(x) for x in sys.argv[3].split()]
 cpu = [float(x) for x in sys.argv[4].split()]
 md, mw, mc = statistics.median(direct), statistics.median(ward), statistics.median(cpu)
 # Bytes ward handles per run: SIZE each way, decrypted and re-encrypted on both legs.
-print(f"SSH `cat` echo, {size:.0f} MB each way, {len(direct)} rounds, medians "
+limit = os.environ.get("TERMINAL_LIMIT")
+recording = "every byte recorded" if limit == "0" else f"terminal_limit {limit or 'default (4 MiB)'}"
+print(f"SSH `cat` echo, {size:.0f} MB each way, {recording}, {len(direct)} rounds, medians "
       f"({os.cpu_count()} CPUs, {platform.machine()}):\n")
 print("| leg | seconds | MB/s (one way) | ratio to direct | ward CPU s | ward CPU ms per MB moved |")
 print("|---|---|---|---|---|---|")
