@@ -93,6 +93,8 @@ pub enum StatementOrigin {
     Shell,
     /// SSH: a subsystem such as sftp.
     Subsystem,
+    /// SSH: a port forward (`ssh -L`/`-R`) or agent forward; the text says which and where.
+    Forward,
 }
 
 impl StatementOrigin {
@@ -105,6 +107,7 @@ impl StatementOrigin {
             StatementOrigin::Exec => "exec",
             StatementOrigin::Shell => "shell",
             StatementOrigin::Subsystem => "subsystem",
+            StatementOrigin::Forward => "forward",
         }
     }
 
@@ -117,6 +120,7 @@ impl StatementOrigin {
             "exec" => StatementOrigin::Exec,
             "shell" => StatementOrigin::Shell,
             "subsystem" => StatementOrigin::Subsystem,
+            "forward" => StatementOrigin::Forward,
             _ => return None,
         })
     }

@@ -80,7 +80,7 @@ pub struct SessionCtx {
 }
 
 impl SessionCtx {
-    fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 }

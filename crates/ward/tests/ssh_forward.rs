@@ -122,3 +122,123 @@ fn a_wrong_target_password_is_told_to_the_client() {
         "ward logged the password"
     );
 }
+
+/// A TCP echo server on 127.0.0.1 (the target's side): returns its port.
+fn echo_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
+    let port = listener.local_addr().expect("echo address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = stream.try_clone().expect("clone the echo stream");
+                let _ = std::io::copy(&mut reader, &mut stream);
+            });
+        }
+    });
+    port
+}
+
+/// A running `ssh -N -L local:127.0.0.1:remote` through ward; killed when dropped.
+struct Tunnel(std::process::Child);
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Setup {
+    fn tunnel(&self, forward: &str) -> Tunnel {
+        let child = sshd::ssh_command_with(
+            self.ward.ssh_port(),
+            TARGET,
+            &self.alice.private,
+            &["-N", "-o", "ExitOnForwardFailure=yes", "-L", forward],
+            &[],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ssh -L");
+        Tunnel(child)
+    }
+}
+
+/// Connects to the tunnel's local port once ssh listens on it.
+fn connect_local(port: u16) -> std::net::TcpStream {
+    let stream = wait_until(
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        "ssh listening on the forwarded port",
+    );
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("read timeout");
+    stream
+}
+
+#[test]
+fn a_local_port_forward_is_refused_by_default_and_recorded() {
+    let s = Setup::start(Sshd::start(), "", |t, _| t);
+    let echo = echo_server();
+    let local = harness::free_port();
+    let _tunnel = s.tunnel(&format!("{local}:127.0.0.1:{echo}"));
+    let mut stream = connect_local(local);
+    use std::io::{Read, Write};
+    let _ = stream.write_all(b"hello");
+    let mut buf = [0u8; 16];
+    // The client closes the local connection once ward refuses the channel.
+    let n = stream.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "data came back through a refused forward");
+    let event = s.wait_event("statement", "the refused forward", |e| {
+        e["origin"] == "forward"
+    });
+    assert_eq!(event["text"], format!("forward local 127.0.0.1:{echo}"));
+    assert_eq!(event["decision"], "denied");
+    assert_eq!(event["rule"], "policy.forwarding");
+}
+
+#[test]
+fn a_local_port_forward_allowed_by_rule_relays_and_records_bytes() {
+    let rules = r#"rules:
+  - { name: everything, protocols: [ssh], action: allow }
+  - { name: tunnels, statements: [port_forward_local], commands: ["127.0.0.1:*"], action: allow }
+"#;
+    let s = Setup::start(Sshd::start(), rules, |t, _| t);
+    let echo = echo_server();
+    let local = harness::free_port();
+    let tunnel = s.tunnel(&format!("{local}:127.0.0.1:{echo}"));
+    let mut stream = connect_local(local);
+    use std::io::{Read, Write};
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut writer = stream.try_clone().expect("clone");
+    let sent = payload.clone();
+    let writing = std::thread::spawn(move || {
+        writer.write_all(&sent).expect("write through the tunnel");
+        writer
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut down writing");
+    });
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).expect("read the echo");
+    writing.join().expect("writer");
+    assert!(
+        back == payload,
+        "the echo came back different ({} bytes)",
+        back.len()
+    );
+    drop(stream);
+    let event = s.wait_event("statement", "the forward's record", |e| {
+        e["origin"] == "forward"
+    });
+    drop(tunnel);
+    assert_eq!(event["text"], format!("forward local 127.0.0.1:{echo}"));
+    assert_eq!(event["decision"], "allowed");
+    assert_eq!(event["rule"], "tunnels");
+    assert_eq!(
+        event["params"],
+        "bytes_to_target=200000 bytes_to_client=200000"
+    );
+}
