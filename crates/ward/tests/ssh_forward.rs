@@ -1,5 +1,6 @@
 //! SSH features beyond shell/exec/scp, through a real `ward serve` and a real OpenSSH sshd:
-//! targets ward logs in to with a password.
+//! targets ward logs in to with a password, local port forwarding (refused by default,
+//! allowed by rule, bytes recorded), and russh as the client (exec + direct-tcpip).
 //!
 //! Each test starts its own sshd and ward; the client key of identity `alice` (group `ops`)
 //! is listed in `identity.ssh_keys`.
@@ -241,4 +242,92 @@ fn a_local_port_forward_allowed_by_rule_relays_and_records_bytes() {
         event["params"],
         "bytes_to_target=200000 bytes_to_client=200000"
     );
+}
+
+/// A russh client that accepts any host key (the test checks ward, not its host key).
+struct AnyHost;
+
+impl russh::client::Handler for AnyHost {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+#[test]
+fn russh_as_the_client_execs_and_forwards() {
+    let rules = r#"rules:
+  - { name: tunnels, statements: [port_forward_local], action: allow }
+"#;
+    let s = Setup::start(Sshd::start(), rules, |t, _| t);
+    let echo = echo_server();
+    let port = s.ward.ssh_port();
+    let key_path = s.alice.private.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        use russh::ChannelMsg;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = russh::keys::load_secret_key(&key_path, None).expect("load alice's key");
+        let config = std::sync::Arc::new(russh::client::Config::default());
+        let mut handle = russh::client::connect(config, ("127.0.0.1", port), AnyHost)
+            .await
+            .expect("connect to ward");
+        let auth = handle
+            .authenticate_publickey(
+                TARGET,
+                russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), None),
+            )
+            .await
+            .expect("authenticate");
+        assert!(auth.success(), "ward refused alice's key: {auth:?}");
+
+        let mut channel = handle
+            .channel_open_session()
+            .await
+            .expect("session channel");
+        channel
+            .exec(true, "echo from-russh; exit 3")
+            .await
+            .expect("exec");
+        let mut out = Vec::new();
+        let mut status = None;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                _ => {}
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&out), "from-russh\n");
+        assert_eq!(status, Some(3));
+
+        let tunnel = handle
+            .channel_open_direct_tcpip("127.0.0.1", echo.into(), "127.0.0.1", 40000)
+            .await
+            .expect("direct-tcpip through ward");
+        let mut stream = tunnel.into_stream();
+        stream.write_all(b"ping through ward").await.expect("write");
+        stream.shutdown().await.expect("eof");
+        let mut back = Vec::new();
+        stream.read_to_end(&mut back).await.expect("read");
+        assert_eq!(back, b"ping through ward");
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    });
+    let event = s.wait_event("statement", "the russh forward", |e| {
+        e["origin"] == "forward"
+    });
+    assert_eq!(event["decision"], "allowed");
+    assert_eq!(event["params"], "bytes_to_target=17 bytes_to_client=17");
+    s.wait_event("statement", "the russh exec", |e| {
+        e["text"] == "echo from-russh; exit 3"
+    });
 }
