@@ -96,6 +96,8 @@ pub enum StatementOrigin {
     /// SSH: a line typed into an interactive shell, as ward could tell it from the
     /// keystrokes (best effort; see docs/ssh.md).
     ShellLine,
+    /// SSH: a port forward (`ssh -L`/`-R`) or agent forward; the text says which and where.
+    Forward,
 }
 
 impl StatementOrigin {
@@ -109,6 +111,7 @@ impl StatementOrigin {
             StatementOrigin::Shell => "shell",
             StatementOrigin::Subsystem => "subsystem",
             StatementOrigin::ShellLine => "shell_line",
+            StatementOrigin::Forward => "forward",
         }
     }
 
@@ -122,6 +125,7 @@ impl StatementOrigin {
             "shell" => StatementOrigin::Shell,
             "subsystem" => StatementOrigin::Subsystem,
             "shell_line" => StatementOrigin::ShellLine,
+            "forward" => StatementOrigin::Forward,
             _ => return None,
         })
     }

@@ -400,7 +400,21 @@ pub const KINDS: &[&str] = &[
     "exec",
     "shell",
     "subsystem",
+    // SSH forwards: `ssh -L` (direct-tcpip), `ssh -R` (tcpip-forward), `ssh -A`. They are
+    // refused unless a rule naming the kind in `statements:` allows them (see FORWARD_KINDS).
+    "port_forward_local",
+    "port_forward_remote",
+    "agent_forward",
 ];
+
+/// Kinds that are off unless a rule naming them allows them: a forward opens a network
+/// path (or hands over the user's keys) that no command line shows, so neither a target's
+/// `default_action: allow` nor a broad rule without `statements:` turns them on.
+pub const FORWARD_KINDS: &[&str] = &["port_forward_local", "port_forward_remote", "agent_forward"];
+
+fn is_forward(command: &CommandInfo) -> bool {
+    command.kinds.iter().any(|k| FORWARD_KINDS.contains(k))
+}
 
 impl Policy {
     /// Checks and compiles the rules.
@@ -549,6 +563,11 @@ impl Policy {
         }
         let decision = match best {
             Some(rule) => rule_decision(rule),
+            None if is_forward(command) => Decision::Deny {
+                rule: "policy.forwarding".into(),
+                message: "port and agent forwarding are off unless a rule with statements: [port_forward_local | port_forward_remote | agent_forward] allows them"
+                    .into(),
+            },
             None if command.is_procedural() && self.settings.procedural == Action::Deny => Decision::Deny {
                 rule: "policy.procedural".into(),
                 message: "procedural code (DO, CALL, functions, triggers, rules, COPY PROGRAM) cannot be \
@@ -593,6 +612,10 @@ impl Policy {
             return false;
         }
         if !rule.protocols.is_empty() && !rule.protocols.iter().any(|p| p == subject.protocol) {
+            return false;
+        }
+        // Forwards are matched only by rules that name their kind.
+        if rule.statements.is_empty() && is_forward(command) {
             return false;
         }
         if !rule.statements.is_empty()
@@ -978,6 +1001,51 @@ mod tests {
             err.to_string().contains("not a valid regular expression"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn forwards_are_off_unless_a_rule_names_their_kind() {
+        let s = Subject {
+            identity: "alice",
+            groups: &[],
+            target: "web-1",
+            target_labels: NO_LABELS,
+            protocol: "ssh",
+        };
+        let fwd = |kind: &'static str| CommandInfo {
+            kinds: vec![kind],
+            command_line: Some("127.0.0.1:5432".into()),
+            ..Default::default()
+        };
+        let targets = BTreeMap::from([("web-1".to_string(), Action::Allow)]);
+        let p = Policy::new(
+            serde_yaml::from_str("[{name: everything, action: allow}]").unwrap(),
+            PolicyConfig::default(),
+            targets.clone(),
+        )
+        .unwrap();
+        assert!(matches!(
+            p.decide(&s, Some(&[fwd("port_forward_local")])).decision,
+            Decision::Deny { ref rule, .. } if rule == "policy.forwarding"
+        ));
+        assert_eq!(p.decide(&s, Some(&[exec("id")])).decision, Decision::Allow);
+        let p = Policy::new(
+            serde_yaml::from_str(
+                r#"[{name: tunnels, statements: [port_forward_local], commands: ["127.0.0.1:*"], action: allow}]"#,
+            )
+            .unwrap(),
+            PolicyConfig::default(),
+            targets,
+        )
+        .unwrap();
+        assert_eq!(
+            p.decide(&s, Some(&[fwd("port_forward_local")])).decision,
+            Decision::Allow
+        );
+        assert!(matches!(
+            p.decide(&s, Some(&[fwd("port_forward_remote")])).decision,
+            Decision::Deny { .. }
+        ));
     }
 
     #[test]

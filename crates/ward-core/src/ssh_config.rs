@@ -1,5 +1,6 @@
 //! The SSH parts of `ward.yaml`: client keys mapped to identities (`identity.ssh_keys`) and
-//! SSH targets (`targets.NAME.ssh`, `host_key`, `credential.private_key`).
+//! SSH targets (`targets.NAME.ssh`, `host_key`, `credential.private_key` or
+//! `credential.password`).
 //!
 //! They live here rather than in `config.rs` so the SSH adapter's settings can grow without
 //! touching the shared file; `config.rs` only carries the fields and calls
@@ -49,13 +50,37 @@ pub struct SshTarget {
     pub address: String,
     /// The user ward logs in as.
     pub user: String,
-    /// The private key ward logs in with (OpenSSH or PKCS#8 PEM text), read at start.
-    pub private_key: Secret,
-    /// Where the key came from, for error messages (never the key itself).
-    pub private_key_ref: String,
+    /// What ward logs in with, read at start.
+    pub credential: SshCredential,
+    /// Where the credential came from (`env:…`/`file:…`), for error messages (never the
+    /// secret itself).
+    pub credential_ref: String,
     /// The target's pinned host key, as written in the config.
     pub host_key: String,
     pub labels: BTreeMap<String, String>,
+}
+
+/// The secret ward proves itself with to an SSH target: exactly one per target.
+///
+/// Keys are preferred; passwords exist for hosts where installing ward's key is not
+/// possible (appliances, vendor boxes). Both are held as [`Secret`], never logged.
+#[derive(Debug, Clone)]
+pub enum SshCredential {
+    /// A private key (OpenSSH or PKCS#8 PEM text), used for public-key auth.
+    PrivateKey(Secret),
+    /// A password, used for password auth (or keyboard-interactive if that is all the
+    /// target offers).
+    Password(Secret),
+}
+
+impl SshCredential {
+    /// The config field it came from, for messages.
+    pub fn field(&self) -> &'static str {
+        match self {
+            SshCredential::PrivateKey(_) => "private_key",
+            SshCredential::Password(_) => "password",
+        }
+    }
 }
 
 impl Config {
@@ -69,22 +94,34 @@ impl Config {
         let mut out = BTreeMap::new();
         for (name, t) in &self.targets {
             let Some(address) = &t.ssh else { continue };
-            let Some(key_ref) = &t.credential.private_key else {
-                return Err(format!(
-                    "targets.{name}.credential.private_key: an SSH target needs the key ward logs in with, e.g. private_key: file:/etc/ward/keys/{name}"
-                ));
-            };
-            let private_key = key_ref
-                .resolve()
-                .map_err(|e| format!("targets.{name}.credential.private_key: {e}"))?;
+            let (credential, credential_ref) =
+                match (&t.credential.private_key, &t.credential.password) {
+                    (Some(key_ref), None) => {
+                        (
+                            SshCredential::PrivateKey(key_ref.resolve().map_err(|e| {
+                                format!("targets.{name}.credential.private_key: {e}")
+                            })?),
+                            key_ref.to_string(),
+                        )
+                    }
+                    (None, Some(pw_ref)) => (
+                        SshCredential::Password(
+                            pw_ref
+                                .resolve()
+                                .map_err(|e| format!("targets.{name}.credential.password: {e}"))?,
+                        ),
+                        pw_ref.to_string(),
+                    ),
+                    _ => return Err(credential_choice(name)),
+                };
             out.insert(
                 name.clone(),
                 SshTarget {
                     name: name.clone(),
                     address: with_default_port(address),
                     user: t.credential.user.clone(),
-                    private_key,
-                    private_key_ref: key_ref.to_string(),
+                    credential,
+                    credential_ref,
                     host_key: t.host_key.clone().unwrap_or_default(),
                     labels: t.labels.clone(),
                 },
@@ -92,6 +129,14 @@ impl Config {
         }
         Ok(out)
     }
+}
+
+/// The refusal for a target with neither or both of `private_key` and `password`.
+fn credential_choice(name: &str) -> String {
+    format!(
+        "targets.{name}.credential: an SSH target needs exactly one of private_key: (preferred, e.g. file:/etc/ward/keys/{name}) \
+         or password: (env:VARIABLE or file:PATH) for ward to log in with"
+    )
 }
 
 /// `host` → `host:22`; `host:port` and `[v6]:port` unchanged.
@@ -155,15 +200,8 @@ pub(crate) fn validate_target(name: &str, t: &TargetConfig) -> Result<(), String
             "targets.{name}.database: only PostgreSQL targets have a database"
         ));
     }
-    if t.credential.password.is_some() {
-        return Err(format!(
-            "targets.{name}.credential.password: ward logs in to SSH targets with a key only (for now); use private_key: file:PATH"
-        ));
-    }
-    if t.credential.private_key.is_none() {
-        return Err(format!(
-            "targets.{name}.credential.private_key: an SSH target needs the key ward logs in with, e.g. private_key: file:/etc/ward/keys/{name}"
-        ));
+    if t.credential.password.is_some() == t.credential.private_key.is_some() {
+        return Err(credential_choice(name));
     }
     let Some(host_key) = &t.host_key else {
         return Err(format!(
@@ -283,8 +321,26 @@ targets:
         );
         let err = invalid(&yaml("", "").replace(HOST, "ssh-ed25519 nope!"));
         assert!(err.contains("targets.web-1.host_key"), "{err}");
-        let err = invalid(&yaml("", "").replace("private_key: file:keys/web-1", "password: env:X"));
-        assert!(err.contains("targets.web-1.credential.password"), "{err}");
+        let err = invalid(&yaml("", "").replace(
+            "private_key: file:keys/web-1",
+            "private_key: file:keys/web-1, password: env:X",
+        ));
+        assert!(err.contains("exactly one of private_key"), "{err}");
+        let err = invalid(&yaml("", "").replace("private_key: file:keys/web-1", ""));
+        assert!(
+            err.contains("targets.web-1.credential: an SSH target"),
+            "{err}"
+        );
+        let c = Config::from_yaml(
+            &yaml("", "").replace("private_key: file:keys/web-1", "password: env:WEB1_PW"),
+            Path::new("."),
+        )
+        .unwrap();
+        let err = c.ssh_targets().unwrap_err();
+        assert!(
+            err.contains("targets.web-1.credential.password") && err.contains("WEB1_PW"),
+            "{err}"
+        );
         let err = invalid(&yaml("", ", targets: [nope]"));
         assert!(
             err.contains("identity.ssh_keys[0].targets: unknown target \"nope\""),

@@ -11,6 +11,7 @@
 //! ward terminates SSH on both sides (it is a man in the middle the operator chose), so it
 //! sees every request in clear; channel data is relayed as opaque bytes.
 
+pub mod forward;
 pub mod host_key;
 pub mod listener;
 pub mod recording;

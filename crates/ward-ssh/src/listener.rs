@@ -13,6 +13,7 @@
 //! SSH disconnect, which OpenSSH prints ("Received disconnect from …: ward: …").
 
 use crate::SshGateway;
+use crate::forward;
 use crate::session::{self, ChannelLink, SessionCtx};
 use crate::upstream::UpstreamHandler;
 use russh::keys::ssh_key::public::KeyData;
@@ -753,8 +754,104 @@ impl server::Handler for ClientHandler {
         }
     }
 
-    // Agent forwarding, port forwarding (both directions) and other channel types keep
-    // russh's defaults, which refuse them: ward does not relay them yet (docs/ssh.md).
+    /// `ssh -L`: judged by the policy (kind `port_forward_local`, destination `host:port`),
+    /// then relayed to a direct-tcpip channel ward opens on the target; recorded either way.
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(ctx), Some(upstream)) = (self.ctx.clone(), self.upstream.clone()) else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let destination = format!("{host_to_connect}:{port_to_connect}");
+        let text = format!("forward local {destination}");
+        let started_at = ward_core::time::now_micros();
+        let rule = match forward::judge(&ctx, "port_forward_local", &destination) {
+            Ok(rule) => rule,
+            Err(refusal) => {
+                tracing::info!(session = %ctx.session_id, forward = %text, rule = %refusal.rule, "ssh forward refused");
+                reply
+                    .reject(russh::ChannelOpenFailure::Other {
+                        code: 1,
+                        reason: format!(
+                            "ward: denied by rule \"{}\": {}",
+                            refusal.rule, refusal.message
+                        ),
+                    })
+                    .await;
+                forward::record(
+                    &ctx,
+                    forward::Outcome {
+                        text,
+                        started_at,
+                        to_target: 0,
+                        to_client: 0,
+                        decision: Some("denied".into()),
+                        rule: Some(refusal.rule),
+                        error: Some(refusal.message),
+                    },
+                )
+                .await;
+                return Ok(());
+            }
+        };
+        let up = match upstream
+            .channel_open_direct_tcpip(
+                host_to_connect,
+                port_to_connect,
+                originator_address,
+                originator_port,
+            )
+            .await
+        {
+            Ok(up) => up,
+            Err(e) => {
+                let reason = format!(
+                    "target {} could not open {destination}: {e}",
+                    ctx.target.target.name
+                );
+                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+                forward::record(
+                    &ctx,
+                    forward::Outcome {
+                        text,
+                        started_at,
+                        to_target: 0,
+                        to_client: 0,
+                        decision: rule.as_ref().map(|_| "allowed".into()),
+                        rule,
+                        error: Some(reason),
+                    },
+                )
+                .await;
+                return Ok(());
+            }
+        };
+        let done = self
+            .conn
+            .channels_done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(done) = done else {
+            return Ok(());
+        };
+        reply.accept().await;
+        forward::relay(ctx, channel, up, text, rule, done);
+        Ok(())
+    }
+
+    // Remote port forwarding, agent forwarding and other channel types keep russh's
+    // defaults, which refuse them (docs/ssh.md).
 }
 
 impl ClientHandler {

@@ -7,19 +7,27 @@
 //! so the operator can tell a reinstalled host from an attack. Certificates presented as
 //! host keys are refused for now (no host CA is configurable yet).
 
-use russh::client;
+use russh::MethodKind;
+use russh::client::{self, KeyboardInteractiveAuthResponse};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use ward_core::ssh_config::SshTarget;
+use ward_core::secret::Secret;
+use ward_core::ssh_config::{SshCredential, SshTarget};
 
 /// One SSH target, ready to connect to.
 pub struct SshUpstream {
     pub target: SshTarget,
-    key: Arc<PrivateKey>,
+    login: Login,
     pinned: PublicKey,
     config: Arc<client::Config>,
     connect_timeout: Duration,
+}
+
+/// How ward proves itself to the target (parsed once, at start).
+enum Login {
+    Key(Arc<PrivateKey>),
+    Password(Secret),
 }
 
 /// Why ward could not open a session on the target. The text is shown to the client
@@ -46,6 +54,10 @@ pub enum UpstreamError {
         "target {target} refused ward's key for user {user}; add ward's public key to that user's authorized_keys"
     )]
     LoginRefused { target: String, user: String },
+    #[error(
+        "target {target} refused ward's password for user {user}; check the secret behind targets.{target}.credential.password"
+    )]
+    PasswordRefused { target: String, user: String },
     #[error("the SSH connection to target {target} failed: {reason}")]
     Protocol { target: String, reason: String },
 }
@@ -87,16 +99,22 @@ fn describe_key(key: &PublicKey) -> String {
 impl SshUpstream {
     pub fn new(target: SshTarget, connect_timeout: Duration) -> Result<Self, String> {
         let name = target.name.clone();
-        // Secret files lose their trailing newline when read; PEM parsers want it back.
-        let mut pem = target.private_key.expose().to_string();
-        pem.push('\n');
-        let key = russh::keys::decode_secret_key(&pem, None).map_err(|e| {
-            format!(
-                "targets.{name}.credential.private_key ({}): not a usable private key: {e} \
-                 (an unencrypted OpenSSH or PKCS#8 key is needed, e.g. from ssh-keygen -t ed25519 -N '')",
-                target.private_key_ref
-            )
-        })?;
+        let login = match &target.credential {
+            SshCredential::PrivateKey(secret) => {
+                // Secret files lose their trailing newline when read; PEM parsers want it back.
+                let mut pem = secret.expose().to_string();
+                pem.push('\n');
+                let key = russh::keys::decode_secret_key(&pem, None).map_err(|e| {
+                    format!(
+                        "targets.{name}.credential.private_key ({}): not a usable private key: {e} \
+                         (an unencrypted OpenSSH or PKCS#8 key is needed, e.g. from ssh-keygen -t ed25519 -N '')",
+                        target.credential_ref
+                    )
+                })?;
+                Login::Key(Arc::new(key))
+            }
+            SshCredential::Password(secret) => Login::Password(secret.clone()),
+        };
         let pinned = crate::parse_public_key(&target.host_key)
             .map_err(|e| format!("targets.{name}.host_key: {e}"))?;
         let config = client::Config {
@@ -112,7 +130,7 @@ impl SshUpstream {
         };
         Ok(SshUpstream {
             target,
-            key: Arc::new(key),
+            login,
             pinned,
             config: Arc::new(config),
             connect_timeout,
@@ -174,24 +192,87 @@ impl SshUpstream {
             target: target.name.clone(),
             reason: e.to_string(),
         };
-        let hash = handle
-            .best_supported_rsa_hash()
-            .await
-            .map_err(protocol)?
-            .flatten();
-        let auth = handle
-            .authenticate_publickey(
-                target.user.clone(),
-                PrivateKeyWithHashAlg::new(self.key.clone(), hash),
-            )
-            .await
-            .map_err(protocol)?;
-        if !auth.success() {
-            return Err(UpstreamError::LoginRefused {
+        let ok = match &self.login {
+            Login::Key(key) => {
+                let hash = handle
+                    .best_supported_rsa_hash()
+                    .await
+                    .map_err(protocol)?
+                    .flatten();
+                let auth = handle
+                    .authenticate_publickey(
+                        target.user.clone(),
+                        PrivateKeyWithHashAlg::new(key.clone(), hash),
+                    )
+                    .await
+                    .map_err(protocol)?;
+                if !auth.success() {
+                    return Err(UpstreamError::LoginRefused {
+                        target: target.name.clone(),
+                        user: target.user.clone(),
+                    });
+                }
+                true
+            }
+            Login::Password(password) => password_login(&mut handle, &target.user, password)
+                .await
+                .map_err(protocol)?,
+        };
+        if !ok {
+            return Err(UpstreamError::PasswordRefused {
                 target: target.name.clone(),
                 user: target.user.clone(),
             });
         }
         Ok(handle)
     }
+}
+
+/// Password auth, or keyboard-interactive when that is what the target offers instead
+/// (many sshd builds disable `PasswordAuthentication` but ask for the same password through
+/// PAM): every prompt that does not echo is answered with the password, a bounded number of
+/// rounds. Returns whether the target accepted it; the password is never logged.
+async fn password_login(
+    handle: &mut client::Handle<UpstreamHandler>,
+    user: &str,
+    password: &Secret,
+) -> Result<bool, russh::Error> {
+    let remaining = match handle
+        .authenticate_password(user.to_string(), password.expose().to_string())
+        .await?
+    {
+        russh::client::AuthResult::Success => return Ok(true),
+        russh::client::AuthResult::Failure {
+            remaining_methods, ..
+        } => remaining_methods,
+    };
+    if !remaining.contains(&MethodKind::KeyboardInteractive) {
+        return Ok(false);
+    }
+    let mut reply = handle
+        .authenticate_keyboard_interactive_start(user.to_string(), None::<String>)
+        .await?;
+    // One round for the password, a few more for servers that send an empty info request.
+    for _ in 0..4 {
+        match reply {
+            KeyboardInteractiveAuthResponse::Success => return Ok(true),
+            KeyboardInteractiveAuthResponse::Failure { .. } => return Ok(false),
+            KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
+                let answers = prompts
+                    .iter()
+                    .map(|p| {
+                        if p.echo {
+                            String::new()
+                        } else {
+                            password.expose().to_string()
+                        }
+                    })
+                    .collect();
+                reply = handle
+                    .authenticate_keyboard_interactive_respond(answers)
+                    .await?;
+            }
+        }
+    }
+    Ok(false)
 }

@@ -68,6 +68,18 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd and waits until it accepts connections.
     pub fn start() -> Sshd {
+        Sshd::start_inner(false)
+    }
+
+    /// Like [`Sshd::start`], but password authentication is on as well, and
+    /// [`PASSWORD_USER`] exists with password [`PASSWORD`] (a user of its own, so the
+    /// key-only user's password state, reset by every other sshd start, is not raced).
+    pub fn start_with_password() -> Sshd {
+        ensure_password_user();
+        Sshd::start_inner(true)
+    }
+
+    fn start_inner(password_auth: bool) -> Sshd {
         let dir = fresh_dir("sshd");
         set_mode(&dir, 0o755);
         ensure_test_user();
@@ -89,13 +101,14 @@ impl Sshd {
             &config,
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n\
-                 AuthorizedKeysFile {authkeys}/%u\nPasswordAuthentication no\n\
+                 AuthorizedKeysFile {authkeys}/%u\nPasswordAuthentication {password}\n\
                  KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n\
                  StrictModes no\nPermitRootLogin no\nAllowTcpForwarding yes\n\
                  AcceptEnv LANG LC_*\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n",
                 host = host.private.display(),
                 pid = dir.join("sshd.pid").display(),
                 authkeys = authkeys.display(),
+                password = if password_auth { "yes" } else { "no" },
             ),
         )
         .expect("write sshd_config");
@@ -205,6 +218,31 @@ fn ensure_test_user() {
     assert!(out.status.success(), "usermod -p '*' {TEST_USER}: {out:?}");
 }
 
+/// The user [`Sshd::start_with_password`] lets in with [`PASSWORD`].
+pub const PASSWORD_USER: &str = "sshtestpw";
+/// [`PASSWORD_USER`]'s password.
+pub const PASSWORD: &str = "ward-test-Pa55word";
+
+fn ensure_password_user() {
+    let _ = Command::new("useradd")
+        .args(["-m", "-s", "/bin/bash", PASSWORD_USER])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let mut child = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run chpasswd");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("chpasswd stdin")
+        .write_all(format!("{PASSWORD_USER}:{PASSWORD}\n").as_bytes())
+        .expect("write to chpasswd");
+    assert!(child.wait().expect("chpasswd").success(), "chpasswd failed");
+}
+
 /// The options every client invocation gets.
 fn client_options(key: &Path) -> Vec<String> {
     let mut v: Vec<String> = [
@@ -293,6 +331,8 @@ pub struct SshTargetSpec {
     pub user: String,
     /// ward's private key for the target, referenced as `file:`.
     pub private_key: PathBuf,
+    /// When set, ward logs in with the password in this file instead of the key.
+    pub password_file: Option<PathBuf>,
     /// The pinned host key line.
     pub host_key: String,
     /// Extra YAML lines inside the target's mapping (e.g. `labels: { env: prod }`).
@@ -308,9 +348,17 @@ impl SshTargetSpec {
             address: sshd.address(),
             user: TEST_USER.to_string(),
             private_key: sshd.login_key.private.clone(),
+            password_file: None,
             host_key: sshd.host_key.clone(),
             extra_yaml: String::new(),
         }
+    }
+
+    /// Log in as `user` with the password in `file` (see [`Sshd::start_with_password`]).
+    pub fn password(mut self, user: &str, file: &Path) -> SshTargetSpec {
+        self.user = user.to_string();
+        self.password_file = Some(file.to_path_buf());
+        self
     }
 
     pub fn host_key(mut self, key: &str) -> SshTargetSpec {
@@ -349,12 +397,16 @@ impl SshOptions {
         let mut y = String::new();
         for t in &self.targets {
             y.push_str(&format!(
-                "  {}:\n    ssh: {}\n    host_key: {}\n    credential:\n      user: {}\n      private_key: {}\n",
+                "  {}:\n    ssh: {}\n    host_key: {}\n    credential:\n      user: {}\n      {}: {}\n",
                 q(&t.name),
                 q(&t.address),
                 q(&t.host_key),
                 q(&t.user),
-                q(&format!("file:{}", t.private_key.display())),
+                if t.password_file.is_some() { "password" } else { "private_key" },
+                q(&format!(
+                    "file:{}",
+                    t.password_file.as_ref().unwrap_or(&t.private_key).display()
+                )),
             ));
             for line in t.extra_yaml.lines() {
                 y.push_str(&format!("    {line}\n"));
@@ -386,4 +438,16 @@ impl super::WardOptions {
         }
         self.identity_yaml(&yaml)
     }
+}
+
+/// Bodies of the stored events of `kind` (`command`, `statement`, …), oldest first.
+pub fn stored_events(ward: &super::Ward, kind: &str) -> Vec<serde_json::Value> {
+    let db = rusqlite::Connection::open(ward.data_dir().join("ward.db")).expect("open the store");
+    let mut stmt = db
+        .prepare("SELECT body FROM event_log WHERE kind = ?1 ORDER BY id")
+        .expect("query");
+    stmt.query_map([kind], |row| row.get::<_, String>(0))
+        .expect("query")
+        .map(|b| serde_json::from_str(&b.expect("row")).expect("event JSON"))
+        .collect()
 }

@@ -1,0 +1,333 @@
+//! SSH features beyond shell/exec/scp, through a real `ward serve` and a real OpenSSH sshd:
+//! targets ward logs in to with a password, local port forwarding (refused by default,
+//! allowed by rule, bytes recorded), and russh as the client (exec + direct-tcpip).
+//!
+//! Each test starts its own sshd and ward; the client key of identity `alice` (group `ops`)
+//! is listed in `identity.ssh_keys`.
+
+mod harness;
+
+use harness::sshd::{self, KeyPair, SshKeySpec, SshOptions, SshTargetSpec, Sshd};
+use harness::{Ward, WardOptions, fresh_dir, wait_until};
+use serde_json::Value;
+use std::path::PathBuf;
+
+const TARGET: &str = "web-1";
+
+struct Setup {
+    _sshd: Sshd,
+    ward: Ward,
+    alice: KeyPair,
+    _dir: PathBuf,
+}
+
+impl Setup {
+    fn start(
+        sshd: Sshd,
+        rules: &str,
+        target: impl FnOnce(SshTargetSpec, &std::path::Path) -> SshTargetSpec,
+    ) -> Setup {
+        let dir = fresh_dir("ssh-forward-client");
+        let alice = KeyPair::generate(&dir.join("alice_ed25519"), "alice@laptop");
+        let mut options = WardOptions::new()
+            .ssh(SshOptions::new().target(target(SshTargetSpec::for_sshd(TARGET, &sshd), &dir)))
+            .ssh_keys(&[SshKeySpec {
+                identity: "alice".into(),
+                public: alice.public.clone(),
+                groups: vec!["ops".into()],
+            }]);
+        if !rules.is_empty() {
+            options = options.extra_yaml(rules);
+        }
+        let ward = Ward::start(options);
+        Setup {
+            _sshd: sshd,
+            ward,
+            alice,
+            _dir: dir,
+        }
+    }
+
+    fn ssh(&self, args: &[&str]) -> std::process::Output {
+        sshd::ssh(self.ward.ssh_port(), TARGET, &self.alice.private, args)
+    }
+
+    fn wait_event(&self, kind: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_until(
+            || {
+                sshd::stored_events(&self.ward, kind)
+                    .into_iter()
+                    .find(|e| pred(e))
+            },
+            &format!("{what} in the store"),
+        )
+    }
+}
+
+/// A target whose credential is `password: file:…` holding `password`.
+fn password_target(
+    password: &str,
+) -> impl FnOnce(SshTargetSpec, &std::path::Path) -> SshTargetSpec {
+    let password = password.to_string();
+    move |t, dir| {
+        let file = dir.join("target-password");
+        std::fs::write(&file, format!("{password}\n")).expect("write the password file");
+        t.password(sshd::PASSWORD_USER, &file)
+    }
+}
+
+#[test]
+fn exec_through_a_password_credential_target() {
+    let s = Setup::start(
+        Sshd::start_with_password(),
+        "",
+        password_target(sshd::PASSWORD),
+    );
+    let out = s.ssh(&["id -un; echo via-password"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        format!("{}\nvia-password\n", sshd::PASSWORD_USER),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    s.wait_event("command", "the exec's command", |e| {
+        e["text"] == "id -un; echo via-password"
+    });
+    // The password is in no log line.
+    assert!(
+        !s.ward.log().contains(sshd::PASSWORD),
+        "ward logged the password"
+    );
+}
+
+#[test]
+fn a_wrong_target_password_is_told_to_the_client() {
+    let s = Setup::start(
+        Sshd::start_with_password(),
+        "",
+        password_target("not-the-password"),
+    );
+    let out = s.ssh(&["echo never"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("never"));
+    assert!(
+        stderr.contains("ward: target web-1 refused ward's password for user sshtestpw"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+    assert!(
+        !s.ward.log().contains("not-the-password"),
+        "ward logged the password"
+    );
+}
+
+/// A TCP echo server on 127.0.0.1 (the target's side): returns its port.
+fn echo_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
+    let port = listener.local_addr().expect("echo address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = stream.try_clone().expect("clone the echo stream");
+                let _ = std::io::copy(&mut reader, &mut stream);
+            });
+        }
+    });
+    port
+}
+
+/// A running `ssh -N -L local:127.0.0.1:remote` through ward; killed when dropped.
+struct Tunnel(std::process::Child);
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Setup {
+    fn tunnel(&self, forward: &str) -> Tunnel {
+        let child = sshd::ssh_command_with(
+            self.ward.ssh_port(),
+            TARGET,
+            &self.alice.private,
+            &["-N", "-o", "ExitOnForwardFailure=yes", "-L", forward],
+            &[],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ssh -L");
+        Tunnel(child)
+    }
+}
+
+/// Connects to the tunnel's local port once ssh listens on it.
+fn connect_local(port: u16) -> std::net::TcpStream {
+    let stream = wait_until(
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        "ssh listening on the forwarded port",
+    );
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("read timeout");
+    stream
+}
+
+#[test]
+fn a_local_port_forward_is_refused_by_default_and_recorded() {
+    let s = Setup::start(Sshd::start(), "", |t, _| t);
+    let echo = echo_server();
+    let local = harness::free_port();
+    let _tunnel = s.tunnel(&format!("{local}:127.0.0.1:{echo}"));
+    let mut stream = connect_local(local);
+    use std::io::{Read, Write};
+    let _ = stream.write_all(b"hello");
+    let mut buf = [0u8; 16];
+    // The client closes the local connection once ward refuses the channel.
+    let n = stream.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "data came back through a refused forward");
+    let event = s.wait_event("statement", "the refused forward", |e| {
+        e["origin"] == "forward"
+    });
+    assert_eq!(event["text"], format!("forward local 127.0.0.1:{echo}"));
+    assert_eq!(event["decision"], "denied");
+    assert_eq!(event["rule"], "policy.forwarding");
+}
+
+#[test]
+fn a_local_port_forward_allowed_by_rule_relays_and_records_bytes() {
+    let rules = r#"rules:
+  - { name: everything, protocols: [ssh], action: allow }
+  - { name: tunnels, statements: [port_forward_local], commands: ["127.0.0.1:*"], action: allow }
+"#;
+    let s = Setup::start(Sshd::start(), rules, |t, _| t);
+    let echo = echo_server();
+    let local = harness::free_port();
+    let tunnel = s.tunnel(&format!("{local}:127.0.0.1:{echo}"));
+    let mut stream = connect_local(local);
+    use std::io::{Read, Write};
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut writer = stream.try_clone().expect("clone");
+    let sent = payload.clone();
+    let writing = std::thread::spawn(move || {
+        writer.write_all(&sent).expect("write through the tunnel");
+        writer
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut down writing");
+    });
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).expect("read the echo");
+    writing.join().expect("writer");
+    assert!(
+        back == payload,
+        "the echo came back different ({} bytes)",
+        back.len()
+    );
+    drop(stream);
+    let event = s.wait_event("statement", "the forward's record", |e| {
+        e["origin"] == "forward"
+    });
+    drop(tunnel);
+    assert_eq!(event["text"], format!("forward local 127.0.0.1:{echo}"));
+    assert_eq!(event["decision"], "allowed");
+    assert_eq!(event["rule"], "tunnels");
+    assert_eq!(
+        event["params"],
+        "bytes_to_target=200000 bytes_to_client=200000"
+    );
+}
+
+/// A russh client that accepts any host key (the test checks ward, not its host key).
+struct AnyHost;
+
+impl russh::client::Handler for AnyHost {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+#[test]
+fn russh_as_the_client_execs_and_forwards() {
+    let rules = r#"rules:
+  - { name: tunnels, statements: [port_forward_local], action: allow }
+"#;
+    let s = Setup::start(Sshd::start(), rules, |t, _| t);
+    let echo = echo_server();
+    let port = s.ward.ssh_port();
+    let key_path = s.alice.private.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        use russh::ChannelMsg;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = russh::keys::load_secret_key(&key_path, None).expect("load alice's key");
+        let config = std::sync::Arc::new(russh::client::Config::default());
+        let mut handle = russh::client::connect(config, ("127.0.0.1", port), AnyHost)
+            .await
+            .expect("connect to ward");
+        let auth = handle
+            .authenticate_publickey(
+                TARGET,
+                russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), None),
+            )
+            .await
+            .expect("authenticate");
+        assert!(auth.success(), "ward refused alice's key: {auth:?}");
+
+        let mut channel = handle
+            .channel_open_session()
+            .await
+            .expect("session channel");
+        channel
+            .exec(true, "echo from-russh; exit 3")
+            .await
+            .expect("exec");
+        let mut out = Vec::new();
+        let mut status = None;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                _ => {}
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&out), "from-russh\n");
+        assert_eq!(status, Some(3));
+
+        let tunnel = handle
+            .channel_open_direct_tcpip("127.0.0.1", echo.into(), "127.0.0.1", 40000)
+            .await
+            .expect("direct-tcpip through ward");
+        let mut stream = tunnel.into_stream();
+        stream.write_all(b"ping through ward").await.expect("write");
+        stream.shutdown().await.expect("eof");
+        let mut back = Vec::new();
+        stream.read_to_end(&mut back).await.expect("read");
+        assert_eq!(back, b"ping through ward");
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    });
+    let event = s.wait_event("statement", "the russh forward", |e| {
+        e["origin"] == "forward"
+    });
+    assert_eq!(event["decision"], "allowed");
+    assert_eq!(event["params"], "bytes_to_target=17 bytes_to_client=17");
+    s.wait_event("statement", "the russh exec", |e| {
+        e["text"] == "echo from-russh; exit 3"
+    });
+}
