@@ -1,6 +1,7 @@
 //! SSH features beyond shell/exec/scp, through a real `ward serve` and a real OpenSSH sshd:
 //! targets ward logs in to with a password, local port forwarding (refused by default,
-//! allowed by rule, bytes recorded), and russh as the client (exec + direct-tcpip).
+//! allowed by rule, bytes recorded), russh as the client (exec + direct-tcpip), and user
+//! certificates signed by a CA in `identity.ssh_cas`.
 //!
 //! Each test starts its own sshd and ward; the client key of identity `alice` (group `ops`)
 //! is listed in `identity.ssh_keys`.
