@@ -402,6 +402,9 @@ pub struct IdentityConfig {
     /// SSH public keys that prove identities (see `ssh_config` and docs/ssh.md).
     #[serde(default)]
     pub ssh_keys: Vec<crate::ssh_config::SshKeyConfig>,
+    /// SSH user CAs whose certificates prove identities (see `ssh_config` and docs/ssh.md).
+    #[serde(default)]
+    pub ssh_cas: Vec<crate::ssh_config::SshCaConfig>,
 }
 
 /// `identity.login`: `ward login`, a person's login at the IdP through ward's CLI, which

@@ -42,6 +42,22 @@ pub struct SshKeyConfig {
     pub targets: Option<Vec<String>>,
 }
 
+/// A trusted SSH user CA (`identity.ssh_cas[]`): a valid OpenSSH user certificate it signed
+/// proves the identity named by the certificate's key id (`ssh-keygen -I alice`), which
+/// must also be one of its principals (`-n alice`), so a CA that issues certificates for
+/// other systems cannot be mistaken for one issuing ward identities.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshCaConfig {
+    /// The CA's public key line (`ssh-ed25519 AAAA… ca`, as in `ca.pub`).
+    pub key: String,
+    /// Groups every identity proven by this CA gets.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Targets its certificates may reach; every SSH target when absent.
+    pub targets: Option<Vec<String>>,
+}
+
 /// A resolved SSH target, ready for the adapter.
 #[derive(Debug, Clone)]
 pub struct SshTarget {
@@ -241,7 +257,19 @@ pub(crate) fn validate(config: &Config) -> Result<(), String> {
                 "{at}.key: the same key is already listed at identity.ssh_keys[{first}]; a key proves exactly one identity"
             ));
         }
-        for t in k.targets.iter().flatten() {
+        check_targets(config, &at, k.targets.as_deref())?;
+    }
+    for (i, ca) in config.identity.ssh_cas.iter().enumerate() {
+        let at = format!("identity.ssh_cas[{i}]");
+        check_public_key_line(&ca.key).map_err(|e| format!("{at}.key: {e}"))?;
+        check_targets(config, &at, ca.targets.as_deref())?;
+    }
+    Ok(())
+}
+
+fn check_targets(config: &Config, at: &str, targets: Option<&[String]>) -> Result<(), String> {
+    {
+        for t in targets.into_iter().flatten() {
             match config.targets.get(t) {
                 Some(target) if target.ssh.is_some() => {}
                 Some(_) => {

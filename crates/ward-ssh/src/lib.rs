@@ -47,10 +47,22 @@ pub struct ClientKey {
     pub fingerprint: String,
 }
 
+/// A trusted user CA from `identity.ssh_cas`, parsed.
+#[derive(Debug, Clone)]
+pub struct TrustedCa {
+    /// The CA key's SHA-256 fingerprint, which certificates are validated against.
+    pub fingerprint: russh::keys::ssh_key::Fingerprint,
+    pub groups: Vec<String>,
+    /// Targets its certificates may reach; `None`: every SSH target.
+    pub targets: Option<Vec<String>>,
+}
+
 /// Everything the SSH listener needs, shared by all its connections.
 pub struct SshGateway {
     /// Client keys by key data (the comment is not part of the key).
     pub keys: HashMap<KeyData, ClientKey>,
+    /// User CAs whose certificates prove identities (`identity.ssh_cas`).
+    pub cas: Vec<TrustedCa>,
     pub targets: BTreeMap<String, Arc<upstream::SshUpstream>>,
     pub server_config: Arc<russh::server::Config>,
     pub registry: Arc<SessionRegistry>,
@@ -111,6 +123,16 @@ impl SshGateway {
                 },
             );
         }
+        let mut cas = Vec::new();
+        for (i, ca) in config.identity.ssh_cas.iter().enumerate() {
+            let key =
+                parse_public_key(&ca.key).map_err(|e| format!("identity.ssh_cas[{i}].key: {e}"))?;
+            cas.push(TrustedCa {
+                fingerprint: key.fingerprint(russh::keys::HashAlg::Sha256),
+                groups: ca.groups.clone(),
+                targets: ca.targets.clone(),
+            });
+        }
         let mut targets = BTreeMap::new();
         for (name, target) in config.ssh_targets()? {
             targets.insert(
@@ -146,6 +168,7 @@ impl SshGateway {
         };
         Ok(SshGateway {
             keys,
+            cas,
             targets,
             server_config: Arc::new(server_config),
             registry: shared.registry,
