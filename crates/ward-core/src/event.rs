@@ -93,6 +93,8 @@ pub enum StatementOrigin {
     Shell,
     /// SSH: a subsystem such as sftp.
     Subsystem,
+    /// SSH: one file operation inside an sftp subsystem (`rows` is its byte count).
+    Sftp,
 }
 
 impl StatementOrigin {
@@ -105,6 +107,7 @@ impl StatementOrigin {
             StatementOrigin::Exec => "exec",
             StatementOrigin::Shell => "shell",
             StatementOrigin::Subsystem => "subsystem",
+            StatementOrigin::Sftp => "sftp",
         }
     }
 
@@ -117,6 +120,7 @@ impl StatementOrigin {
             "exec" => StatementOrigin::Exec,
             "shell" => StatementOrigin::Shell,
             "subsystem" => StatementOrigin::Subsystem,
+            "sftp" => StatementOrigin::Sftp,
             _ => return None,
         })
     }

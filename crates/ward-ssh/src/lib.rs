@@ -14,6 +14,7 @@
 pub mod host_key;
 pub mod listener;
 pub mod session;
+pub mod sftp;
 pub mod upstream;
 
 use russh::keys::ssh_key::public::KeyData;
