@@ -1108,7 +1108,11 @@ mod tests {
             Some("no-etc-writes")
         );
         assert_eq!(
-            denied(sftp(&["sftp_write", "sftp_modify"], &["/etc/ssh/sshd_config"])).as_deref(),
+            denied(sftp(
+                &["sftp_write", "sftp_modify"],
+                &["/etc/ssh/sshd_config"]
+            ))
+            .as_deref(),
             Some("no-etc-writes")
         );
         // A rename checks both paths.
@@ -1118,18 +1122,27 @@ mod tests {
         );
         // Reading is another kind; /etcetera is not under /etc.
         assert_eq!(denied(sftp(&["sftp_read"], &["/etc/hosts"])), None);
-        assert_eq!(denied(sftp(&["sftp_write", "sftp_modify"], &["/etcetera"])), None);
+        assert_eq!(
+            denied(sftp(&["sftp_write", "sftp_modify"], &["/etcetera"])),
+            None
+        );
         // `*` stays within one component.
         assert_eq!(
             denied(sftp(&["sftp_read"], &["/home/bob/.ssh/id_ed25519"])).as_deref(),
             Some("no-keys")
         );
-        assert_eq!(denied(sftp(&["sftp_read"], &["/home/bob/x/.ssh/id_rsa"])), None);
+        assert_eq!(
+            denied(sftp(&["sftp_read"], &["/home/bob/x/.ssh/id_rsa"])),
+            None
+        );
         assert_eq!(
             denied(sftp(&["sftp_read"], &["/srv/tls/key.pem"])).as_deref(),
             Some("no-keys")
         );
-        assert_eq!(denied(sftp(&["sftp_stat"], &["/srv/lock"])).as_deref(), Some("exact"));
+        assert_eq!(
+            denied(sftp(&["sftp_stat"], &["/srv/lock"])).as_deref(),
+            Some("exact")
+        );
         assert_eq!(denied(sftp(&["sftp_stat"], &["/srv/lock2"])), None);
         // Commands without paths never meet a `paths` rule.
         assert_eq!(denied(exec("cat /etc/hosts")), None);
@@ -1138,9 +1151,18 @@ mod tests {
     #[test]
     fn bad_paths_are_rejected() {
         for (yaml, want) in [
-            (r#"[{name: x, paths: ["etc/*"], action: deny}]"#, "must be an absolute path"),
-            (r#"[{name: x, paths: ["re:("], action: deny}]"#, "not a valid regular expression"),
-            (r#"[{name: x, statements: [sftp_wirte], action: deny}]"#, "unknown statement kind"),
+            (
+                r#"[{name: x, paths: ["etc/*"], action: deny}]"#,
+                "must be an absolute path",
+            ),
+            (
+                r#"[{name: x, paths: ["re:("], action: deny}]"#,
+                "not a valid regular expression",
+            ),
+            (
+                r#"[{name: x, statements: [sftp_wirte], action: deny}]"#,
+                "unknown statement kind",
+            ),
         ] {
             let rules: Vec<RuleConfig> = serde_yaml::from_str(yaml).unwrap();
             let e = Policy::new(rules, PolicyConfig::default(), BTreeMap::new()).unwrap_err();

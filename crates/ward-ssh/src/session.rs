@@ -708,7 +708,11 @@ async fn pump(
     }
     let _ = client.close().await;
     if let Some(link) = shared.sftp.get() {
-        let unclosed = link.tracker.lock().unwrap_or_else(|p| p.into_inner()).unclosed();
+        let unclosed = link
+            .tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unclosed();
         for op in unclosed {
             record_file_op(&ctx, op, None, None).await;
         }
@@ -744,7 +748,8 @@ async fn sftp_replies(
                 let mut tracker = link.tracker.lock().unwrap_or_else(|p| p.into_inner());
                 let done = tracker.reply(&reply);
                 if tracker.cwd().is_some() {
-                    link.cwd_known.send_if_modified(|known| !std::mem::replace(known, true));
+                    link.cwd_known
+                        .send_if_modified(|known| !std::mem::replace(known, true));
                 }
                 done
             }

@@ -136,16 +136,43 @@ fn fields(packet: &[u8]) -> Result<Fields<'_>, ProtocolError> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     Init,
-    Open { id: u32, path: String, pflags: u32 },
-    Close { id: u32, handle: Vec<u8> },
-    Read { id: u32, handle: Vec<u8> },
-    Write { id: u32, handle: Vec<u8>, len: u64 },
-    OpenDir { id: u32, path: String },
-    Realpath { id: u32, path: String },
+    Open {
+        id: u32,
+        path: String,
+        pflags: u32,
+    },
+    Close {
+        id: u32,
+        handle: Vec<u8>,
+    },
+    Read {
+        id: u32,
+        handle: Vec<u8>,
+    },
+    Write {
+        id: u32,
+        handle: Vec<u8>,
+        len: u64,
+    },
+    OpenDir {
+        id: u32,
+        path: String,
+    },
+    Realpath {
+        id: u32,
+        path: String,
+    },
     /// A request on paths: its operation name (`remove`, `rename`, …) and the paths.
-    Paths { id: u32, op: &'static str, paths: Vec<String> },
+    Paths {
+        id: u32,
+        op: &'static str,
+        paths: Vec<String>,
+    },
     /// A request on an open handle that changes it (FSETSTAT).
-    HandleSetstat { id: u32, handle: Vec<u8> },
+    HandleSetstat {
+        id: u32,
+        handle: Vec<u8>,
+    },
     /// Anything else (READDIR, FSTAT, unknown extensions, …): forwarded as is.
     Other,
 }
@@ -424,11 +451,18 @@ impl Tracker {
                 let (op, kinds) = open_kinds(*pflags);
                 make(*id, op, kinds, vec![path.clone()])
             }
-            Request::OpenDir { id, path } => make(*id, "list", op_kinds("list"), vec![path.clone()]),
+            Request::OpenDir { id, path } => {
+                make(*id, "list", op_kinds("list"), vec![path.clone()])
+            }
             Request::Paths { id, op, paths } => make(*id, op, op_kinds(op), paths.clone()),
             Request::HandleSetstat { id, handle } => {
                 let file = self.handles.get(handle)?;
-                make(*id, "setstat", op_kinds("setstat"), file.check.paths.clone())
+                make(
+                    *id,
+                    "setstat",
+                    op_kinds("setstat"),
+                    file.check.paths.clone(),
+                )
             }
             _ => None,
         }

@@ -272,6 +272,18 @@ pub fn scp(port: u16, key: &Path, extra: &[&str], from: &str, to: &str) -> Outpu
     run_with_timeout(&mut cmd, SSH_TIMEOUT)
 }
 
+/// Runs `sftp -P PORT -b BATCH user@127.0.0.1` (batch commands one a line; `-` prefixed
+/// commands may fail without stopping the batch).
+pub fn sftp(port: u16, user: &str, key: &Path, batch: &Path) -> Output {
+    let mut cmd = Command::new("sftp");
+    cmd.args(client_options(key))
+        .args(["-P", &port.to_string(), "-b"])
+        .arg(batch)
+        .arg(format!("{user}@127.0.0.1"))
+        .stdin(Stdio::null());
+    run_with_timeout(&mut cmd, SSH_TIMEOUT)
+}
+
 /// One SSH target in ward.yaml.
 #[derive(Clone, Debug)]
 pub struct SshTargetSpec {
