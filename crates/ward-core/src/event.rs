@@ -98,6 +98,8 @@ pub enum StatementOrigin {
     ShellLine,
     /// SSH: a port forward (`ssh -L`/`-R`) or agent forward; the text says which and where.
     Forward,
+    /// SSH: one file operation inside an sftp subsystem (`rows` is its byte count).
+    Sftp,
 }
 
 impl StatementOrigin {
@@ -112,6 +114,7 @@ impl StatementOrigin {
             StatementOrigin::Subsystem => "subsystem",
             StatementOrigin::ShellLine => "shell_line",
             StatementOrigin::Forward => "forward",
+            StatementOrigin::Sftp => "sftp",
         }
     }
 
@@ -126,6 +129,7 @@ impl StatementOrigin {
             "subsystem" => StatementOrigin::Subsystem,
             "shell_line" => StatementOrigin::ShellLine,
             "forward" => StatementOrigin::Forward,
+            "sftp" => StatementOrigin::Sftp,
             _ => return None,
         })
     }

@@ -84,6 +84,12 @@ pub struct RuleConfig {
     /// [`CommandPattern`].
     #[serde(default)]
     pub commands: Vec<String>,
+    /// File paths of SFTP operations: `re:REGEX`, or a glob where `*` and `?` stay within
+    /// one path component and `**` crosses `/` (`/etc/**` is everything under /etc, `/etc/*`
+    /// its direct entries), or an exact path. Paths are absolute and normalised by the
+    /// adapter. Commands without paths (SQL, exec, shells) never match. See [`PathPattern`].
+    #[serde(default)]
+    pub paths: Vec<String>,
     pub action: Action,
     /// Shown to the client when the rule denies.
     pub message: Option<String>,
@@ -188,6 +194,9 @@ pub struct CommandInfo {
     /// The command line of an SSH exec request, for `commands` rules; `None` for everything
     /// else.
     pub command_line: Option<String>,
+    /// The absolute, normalised paths of an SFTP file operation (both for a rename), for
+    /// `paths` rules; empty for everything else.
+    pub paths: Vec<String>,
 }
 
 impl CommandInfo {
@@ -302,6 +311,71 @@ pub struct Policy {
     captures: bool,
     /// Each rule's compiled `commands`, by rule index.
     command_patterns: Vec<Vec<CommandPattern>>,
+    /// Each rule's compiled `paths`, by rule index.
+    path_patterns: Vec<Vec<PathPattern>>,
+}
+
+/// One entry of a rule's `paths`, compiled.
+///
+/// Paths are compared as text: ward sees the path the client named (made absolute against
+/// the session's working directory and with `.`/`..` removed), not what it resolves to on
+/// the host, so a symbolic link there is not seen through.
+#[derive(Clone, Debug)]
+pub enum PathPattern {
+    /// `re:…`, searched anywhere in the path.
+    Regex(regex::Regex),
+    /// A glob: `*` and `?` within one component, `**` across components.
+    Glob(String),
+}
+
+impl PathPattern {
+    /// Compiles one `paths` entry.
+    pub fn parse(text: &str) -> Result<PathPattern, String> {
+        if let Some(re) = text.strip_prefix("re:") {
+            return regex::Regex::new(re)
+                .map(PathPattern::Regex)
+                .map_err(|e| format!("paths: {text:?} is not a valid regular expression: {e}"));
+        }
+        if !text.starts_with('/') {
+            return Err(format!(
+                "paths: {text:?} must be an absolute path or glob (starting with /) or re:REGEX"
+            ));
+        }
+        Ok(PathPattern::Glob(text.to_string()))
+    }
+
+    /// Whether the path matches.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Regex(re) => re.is_match(path),
+            PathPattern::Glob(g) => path_glob(g.as_bytes(), path.as_bytes()),
+        }
+    }
+}
+
+/// Path globs: `**` matches anything (also `/`), `*` and `?` anything but `/`.
+fn path_glob(p: &[u8], t: &[u8]) -> bool {
+    match p.first() {
+        None => t.is_empty(),
+        Some(b'*') if p.get(1) == Some(&b'*') => {
+            let rest = &p[2..];
+            (0..=t.len()).any(|i| path_glob(rest, &t[i..]))
+        }
+        Some(b'*') => {
+            let rest = &p[1..];
+            for i in 0..=t.len() {
+                if path_glob(rest, &t[i..]) {
+                    return true;
+                }
+                if t.get(i) == Some(&b'/') {
+                    break;
+                }
+            }
+            false
+        }
+        Some(b'?') => t.first().is_some_and(|c| *c != b'/') && path_glob(&p[1..], &t[1..]),
+        Some(c) => t.first() == Some(c) && path_glob(&p[1..], &t[1..]),
+    }
 }
 
 /// One entry of a rule's `commands`, compiled.
@@ -405,6 +479,18 @@ pub const KINDS: &[&str] = &[
     "port_forward_local",
     "port_forward_remote",
     "agent_forward",
+    // SFTP file operations (with `paths`); `sftp_modify` is every one that changes the host.
+    "sftp_read",
+    "sftp_write",
+    "sftp_remove",
+    "sftp_rename",
+    "sftp_mkdir",
+    "sftp_rmdir",
+    "sftp_setstat",
+    "sftp_link",
+    "sftp_list",
+    "sftp_stat",
+    "sftp_modify",
 ];
 
 /// Kinds that are off unless a rule naming them allows them: a forward opens a network
@@ -425,6 +511,7 @@ impl Policy {
     ) -> Result<Policy, RuleError> {
         let mut seen = std::collections::HashSet::new();
         let mut command_patterns = Vec::with_capacity(rules.len());
+        let mut path_patterns = Vec::with_capacity(rules.len());
         for (index, rule) in rules.iter().enumerate() {
             let err = |message: String| RuleError {
                 index,
@@ -460,6 +547,13 @@ impl Policy {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?,
             );
+            path_patterns.push(
+                rule.paths
+                    .iter()
+                    .map(|p| PathPattern::parse(p))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?,
+            );
         }
         for action in [settings.unparseable, settings.procedural] {
             if !matches!(action, Action::Allow | Action::Deny) {
@@ -489,6 +583,7 @@ impl Policy {
             target_defaults,
             captures,
             command_patterns,
+            path_patterns,
         })
     }
 
@@ -655,6 +750,16 @@ impl Policy {
                 .get(index)
                 .map_or(&[][..], Vec::as_slice);
             if !patterns.iter().any(|p| p.matches(line)) {
+                return false;
+            }
+        }
+        if !rule.paths.is_empty() {
+            let patterns = self.path_patterns.get(index).map_or(&[][..], Vec::as_slice);
+            if !command
+                .paths
+                .iter()
+                .any(|path| patterns.iter().any(|p| p.matches(path)))
+            {
                 return false;
             }
         }
@@ -1001,6 +1106,91 @@ mod tests {
             err.to_string().contains("not a valid regular expression"),
             "{err}"
         );
+    }
+
+    fn sftp(kinds: &[&'static str], paths: &[&str]) -> CommandInfo {
+        CommandInfo {
+            kinds: kinds.to_vec(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            ..CommandInfo::default()
+        }
+    }
+
+    #[test]
+    fn sftp_paths_match_globs_regexes_and_exact_paths() {
+        let p = rules(
+            r#"[{name: no-etc-writes, statements: [sftp_modify], paths: ["/etc/**"], action: deny, message: "read only"},
+               {name: no-keys, statements: [sftp_read], paths: ["/home/*/.ssh/id_*", "re:\\.pem$"], action: deny},
+               {name: exact, paths: ["/srv/lock"], action: deny}]"#,
+        );
+        let groups = vec![];
+        let s = subject("alice", &groups);
+        let denied = |c: CommandInfo| p.decide(&s, Some(&[c])).rule().map(String::from);
+        assert_eq!(
+            denied(sftp(&["sftp_write", "sftp_modify"], &["/etc/hosts"])).as_deref(),
+            Some("no-etc-writes")
+        );
+        assert_eq!(
+            denied(sftp(
+                &["sftp_write", "sftp_modify"],
+                &["/etc/ssh/sshd_config"]
+            ))
+            .as_deref(),
+            Some("no-etc-writes")
+        );
+        // A rename checks both paths.
+        assert_eq!(
+            denied(sftp(&["sftp_rename", "sftp_modify"], &["/tmp/x", "/etc/x"])).as_deref(),
+            Some("no-etc-writes")
+        );
+        // Reading is another kind; /etcetera is not under /etc.
+        assert_eq!(denied(sftp(&["sftp_read"], &["/etc/hosts"])), None);
+        assert_eq!(
+            denied(sftp(&["sftp_write", "sftp_modify"], &["/etcetera"])),
+            None
+        );
+        // `*` stays within one component.
+        assert_eq!(
+            denied(sftp(&["sftp_read"], &["/home/bob/.ssh/id_ed25519"])).as_deref(),
+            Some("no-keys")
+        );
+        assert_eq!(
+            denied(sftp(&["sftp_read"], &["/home/bob/x/.ssh/id_rsa"])),
+            None
+        );
+        assert_eq!(
+            denied(sftp(&["sftp_read"], &["/srv/tls/key.pem"])).as_deref(),
+            Some("no-keys")
+        );
+        assert_eq!(
+            denied(sftp(&["sftp_stat"], &["/srv/lock"])).as_deref(),
+            Some("exact")
+        );
+        assert_eq!(denied(sftp(&["sftp_stat"], &["/srv/lock2"])), None);
+        // Commands without paths never meet a `paths` rule.
+        assert_eq!(denied(exec("cat /etc/hosts")), None);
+    }
+
+    #[test]
+    fn bad_paths_are_rejected() {
+        for (yaml, want) in [
+            (
+                r#"[{name: x, paths: ["etc/*"], action: deny}]"#,
+                "must be an absolute path",
+            ),
+            (
+                r#"[{name: x, paths: ["re:("], action: deny}]"#,
+                "not a valid regular expression",
+            ),
+            (
+                r#"[{name: x, statements: [sftp_wirte], action: deny}]"#,
+                "unknown statement kind",
+            ),
+        ] {
+            let rules: Vec<RuleConfig> = serde_yaml::from_str(yaml).unwrap();
+            let e = Policy::new(rules, PolicyConfig::default(), BTreeMap::new()).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod host_key;
 pub mod listener;
 pub mod recording;
 pub mod session;
+pub mod sftp;
 pub mod shell_lines;
 pub mod upstream;
 

@@ -43,11 +43,12 @@
 
 use crate::SshGateway;
 use crate::recording::TerminalRecorder;
+use crate::sftp;
 use crate::upstream::SshUpstream;
 use bytes::Bytes;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use ward_core::approvals::{ApprovalOutcome, ApprovalRequest, waiting_notice};
@@ -184,6 +185,19 @@ struct ChannelShared {
     recorder: Arc<TerminalRecorder>,
     /// The client asked for a terminal (a shell on it is interactive).
     interactive: AtomicBool,
+    /// Set when the channel runs the sftp subsystem: both directions are then framed.
+    sftp: OnceLock<SftpLink>,
+}
+
+/// The SFTP state of a channel (see `sftp.rs` and the module docs of `sftp_relay` below).
+struct SftpLink {
+    tracker: Mutex<sftp::Tracker>,
+    /// Client-to-target framing; only the handler uses it.
+    framer: Mutex<sftp::Framer>,
+    /// `true` once the working directory is known (relative paths wait for it).
+    cwd_known: watch::Sender<bool>,
+    /// Set when bad data closed the channel: later input is dropped.
+    broken: AtomicBool,
 }
 
 /// The handler's side of one channel pair.
@@ -212,6 +226,8 @@ struct Parts {
     /// `false` while a request waits for approval: client input waits too, so nothing
     /// reaches the target before the program it is meant for.
     open: Arc<watch::Sender<bool>>,
+    /// SFTP packets ward answers itself; the pump writes them between the target's packets.
+    inject: mpsc::UnboundedSender<Bytes>,
 }
 
 /// Pairs a client channel with the target channel opened for it and starts the
@@ -237,10 +253,12 @@ pub fn open(
         recorded: AtomicBool::new(false),
         recorder: recorder.clone(),
         interactive: AtomicBool::new(false),
+        sftp: OnceLock::new(),
     });
     let open = Arc::new(watch::channel(true).0);
     let queued = Arc::new(Queued::default());
     let (input, inputs) = mpsc::unbounded_channel();
+    let (inject, injected) = mpsc::unbounded_channel();
     tokio::spawn(writer(
         inputs,
         up.clone(),
@@ -256,6 +274,7 @@ pub fn open(
         shared.clone(),
         ctx.clone(),
         done,
+        injected,
     ));
     ChannelLink {
         up: up.clone(),
@@ -268,6 +287,7 @@ pub fn open(
             replies: Arc::new(tokio::sync::Mutex::new(replies)),
             shared,
             open,
+            inject,
         },
         pty: false,
         recorder,
@@ -335,11 +355,20 @@ impl ChannelLink {
     /// within the target's window. Waits only when far too much is queued (see the module
     /// docs).
     pub async fn input(&self, data: &[u8], ext: Option<u32>) {
+        if ext.is_none()
+            && let Some(sftp) = self.parts.shared.sftp.get()
+        {
+            return self.sftp_input(sftp, data).await;
+        }
+        self.push(Bytes::copy_from_slice(data), ext).await;
+    }
+
+    /// Queues bytes for the writer task (see [`ChannelLink::input`]).
+    async fn push(&self, data: Bytes, ext: Option<u32>) {
         let len = data.len();
         if ext.is_none() {
-            self.recorder.push(TerminalStream::Input, data).await;
+            self.recorder.push(TerminalStream::Input, &data).await;
         }
-        let data = Bytes::copy_from_slice(data);
         let queued = self.queued.bytes.fetch_add(len, Ordering::AcqRel) + len;
         let input = match ext {
             None => Input::Data(data),
@@ -542,6 +571,7 @@ impl Parts {
     }
 
     /// Records an allowed request (durably first in strict mode) and sends it to the target.
+    /// An sftp subsystem is framed from here on.
     async fn record_and_send(
         &self,
         program: &Program,
@@ -594,6 +624,16 @@ impl Parts {
             let interactive = self.shared.interactive.load(Ordering::Acquire)
                 && matches!(program, Program::Shell);
             self.shared.recorder.start(interactive).await;
+        }
+        if let Program::Subsystem(name) = program
+            && name == "sftp"
+        {
+            let _ = self.shared.sftp.set(SftpLink {
+                tracker: Mutex::default(),
+                framer: Mutex::default(),
+                cwd_known: watch::channel(false).0,
+                broken: AtomicBool::new(false),
+            });
         }
         let sent = match program {
             Program::Shell => self.up.request_shell(true).await,
@@ -664,6 +704,9 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
 }
 
 /// The target-to-client direction of one channel (see the module docs).
+// Each argument is one end this task owns or shares (channels, state, context); bundling
+// them would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     mut up: ChannelReadHalf,
     client: Arc<ChannelWriteHalf<server::Msg>>,
@@ -672,15 +715,34 @@ async fn pump(
     shared: Arc<ChannelShared>,
     ctx: Arc<SessionCtx>,
     done: mpsc::Sender<()>,
+    mut injected: mpsc::UnboundedReceiver<Bytes>,
 ) {
     let id = client.id();
     let recorder = shared.recorder.clone();
-    while let Some(msg) = up.wait().await {
-        let ok = match msg {
-            ChannelMsg::Data { data } => {
-                recorder.push(TerminalStream::Output, &data).await;
-                client.data_bytes(data).await.is_ok()
+    let mut framer = sftp::Framer::default();
+    loop {
+        let msg = tokio::select! {
+            msg = up.wait() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+            // ward's own SFTP replies: this task writes only whole packets, so they land
+            // between the target's.
+            Some(packet) = injected.recv() => {
+                if client.data_bytes(packet).await.is_err() {
+                    break;
+                }
+                continue;
             }
+        };
+        let ok = match msg {
+            ChannelMsg::Data { data } => match shared.sftp.get() {
+                None => {
+                    recorder.push(TerminalStream::Output, &data).await;
+                    client.data_bytes(data).await.is_ok()
+                }
+                Some(link) => sftp_replies(link, &mut framer, &data, &client, &ctx).await,
+            },
             ChannelMsg::ExtendedData { data, ext } => {
                 recorder.push(TerminalStream::Stderr, &data).await;
                 client.extended_data_bytes(ext, data).await.is_ok()
@@ -722,8 +784,233 @@ async fn pump(
     }
     let _ = client.close().await;
     recorder.flush().await;
+    if let Some(link) = shared.sftp.get() {
+        let unclosed = link
+            .tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unclosed();
+        for op in unclosed {
+            record_file_op(&ctx, op, None, None).await;
+        }
+    }
     finish(&ctx, &shared).await;
     drop(done);
+}
+
+/// Forwards the target's SFTP packets whole, noting the replies that complete file
+/// operations (recorded as `statement` events) and dropping the reply to ward's own
+/// REALPATH. `false` ends the pump.
+async fn sftp_replies(
+    link: &SftpLink,
+    framer: &mut sftp::Framer,
+    data: &[u8],
+    client: &ChannelWriteHalf<server::Msg>,
+    ctx: &SessionCtx,
+) -> bool {
+    framer.push(data);
+    loop {
+        let packet = match framer.next_packet() {
+            Ok(Some(packet)) => packet,
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!(session = %ctx.session_id, error = %e, "the target sent bad sftp data; channel closed");
+                let message = format!("ward: the target sent bad SFTP data ({e})\n");
+                let _ = client.extended_data_bytes(1, Bytes::from(message)).await;
+                return false;
+            }
+        };
+        let (op, ours) = match sftp::parse_reply(&packet) {
+            Ok(reply) => {
+                let mut tracker = link.tracker.lock().unwrap_or_else(|p| p.into_inner());
+                let done = tracker.reply(&reply);
+                if tracker.cwd().is_some() {
+                    link.cwd_known
+                        .send_if_modified(|known| !std::mem::replace(known, true));
+                }
+                done
+            }
+            Err(e) => {
+                tracing::warn!(session = %ctx.session_id, error = %e, "the target sent a bad sftp reply; channel closed");
+                let message = format!("ward: the target sent bad SFTP data ({e})\n");
+                let _ = client.extended_data_bytes(1, Bytes::from(message)).await;
+                return false;
+            }
+        };
+        if let Some(op) = op {
+            record_file_op(ctx, op, None, None).await;
+        }
+        if !ours && client.data_bytes(packet).await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Records one file operation as a `statement` event of origin `sftp`.
+async fn record_file_op(
+    ctx: &SessionCtx,
+    op: sftp::FileOp,
+    decision: Option<String>,
+    rule: Option<String>,
+) {
+    let event = AuditEvent::Statement(StatementEvent {
+        session_id: ctx.session_id.clone(),
+        seq: ctx.next_seq(),
+        origin: StatementOrigin::Sftp,
+        text: truncate(&op.text, ctx.gateway.command_capture_bytes).into(),
+        params: None,
+        started_at: ward_core::time::now_micros(),
+        duration_us: 0,
+        rows: op.bytes,
+        command: Some(op.command),
+        sqlstate: None,
+        error: op.error,
+        decision,
+        rule,
+        result_sample: None,
+    });
+    let _ = ctx.gateway.audit.record(event).await;
+}
+
+impl ChannelLink {
+    /// Client input of an sftp channel: cut into packets, each request that names files
+    /// judged by the policy; allowed ones are queued for the target, refused ones answered
+    /// by ward with SSH_FX_PERMISSION_DENIED. Bad data closes the channel with a message.
+    async fn sftp_input(&self, link: &SftpLink, data: &[u8]) {
+        if link.broken.load(Ordering::Acquire) {
+            return;
+        }
+        let mut packets = Vec::new();
+        let framed = {
+            let mut framer = link.framer.lock().unwrap_or_else(|p| p.into_inner());
+            framer.push(data);
+            loop {
+                match framer.next_packet() {
+                    Ok(Some(packet)) => packets.push(packet),
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        for packet in packets {
+            let request = match sftp::parse_request(&packet) {
+                Ok(request) => request,
+                Err(e) => return self.sftp_broken(link, e).await,
+            };
+            let needs_cwd = |link: &SftpLink| {
+                link.tracker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .needs_cwd(&request)
+            };
+            if needs_cwd(link) {
+                // Asked by ward right after INIT; wait (briefly) for the answer.
+                let mut known = link.cwd_known.subscribe();
+                let _ = tokio::time::timeout(REPLY_TIMEOUT, known.wait_for(|k| *k)).await;
+            }
+            let cwd_missing = needs_cwd(link);
+            let check = link
+                .tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .check(&request);
+            let refusal = match &check {
+                Some(check) => self.sftp_judge(cwd_missing, check).await,
+                None => None,
+            };
+            match refusal {
+                Some((id, message)) => {
+                    let reply = sftp::status_packet(id, sftp::FX_PERMISSION_DENIED, &message);
+                    let _ = self.parts.inject.send(reply);
+                }
+                None => {
+                    let init = request == sftp::Request::Init;
+                    link.tracker
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .forwarded(&request, check);
+                    self.push(packet, None).await;
+                    if init {
+                        link.tracker
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .ward_realpath_sent();
+                        self.push(sftp::realpath_request(), None).await;
+                    }
+                }
+            }
+        }
+        if let Err(e) = framed {
+            self.sftp_broken(link, e).await;
+        }
+    }
+
+    /// Decides one file operation; `Some((request id, message))` when it is refused (and
+    /// recorded).
+    async fn sftp_judge(&self, cwd_missing: bool, check: &sftp::Check) -> Option<(u32, String)> {
+        let ctx = &self.parts.ctx;
+        let target = &ctx.target.target;
+        let info = CommandInfo {
+            kinds: check.kinds.clone(),
+            paths: check.paths.clone(),
+            ..CommandInfo::default()
+        };
+        let subject = Subject {
+            identity: &ctx.identity.name,
+            groups: &ctx.identity.groups,
+            target: &target.name,
+            target_labels: &target.labels,
+            protocol: "ssh",
+        };
+        let verdict = ctx.gateway.policy().decide(&subject, Some(&[info]));
+        let (rule, message, decision) = match verdict.decision {
+            Decision::Allow if cwd_missing => (
+                "sftp".to_string(),
+                "ward: the working directory is unknown, so relative paths cannot be checked"
+                    .to_string(),
+                "denied",
+            ),
+            Decision::Allow => return None,
+            Decision::Deny { rule, message } => {
+                let message = format!("ward: denied by rule \"{rule}\": {message}");
+                (rule, message, "denied")
+            }
+            Decision::Review(review) => {
+                let message = format!(
+                    "ward: rule \"{}\" asks for review, which file operations do not support; denied",
+                    review.rule
+                );
+                (review.rule, message, "denied")
+            }
+        };
+        tracing::info!(session = %ctx.session_id, rule, operation = %check.text, "sftp request refused");
+        let op = sftp::FileOp {
+            text: check.text.clone(),
+            command: check.command.clone(),
+            bytes: None,
+            error: Some(message.clone()),
+        };
+        record_file_op(ctx, op, Some(decision.into()), Some(rule)).await;
+        Some((check.id, message))
+    }
+
+    /// Closes an sftp channel whose client sent bad data, telling it why.
+    async fn sftp_broken(&self, link: &SftpLink, error: sftp::ProtocolError) {
+        if link.broken.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let ctx = &self.parts.ctx;
+        tracing::warn!(session = %ctx.session_id, error = %error, "bad sftp data from the client; channel closed");
+        self.close();
+        let client = self.parts.client.clone();
+        let message = format!("ward: bad SFTP data from the client ({error}); channel closed\n");
+        tokio::spawn(async move {
+            let _ = client.extended_data_bytes(1, Bytes::from(message)).await;
+            let _ = client.exit_status(DENIED_EXIT_STATUS).await;
+            let _ = client.eof().await;
+            let _ = client.close().await;
+        });
+    }
 }
 
 /// Records the result of the channel's program, once.

@@ -474,7 +474,7 @@ fn scp_and_sftp_copy_100_mb_both_ways_unchanged() {
         ),
     )
     .unwrap();
-    let out = sshd::sftp(port, key, &batch, &format!("{TARGET}@127.0.0.1"));
+    let out = sshd::sftp(port, TARGET, key, &batch);
     assert!(out.status.success(), "sftp: {out:?}");
     assert_eq!(sha256(&remote), sha256(&local), "sftp put");
     assert_eq!(sha256(&back), sha256(&local), "sftp get");

@@ -310,14 +310,14 @@ pub fn scp(port: u16, key: &Path, extra: &[&str], from: &str, to: &str) -> Outpu
     run_with_timeout(&mut cmd, SSH_TIMEOUT)
 }
 
-/// Runs `sftp -P PORT -b BATCH … DESTINATION` (`user@127.0.0.1`); a failing batch command
-/// makes sftp exit non-zero.
-pub fn sftp(port: u16, key: &Path, batch: &Path, destination: &str) -> Output {
+/// Runs `sftp -P PORT -b BATCH user@127.0.0.1` (batch commands one a line; `-` prefixed
+/// commands may fail without stopping the batch).
+pub fn sftp(port: u16, user: &str, key: &Path, batch: &Path) -> Output {
     let mut cmd = Command::new("sftp");
     cmd.args(client_options(key))
-        .args(["-P", &port.to_string(), "-q", "-b"])
+        .args(["-P", &port.to_string(), "-b"])
         .arg(batch)
-        .arg(destination)
+        .arg(format!("{user}@127.0.0.1"))
         .stdin(Stdio::null());
     run_with_timeout(&mut cmd, SSH_TIMEOUT)
 }
