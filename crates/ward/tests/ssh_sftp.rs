@@ -221,7 +221,10 @@ fn sftp_write_under_a_denied_dir_is_refused_and_the_rest_works() {
         dir = sshd_work.display(),
     ));
     assert!(out.status.success(), "{out:?}");
-    assert!(free.exists() == false);
+    assert!(
+        !free.exists(),
+        "rm removed the file the refused rename left in place"
+    );
     assert!(!locked.join("moved").exists());
     assert!(sshd_work.join("newdir").is_dir());
     s.wait_op("the refused rename", |e| {
