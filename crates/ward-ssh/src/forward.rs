@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use ward_core::AuditEvent;
 use ward_core::event::{StatementEvent, StatementOrigin};
-use ward_core::policy::{CommandInfo, Decision, Subject};
+use ward_core::policy::{CommandInfo, Decision};
 
 /// A refused forward: the rule and the message.
 pub struct Refusal {
@@ -31,20 +31,12 @@ pub fn judge(
     kind: &'static str,
     destination: &str,
 ) -> Result<Option<String>, Refusal> {
-    let target = &ctx.target.target;
-    let subject = Subject {
-        identity: &ctx.identity.name,
-        groups: &ctx.identity.groups,
-        target: &target.name,
-        target_labels: &target.labels,
-        protocol: "ssh",
-    };
     let info = CommandInfo {
         kinds: vec![kind],
         command_line: Some(destination.to_string()),
         ..CommandInfo::default()
     };
-    let verdict = ctx.gateway.policy().decide(&subject, Some(&[info]));
+    let verdict = ctx.decide(info);
     let verdict_rule = verdict.matched.first().cloned();
     match verdict.decision {
         Decision::Allow => Ok(verdict_rule),

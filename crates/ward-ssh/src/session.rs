@@ -101,6 +101,19 @@ pub struct SessionCtx {
 }
 
 impl SessionCtx {
+    /// What the rules in force now say about one request of this session.
+    pub(crate) fn decide(&self, info: CommandInfo) -> ward_core::policy::Verdict {
+        let target = &self.target.target;
+        let subject = Subject {
+            identity: &self.identity.name,
+            groups: &self.identity.groups,
+            target: &target.name,
+            target_labels: &target.labels,
+            protocol: "ssh",
+        };
+        self.gateway.policy().decide(&subject, Some(&[info]))
+    }
+
     pub(crate) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -431,13 +444,6 @@ impl ChannelLink {
             },
             ..CommandInfo::default()
         };
-        let subject = Subject {
-            identity: &ctx.identity.name,
-            groups: &ctx.identity.groups,
-            target: &target.name,
-            target_labels: &target.labels,
-            protocol: "ssh",
-        };
         let line_end = if self.pty { "\r\n" } else { "\n" };
         parts.shared.interactive.store(self.pty, Ordering::Release);
         // `identity.on_expiry: refuse`: once the token has expired, nothing new starts; the
@@ -456,7 +462,7 @@ impl ChannelLink {
                 Err(started) => started,
             };
         }
-        let verdict = gateway.policy().decide(&subject, Some(&[info]));
+        let verdict = ctx.decide(info);
         match verdict.decision {
             Decision::Allow => {
                 tokio::select! {
@@ -949,20 +955,12 @@ impl ChannelLink {
     /// recorded).
     async fn sftp_judge(&self, cwd_missing: bool, check: &sftp::Check) -> Option<(u32, String)> {
         let ctx = &self.parts.ctx;
-        let target = &ctx.target.target;
         let info = CommandInfo {
             kinds: check.kinds.clone(),
             paths: check.paths.clone(),
             ..CommandInfo::default()
         };
-        let subject = Subject {
-            identity: &ctx.identity.name,
-            groups: &ctx.identity.groups,
-            target: &target.name,
-            target_labels: &target.labels,
-            protocol: "ssh",
-        };
-        let verdict = ctx.gateway.policy().decide(&subject, Some(&[info]));
+        let verdict = ctx.decide(info);
         let (rule, message, decision) = match verdict.decision {
             Decision::Allow if cwd_missing => (
                 "sftp".to_string(),

@@ -252,12 +252,25 @@ pub fn terminal_events(
     conn: &Connection,
     session_id: &str,
 ) -> Result<Vec<ward_core::event::TerminalEvent>, StoreError> {
+    let sql = "SELECT body FROM event_log WHERE session_id = ?1 AND kind = 'terminal' ORDER BY seq";
+    Ok(session_events(conn, sql, session_id)?
+        .into_iter()
+        .filter_map(|event| match event {
+            ward_core::AuditEvent::Terminal(t) => Some(t),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The events `sql` selects (one `body` column, `?1` the session id), parsed; bodies this
+/// build cannot read are skipped.
+fn session_events(
+    conn: &Connection,
+    sql: &str,
+    session_id: &str,
+) -> Result<Vec<ward_core::AuditEvent>, StoreError> {
     let query = |source| StoreError::Query { source };
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT body FROM event_log WHERE session_id = ?1 AND kind = 'terminal' ORDER BY seq",
-        )
-        .map_err(query)?;
+    let mut stmt = conn.prepare_cached(sql).map_err(query)?;
     let bodies = stmt
         .query_map([session_id], |row| row.get::<_, String>(0))
         .map_err(query)?
@@ -265,10 +278,7 @@ pub fn terminal_events(
         .map_err(query)?;
     Ok(bodies
         .iter()
-        .filter_map(|body| match serde_json::from_str(body) {
-            Ok(ward_core::AuditEvent::Terminal(t)) => Some(t),
-            _ => None,
-        })
+        .filter_map(|body| serde_json::from_str(body).ok())
         .collect())
 }
 
@@ -278,24 +288,14 @@ fn unanswered_commands(
     conn: &Connection,
     session_id: &str,
 ) -> Result<Vec<ward_core::CommandEvent>, StoreError> {
-    let query = |source| StoreError::Query { source };
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT body FROM event_log WHERE session_id = ?1 AND kind = 'command'
-               AND seq > COALESCE((SELECT MAX(seq) FROM event_log
-                                   WHERE session_id = ?1 AND kind = 'statement'), 0)
-             ORDER BY seq",
-        )
-        .map_err(query)?;
-    let bodies = stmt
-        .query_map([session_id], |row| row.get::<_, String>(0))
-        .map_err(query)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(query)?;
-    Ok(bodies
-        .iter()
-        .filter_map(|body| match serde_json::from_str(body) {
-            Ok(ward_core::AuditEvent::Command(c)) => Some(c),
+    let sql = "SELECT body FROM event_log WHERE session_id = ?1 AND kind = 'command'
+                 AND seq > COALESCE((SELECT MAX(seq) FROM event_log
+                                     WHERE session_id = ?1 AND kind = 'statement'), 0)
+               ORDER BY seq";
+    Ok(session_events(conn, sql, session_id)?
+        .into_iter()
+        .filter_map(|event| match event {
+            ward_core::AuditEvent::Command(c) => Some(c),
             _ => None,
         })
         .collect())

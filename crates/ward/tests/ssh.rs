@@ -7,7 +7,7 @@
 
 mod harness;
 
-use harness::sshd::{self, KeyPair, SshKeySpec, SshOptions, SshTargetSpec, Sshd};
+use harness::sshd::{self, KeyPair, SshOptions, SshTargetSpec, Sshd};
 use harness::{Ward, WardOptions, fresh_dir, wait_until};
 use serde_json::Value;
 use std::io::Write;
@@ -33,18 +33,8 @@ impl Setup {
     fn start_with(rules: &str, target: impl FnOnce(SshTargetSpec) -> SshTargetSpec) -> Setup {
         let sshd = Sshd::start();
         let dir = fresh_dir("ssh-client");
-        let alice = KeyPair::generate(&dir.join("alice_ed25519"), "alice@laptop");
-        let mut options = WardOptions::new()
-            .ssh(SshOptions::new().target(target(SshTargetSpec::for_sshd(TARGET, &sshd))))
-            .ssh_keys(&[SshKeySpec {
-                identity: "alice".into(),
-                public: alice.public.clone(),
-                groups: vec!["ops".into()],
-            }]);
-        if !rules.is_empty() {
-            options = options.extra_yaml(rules);
-        }
-        let ward = Ward::start(options);
+        let target = target(SshTargetSpec::for_sshd(TARGET, &sshd));
+        let (ward, alice) = sshd::ward_for_alice(&dir, target, rules);
         Setup {
             sshd,
             ward,
@@ -59,7 +49,7 @@ impl Setup {
 
     /// Bodies of the session-log events of `kind` (`command`, `statement`, …), oldest first.
     fn events(&self, kind: &str) -> Vec<Value> {
-        store_events(&self.ward, kind)
+        sshd::stored_events(&self.ward, kind)
     }
 
     /// Waits until an event of `kind` satisfies `pred`, and returns it.
@@ -673,18 +663,6 @@ impl Askpass {
     }
 }
 
-/// Bodies of the session-log events of `kind` (`command`, `statement`, …), oldest first.
-fn store_events(ward: &Ward, kind: &str) -> Vec<Value> {
-    let db = rusqlite::Connection::open(ward.data_dir().join("ward.db")).expect("open the store");
-    let mut stmt = db
-        .prepare("SELECT body FROM event_log WHERE kind = ?1 ORDER BY id")
-        .expect("query");
-    stmt.query_map([kind], |row| row.get::<_, String>(0))
-        .expect("query")
-        .map(|b| serde_json::from_str(&b.expect("row")).expect("event JSON"))
-        .collect()
-}
-
 /// A session logged in with an IdP token that expires `secs` from now.
 struct Expiring {
     _sshd: Sshd,
@@ -749,7 +727,7 @@ fn on_expiry_end_disconnects_an_ssh_session_when_its_token_expires() {
     );
     let end = wait_until(
         || {
-            store_events(&s.ward, "session_end")
+            sshd::stored_events(&s.ward, "session_end")
                 .into_iter()
                 .find(|e| e["reason"].as_str().unwrap().contains("token expired at"))
         },
@@ -798,7 +776,7 @@ fn on_expiry_refuse_refuses_new_ssh_commands_but_keeps_the_connection() {
     assert!(master.try_wait().unwrap().is_none(), "the connection ended");
     let refused = wait_until(
         || {
-            store_events(&s.ward, "statement")
+            sshd::stored_events(&s.ward, "statement")
                 .into_iter()
                 .find(|e| e["decision"] == "token_expired")
         },

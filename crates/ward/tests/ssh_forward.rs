@@ -8,7 +8,7 @@
 
 mod harness;
 
-use harness::sshd::{self, KeyPair, SshKeySpec, SshOptions, SshTargetSpec, Sshd};
+use harness::sshd::{self, KeyPair, SshOptions, SshTargetSpec, Sshd};
 use harness::{Ward, WardOptions, fresh_dir, wait_until};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -29,18 +29,8 @@ impl Setup {
         target: impl FnOnce(SshTargetSpec, &std::path::Path) -> SshTargetSpec,
     ) -> Setup {
         let dir = fresh_dir("ssh-forward-client");
-        let alice = KeyPair::generate(&dir.join("alice_ed25519"), "alice@laptop");
-        let mut options = WardOptions::new()
-            .ssh(SshOptions::new().target(target(SshTargetSpec::for_sshd(TARGET, &sshd), &dir)))
-            .ssh_keys(&[SshKeySpec {
-                identity: "alice".into(),
-                public: alice.public.clone(),
-                groups: vec!["ops".into()],
-            }]);
-        if !rules.is_empty() {
-            options = options.extra_yaml(rules);
-        }
-        let ward = Ward::start(options);
+        let target = target(SshTargetSpec::for_sshd(TARGET, &sshd), &dir);
+        let (ward, alice) = sshd::ward_for_alice(&dir, target, rules);
         Setup {
             _sshd: sshd,
             ward,

@@ -4,8 +4,8 @@
 
 mod harness;
 
-use harness::sshd::{self, KeyPair, SshKeySpec, SshOptions, SshTargetSpec, Sshd};
-use harness::{Ward, WardOptions, fresh_dir, wait_until};
+use harness::sshd::{self, KeyPair, SshTargetSpec, Sshd};
+use harness::{Ward, fresh_dir, wait_until};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,18 +24,8 @@ impl Setup {
     fn start(rules: &str) -> Setup {
         let sshd = Sshd::start();
         let dir = fresh_dir("sftp-client");
-        let alice = KeyPair::generate(&dir.join("alice_ed25519"), "alice@laptop");
-        let mut options = WardOptions::new()
-            .ssh(SshOptions::new().target(SshTargetSpec::for_sshd(TARGET, &sshd)))
-            .ssh_keys(&[SshKeySpec {
-                identity: "alice".into(),
-                public: alice.public.clone(),
-                groups: vec!["ops".into()],
-            }]);
-        if !rules.is_empty() {
-            options = options.extra_yaml(rules);
-        }
-        let ward = Ward::start(options);
+        let (ward, alice) =
+            sshd::ward_for_alice(&dir, SshTargetSpec::for_sshd(TARGET, &sshd), rules);
         Setup {
             sshd,
             ward,
@@ -52,14 +42,8 @@ impl Setup {
 
     /// The sftp statement events, oldest first.
     fn file_ops(&self) -> Vec<Value> {
-        let db = rusqlite::Connection::open(self.ward.data_dir().join("ward.db"))
-            .expect("open the store");
-        let mut stmt = db
-            .prepare("SELECT body FROM event_log WHERE kind = 'statement' ORDER BY id")
-            .expect("query");
-        stmt.query_map([], |row| row.get::<_, String>(0))
-            .expect("query")
-            .map(|b| serde_json::from_str::<Value>(&b.expect("row")).expect("event JSON"))
+        sshd::stored_events(&self.ward, "statement")
+            .into_iter()
             .filter(|e| e["origin"] == "sftp")
             .collect()
     }

@@ -440,6 +440,24 @@ impl super::WardOptions {
     }
 }
 
+/// The client every SSH test logs in as: identity `alice` (group `ops`) with a key
+/// generated in `dir`, listed in `identity.ssh_keys` of a ward with `target` and, unless
+/// empty, the extra YAML `rules`.
+pub fn ward_for_alice(dir: &Path, target: SshTargetSpec, rules: &str) -> (super::Ward, KeyPair) {
+    let alice = KeyPair::generate(&dir.join("alice_ed25519"), "alice@laptop");
+    let mut options = super::WardOptions::new()
+        .ssh(SshOptions::new().target(target))
+        .ssh_keys(&[SshKeySpec {
+            identity: "alice".into(),
+            public: alice.public.clone(),
+            groups: vec!["ops".into()],
+        }]);
+    if !rules.is_empty() {
+        options = options.extra_yaml(rules);
+    }
+    (super::Ward::start(options), alice)
+}
+
 /// Bodies of the stored events of `kind` (`command`, `statement`, …), oldest first.
 pub fn stored_events(ward: &super::Ward, kind: &str) -> Vec<serde_json::Value> {
     let db = rusqlite::Connection::open(ward.data_dir().join("ward.db")).expect("open the store");
