@@ -13,17 +13,28 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// What the client is told when its session outlived its credential.
-pub fn expired_message(session_id: &SessionId, at: DateTime<Utc>) -> String {
+/// What expires, in words, for an identity proven by `source` (`Identity::source`): an SSH
+/// user certificate's validity ends, everything else is a token.
+pub fn credential_noun(source: &str) -> &'static str {
+    if source == "ssh-cert" {
+        "certificate"
+    } else {
+        "token"
+    }
+}
+
+/// What the client is told when its session outlived its credential (`credential`: see
+/// [`credential_noun`]).
+pub fn expired_message(credential: &str, session_id: &SessionId, at: DateTime<Utc>) -> String {
     format!(
-        "ward: the token behind session {session_id} expired at {}; reconnect with a fresh token",
+        "ward: the {credential} behind session {session_id} expired at {}; reconnect with a fresh {credential}",
         rfc3339(at)
     )
 }
 
 /// The session end reason recorded when `on_expiry: end` ends a session.
-pub fn end_reason(at: DateTime<Utc>) -> String {
-    format!("token expired at {}", rfc3339(at))
+pub fn end_reason(credential: &str, at: DateTime<Utc>) -> String {
+    format!("{credential} expired at {}", rfc3339(at))
 }
 
 /// Completes once the wall clock reaches `at` (never, for `None`). Sleeps in steps of at

@@ -369,7 +369,7 @@ pub(crate) async fn client_to_target(
                 let refused = Refusal {
                     text,
                     rule: "identity.on_expiry".into(),
-                    message: ward_core::expiry::expired_message(ctx.session_id, expiry.at),
+                    message: ward_core::expiry::expired_message("token", ctx.session_id, expiry.at),
                     decision: "token_expired",
                     code: crate::messages::sqlstate::INVALID_AUTHORIZATION,
                     verbatim: true,

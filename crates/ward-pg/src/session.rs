@@ -82,7 +82,7 @@ impl End {
             End::TargetEnded(why) => format!("target ended the session: {why}"),
             End::TargetProtocol(why) => format!("target protocol error: {why}"),
             End::Killed(why) => format!("killed: {why}"),
-            End::CredentialExpired(at) => ward_core::expiry::end_reason(*at),
+            End::CredentialExpired(at) => ward_core::expiry::end_reason("token", *at),
             End::AuditUnavailable => "audit writer unavailable".into(),
             End::NotRecorded(why) => format!("a command could not be recorded: {why}"),
             End::ResultNotRecorded(why) => {
@@ -322,7 +322,7 @@ async fn tell_client<W: AsyncWrite + Unpin>(client: &mut W, end: &End, session_i
         ),
         End::CredentialExpired(at) => (
             sqlstate::INVALID_AUTHORIZATION,
-            ward_core::expiry::expired_message(session_id, *at),
+            ward_core::expiry::expired_message("token", session_id, *at),
         ),
         End::ClientProtocol(why) => (sqlstate::PROTOCOL_VIOLATION, format!("ward: protocol violation: {why}")),
         End::TargetGone(_) | End::TargetEnded(_) | End::TargetProtocol(_) => (

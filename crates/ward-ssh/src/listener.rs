@@ -369,12 +369,17 @@ impl ClientHandler {
             ));
         }
         let serial = cert.serial().to_string();
+        // A certificate's validity bounds the session like a token's expiry does
+        // (`identity.on_expiry`); `forever` (u64::MAX) has none.
+        let expires = i64::try_from(cert.valid_before())
+            .ok()
+            .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0));
         Ok(Admitted {
             identity: Identity {
                 name: identity_name.as_str().into(),
                 source: "ssh-cert",
                 groups: ca.groups.clone(),
-                expires: None,
+                expires,
                 attributes: vec![
                     ("ssh_ca".into(), signer.to_string()),
                     ("ssh_cert_serial".into(), serial.clone()),
@@ -577,7 +582,8 @@ impl server::Handler for ClientHandler {
             self.disconnect(session, "internal error: target vanished");
             return Ok(());
         };
-        let handle = match upstream.connect().await {
+        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+        let handle = match upstream.connect(inbound_tx).await {
             Ok(handle) => handle,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, identity = %identity.name, target = %target_name, error = %e, "ssh target connection failed");
@@ -628,9 +634,10 @@ impl server::Handler for ClientHandler {
             // `identity.on_expiry: end`: the session ends when its token does, like a kill
             // (the client is disconnected with the reason).
             let live = live.clone();
+            let credential = ward_core::expiry::credential_noun(identity.source);
             tokio::spawn(async move {
                 tokio::select! {
-                    () = ward_core::expiry::reached(Some(at)) => live.end(ward_core::expiry::end_reason(at)),
+                    () = ward_core::expiry::reached(Some(at)) => live.end(ward_core::expiry::end_reason(credential, at)),
                     () = live.stop.cancelled() => {}
                 }
             });
@@ -640,7 +647,7 @@ impl server::Handler for ClientHandler {
             .registration
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(registration);
-        self.ctx = Some(Arc::new(SessionCtx {
+        let ctx = Arc::new(SessionCtx {
             gateway: gateway.clone(),
             session_id,
             identity,
@@ -648,7 +655,21 @@ impl server::Handler for ClientHandler {
             seq: AtomicU64::new(0),
             channels: std::sync::atomic::AtomicU32::new(0),
             stop: live.stop.clone(),
-        }));
+            forwards: forward::Grants::default(),
+        });
+        let conn = self.conn.clone();
+        tokio::spawn(forward::serve_inbound(
+            ctx.clone(),
+            inbound_rx,
+            session.handle(),
+            move || {
+                conn.channels_done
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            },
+        ));
+        self.ctx = Some(ctx);
         self.upstream = Some(Arc::new(handle));
         let _ = self.conn.live.send(Some(live));
         Ok(())
@@ -915,35 +936,30 @@ impl server::Handler for ClientHandler {
         let destination = format!("{host_to_connect}:{port_to_connect}");
         let text = format!("forward local {destination}");
         let started_at = ward_core::time::now_micros();
-        let rule = match forward::judge(&ctx, "port_forward_local", &destination) {
+        let rule = match forward::judge(&ctx, forward::LOCAL, Some(&destination)) {
             Ok(rule) => rule,
             Err(refusal) => {
                 tracing::info!(session = %ctx.session_id, forward = %text, rule = %refusal.rule, "ssh forward refused");
                 reply
                     .reject(russh::ChannelOpenFailure::Other {
                         code: 1,
-                        reason: format!(
-                            "ward: denied by rule \"{}\": {}",
-                            refusal.rule, refusal.message
-                        ),
+                        reason: refusal.client_message(),
                     })
                     .await;
                 forward::record(
                     &ctx,
-                    forward::Outcome {
-                        text,
-                        started_at,
-                        to_target: 0,
-                        to_client: 0,
-                        decision: Some("denied".into()),
-                        rule: Some(refusal.rule),
-                        error: Some(refusal.message),
-                    },
+                    forward::Outcome::denied(text, started_at, refusal, true),
                 )
                 .await;
                 return Ok(());
             }
         };
+        if let Err(reason) = forward::announce(&ctx, &text, &rule).await {
+            reply
+                .reject(russh::ChannelOpenFailure::Other { code: 2, reason })
+                .await;
+            return Ok(());
+        }
         let up = match upstream
             .channel_open_direct_tcpip(
                 host_to_connect,
@@ -962,15 +978,7 @@ impl server::Handler for ClientHandler {
                 reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
                 forward::record(
                     &ctx,
-                    forward::Outcome {
-                        text,
-                        started_at,
-                        to_target: 0,
-                        to_client: 0,
-                        decision: rule.as_ref().map(|_| "allowed".into()),
-                        rule,
-                        error: Some(reason),
-                    },
+                    forward::Outcome::allowed(text, started_at, rule, Some((0, 0)), Some(reason)),
                 )
                 .await;
                 return Ok(());
@@ -990,7 +998,118 @@ impl server::Handler for ClientHandler {
         Ok(())
     }
 
-    // Remote port forwarding, agent forwarding and other channel types keep russh's
+    /// `ssh -R`: judged by the policy (kind `port_forward_remote`, the listen address
+    /// `host:port`); allowed, the target is asked to listen and the connections it sends
+    /// back are relayed to the client (`forward::serve_inbound`). Recorded either way.
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let (Some(ctx), Some(upstream)) = (self.ctx.clone(), self.upstream.clone()) else {
+            return Ok(false);
+        };
+        let started_at = ward_core::time::now_micros();
+        let requested = format!("{address}:{port}");
+        let rule = match forward::judge(&ctx, forward::REMOTE, Some(&requested)) {
+            Ok(rule) => rule,
+            Err(refusal) => {
+                tracing::info!(session = %ctx.session_id, listen = %requested, rule = %refusal.rule, "ssh remote forward refused");
+                let text = format!("forward remote listen {requested}");
+                forward::record(
+                    &ctx,
+                    forward::Outcome::denied(text, started_at, refusal, false),
+                )
+                .await;
+                return Ok(false);
+            }
+        };
+        let (ok, text, error) = match upstream.tcpip_forward(address, *port).await {
+            Ok(bound) => {
+                if *port == 0 {
+                    *port = bound;
+                }
+                ctx.forwards.add_listen(*port);
+                (
+                    true,
+                    format!("forward remote listen {address}:{port}"),
+                    None,
+                )
+            }
+            Err(e) => (
+                false,
+                format!("forward remote listen {requested}"),
+                Some(format!(
+                    "target {} would not listen on {requested}: {e}",
+                    ctx.target.target.name
+                )),
+            ),
+        };
+        forward::record(
+            &ctx,
+            forward::Outcome::allowed(text, started_at, rule, None, error),
+        )
+        .await;
+        Ok(ok)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let (Some(ctx), Some(upstream)) = (self.ctx.clone(), self.upstream.clone()) else {
+            return Ok(false);
+        };
+        ctx.forwards.remove_listen(port);
+        Ok(upstream.cancel_tcpip_forward(address, port).await.is_ok())
+    }
+
+    /// `ssh -A`: judged by the policy (kind `agent_forward`); allowed, the target is asked
+    /// for agent forwarding on this channel, and each agent connection it opens later is
+    /// relayed to the client's agent and recorded (`forward::serve_inbound`).
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(ctx) = self.ctx.clone() else {
+            return Ok(false);
+        };
+        let started_at = ward_core::time::now_micros();
+        let text = "forward agent request".to_string();
+        let rule = match forward::judge(&ctx, forward::AGENT, None) {
+            Ok(rule) => rule,
+            Err(refusal) => {
+                tracing::info!(session = %ctx.session_id, rule = %refusal.rule, "ssh agent forwarding refused");
+                forward::record(
+                    &ctx,
+                    forward::Outcome::denied(text, started_at, refusal, false),
+                )
+                .await;
+                return Ok(false);
+            }
+        };
+        let Some(link) = self.channels.get_mut(&channel) else {
+            return Ok(false);
+        };
+        let ok = link.up.agent_forward(true).await.is_ok() && link.reply().await;
+        if ok {
+            ctx.forwards.grant_agent();
+        }
+        let error =
+            (!ok).then(|| format!("target {} refused agent forwarding", ctx.target.target.name));
+        forward::record(
+            &ctx,
+            forward::Outcome::allowed(text, started_at, rule, None, error),
+        )
+        .await;
+        Ok(ok)
+    }
+
+    // Unix-socket forwards (`ssh -R /path:…`, `-L /path:…`) and X11 keep russh's
     // defaults, which refuse them (docs/ssh.md).
 }
 

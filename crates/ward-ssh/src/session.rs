@@ -98,6 +98,8 @@ pub struct SessionCtx {
     /// The registry's stop token: every wait in the handler (a pause, a full target window,
     /// a reply) gives up when the session is killed, so the disconnect gets through.
     pub stop: tokio_util::sync::CancellationToken,
+    /// The `ssh -R` listens and agent forwarding the client was granted.
+    pub forwards: crate::forward::Grants,
 }
 
 impl SessionCtx {
@@ -452,7 +454,11 @@ impl ChannelLink {
             && let Some(at) = ctx.identity.expires
             && chrono::Utc::now() >= at
         {
-            let message = ward_core::expiry::expired_message(&ctx.session_id, at);
+            let message = ward_core::expiry::expired_message(
+                ward_core::expiry::credential_noun(ctx.identity.source),
+                &ctx.session_id,
+                at,
+            );
             let rule = "identity.on_expiry".to_string();
             return match parts
                 .refuse(&program, text, rule, message, "token_expired", line_end)

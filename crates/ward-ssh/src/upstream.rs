@@ -6,12 +6,17 @@
 //! the message names the target, the pinned key's fingerprint and the one that was seen,
 //! so the operator can tell a reinstalled host from an attack. Certificates presented as
 //! host keys are refused for now (no host CA is configurable yet).
+//!
+//! Channels the target opens towards the client go to the session (`forward::Inbound`),
+//! which relays only the ones its client's forwards asked for; every other kind is refused.
 
-use russh::MethodKind;
+use crate::forward::Inbound;
 use russh::client::{self, KeyboardInteractiveAuthResponse};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{Channel, MethodKind};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use ward_core::secret::Secret;
 use ward_core::ssh_config::{SshCredential, SshTarget};
 
@@ -62,10 +67,13 @@ pub enum UpstreamError {
     Protocol { target: String, reason: String },
 }
 
-/// Checks the target's host key against the pinned one and remembers what was seen.
+/// Checks the target's host key against the pinned one and remembers what was seen; hands
+/// the channels the target opens (`ssh -R` connections, agent use) to the session, which
+/// judges them (`forward::serve_inbound`). Nothing is accepted here.
 pub struct UpstreamHandler {
     pinned: PublicKey,
     seen: Arc<Mutex<Option<String>>>,
+    inbound: mpsc::UnboundedSender<Inbound>,
 }
 
 impl client::Handler for UpstreamHandler {
@@ -86,6 +94,100 @@ impl client::Handler for UpstreamHandler {
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
         Ok(matches)
     }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        // A send fails only once the session is gone; the reply is then dropped (refused).
+        let _ = self.inbound.send(Inbound::Tcpip {
+            channel,
+            reply,
+            connected: (connected_address.to_string(), connected_port),
+            originator: (originator_address.to_string(), originator_port),
+        });
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let _ = self.inbound.send(Inbound::Agent { channel, reply });
+        Ok(())
+    }
+
+    // Every other channel a target might open is refused: russh would accept them by
+    // default, and ward asked for none of them (fail closed against a hostile target).
+
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply).await
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply).await
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply).await
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply).await
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply).await
+    }
+}
+
+/// Refuses a channel the target opened that ward never asked for.
+async fn refuse(reply: client::ChannelOpenHandle) -> Result<(), russh::Error> {
+    reply
+        .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+        .await;
+    Ok(())
 }
 
 /// `SHA256:… (ssh-ed25519 AAAA…)`: the fingerprint, and the key itself so it can be pasted.
@@ -137,9 +239,13 @@ impl SshUpstream {
         })
     }
 
-    /// Connects, checks the host key and logs in, within the connect timeout.
-    pub async fn connect(&self) -> Result<client::Handle<UpstreamHandler>, UpstreamError> {
-        match tokio::time::timeout(self.connect_timeout, self.connect_inner()).await {
+    /// Connects, checks the host key and logs in, within the connect timeout. Channels the
+    /// target opens later are sent to `inbound`.
+    pub async fn connect(
+        &self,
+        inbound: mpsc::UnboundedSender<Inbound>,
+    ) -> Result<client::Handle<UpstreamHandler>, UpstreamError> {
+        match tokio::time::timeout(self.connect_timeout, self.connect_inner(inbound)).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Unreachable {
                 target: self.target.name.clone(),
@@ -152,7 +258,10 @@ impl SshUpstream {
         }
     }
 
-    async fn connect_inner(&self) -> Result<client::Handle<UpstreamHandler>, UpstreamError> {
+    async fn connect_inner(
+        &self,
+        inbound: mpsc::UnboundedSender<Inbound>,
+    ) -> Result<client::Handle<UpstreamHandler>, UpstreamError> {
         let target = &self.target;
         let tcp = tokio::net::TcpStream::connect(&target.address)
             .await
@@ -166,6 +275,7 @@ impl SshUpstream {
         let handler = UpstreamHandler {
             pinned: self.pinned.clone(),
             seen: seen.clone(),
+            inbound,
         };
         let mut handle = match client::connect_stream(self.config.clone(), tcp, handler).await {
             Ok(handle) => handle,

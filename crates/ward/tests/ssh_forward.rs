@@ -1,6 +1,6 @@
 //! SSH features beyond shell/exec/scp, through a real `ward serve` and a real OpenSSH sshd:
-//! targets ward logs in to with a password, local port forwarding (refused by default,
-//! allowed by rule, bytes recorded), russh as the client (exec + direct-tcpip), and user
+//! targets ward logs in to with a password, local and remote port forwarding and agent
+//! forwarding (each refused by default, allowed by rule, recorded with its bytes), russh as the client (exec + direct-tcpip), and user
 //! certificates signed by a CA in `identity.ssh_cas`.
 //!
 //! Each test starts its own sshd and ward; the client key of identity `alice` (group `ops`)
@@ -232,6 +232,238 @@ fn a_local_port_forward_allowed_by_rule_relays_and_records_bytes() {
     assert_eq!(
         event["params"],
         "bytes_to_target=200000 bytes_to_client=200000"
+    );
+}
+
+/// A Python program for the target: connects to 127.0.0.1:PORT, sends `size` patterned
+/// bytes while reading the reply, and prints how many bytes came back and whether they were
+/// the same.
+fn remote_echo_client(port: u16, size: usize) -> String {
+    format!(
+        "python3 -c '
+import socket, threading
+data = bytes(i % 251 for i in range({size}))
+s = socket.create_connection((\"127.0.0.1\", {port}), timeout=20)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+back = bytearray()
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    back += chunk
+t.join()
+print(len(back), back == data)
+'"
+    )
+}
+
+#[test]
+fn a_remote_port_forward_is_refused_by_default_and_recorded() {
+    let s = Setup::start(Sshd::start(), "", |t, _| t);
+    let echo = echo_server();
+    let remote = harness::free_port();
+    let spec = format!("127.0.0.1:{remote}:127.0.0.1:{echo}");
+    let mut cmd = sshd::ssh_command_with(
+        s.ward.ssh_port(),
+        TARGET,
+        &s.alice.private,
+        &["-o", "ExitOnForwardFailure=yes", "-R", &spec],
+        &["echo should-not-run"],
+    );
+    cmd.stdin(std::process::Stdio::null());
+    let out = harness::run_with_timeout(&mut cmd, sshd::SSH_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "remote port forwarding failed for listen port {remote}"
+        )),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
+    let event = s.wait_event("statement", "the refused remote forward", |e| {
+        e["origin"] == "forward"
+    });
+    assert_eq!(
+        event["text"],
+        format!("forward remote listen 127.0.0.1:{remote}")
+    );
+    assert_eq!(event["decision"], "denied");
+    assert_eq!(event["rule"], "policy.forwarding");
+    // The target was never asked to listen.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", remote)).is_err(),
+        "something listens on the refused port"
+    );
+}
+
+#[test]
+fn a_remote_port_forward_allowed_by_rule_relays_and_records_bytes() {
+    let rules = r#"rules:
+  - { name: everything, protocols: [ssh], action: allow }
+  - { name: reverse, statements: [port_forward_remote], commands: ["127.0.0.1:*"], action: allow }
+"#;
+    let s = Setup::start(Sshd::start(), rules, |t, _| t);
+    let echo = echo_server();
+    let remote = harness::free_port();
+    let spec = format!("127.0.0.1:{remote}:127.0.0.1:{echo}");
+    let program = remote_echo_client(remote, 300_000);
+    let mut cmd = sshd::ssh_command_with(
+        s.ward.ssh_port(),
+        TARGET,
+        &s.alice.private,
+        &["-o", "ExitOnForwardFailure=yes", "-R", &spec],
+        &[&program],
+    );
+    cmd.stdin(std::process::Stdio::null());
+    let out = harness::run_with_timeout(&mut cmd, sshd::SSH_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "300000 True\n",
+        "stderr: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let listen = s.wait_event("statement", "the remote listen", |e| {
+        e["origin"] == "forward"
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("forward remote listen"))
+    });
+    assert_eq!(
+        listen["text"],
+        format!("forward remote listen 127.0.0.1:{remote}")
+    );
+    assert_eq!(listen["decision"], "allowed");
+    assert_eq!(listen["rule"], "reverse");
+    let prefix = format!("forward remote 127.0.0.1:{remote} from 127.0.0.1:");
+    let connection = s.wait_event("statement", "the forwarded connection", |e| {
+        e["text"].as_str().is_some_and(|t| t.starts_with(&prefix))
+    });
+    assert_eq!(connection["decision"], "allowed");
+    assert_eq!(connection["rule"], "reverse");
+    assert_eq!(
+        connection["params"],
+        "bytes_to_target=300000 bytes_to_client=300000"
+    );
+    // In strict mode (the default) the connection was on disk before its first byte.
+    let announced = s.wait_event("command", "the forwarded connection's command", |e| {
+        e["origin"] == "forward" && e["text"].as_str().is_some_and(|t| t.starts_with(&prefix))
+    });
+    assert!(
+        announced["at"].as_i64() <= connection["started_at"].as_i64(),
+        "command {announced} after the connection {connection}"
+    );
+}
+
+/// A running `ssh-agent -D -a SOCKET` holding one key; killed when dropped.
+struct Agent {
+    child: std::process::Child,
+    socket: PathBuf,
+    key: KeyPair,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    fn start(dir: &std::path::Path) -> Agent {
+        let socket = dir.join("agent.sock");
+        let child = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ssh-agent");
+        let mut agent = Agent {
+            child,
+            socket,
+            key: KeyPair::generate(&dir.join("agent-key"), "agent-key@test"),
+        };
+        wait_until(|| agent.socket.exists().then_some(()), "ssh-agent's socket");
+        let added = harness::run_with_timeout(
+            std::process::Command::new("ssh-add")
+                .arg(&agent.key.private)
+                .env("SSH_AUTH_SOCK", &agent.socket),
+            sshd::SSH_TIMEOUT,
+        );
+        assert!(added.status.success(), "ssh-add failed: {added:?}");
+        agent.child.try_wait().expect("ssh-agent still runs");
+        agent
+    }
+
+    /// `ssh -A … ARGS` with this agent as the client's agent.
+    fn ssh_a(&self, s: &Setup, args: &[&str]) -> std::process::Output {
+        let mut cmd =
+            sshd::ssh_command_with(s.ward.ssh_port(), TARGET, &s.alice.private, &["-A"], args);
+        cmd.env("SSH_AUTH_SOCK", &self.socket)
+            .stdin(std::process::Stdio::null());
+        harness::run_with_timeout(&mut cmd, sshd::SSH_TIMEOUT)
+    }
+}
+
+#[test]
+fn agent_forwarding_is_refused_by_default_and_recorded() {
+    let s = Setup::start(Sshd::start(), "", |t, _| t);
+    let agent = Agent::start(&s._dir);
+    let out = agent.ssh_a(&s, &["ssh-add -l; echo agent-exit=$?"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // No agent on the target: ssh-add says so (exit 2).
+    assert!(
+        stdout.contains("agent-exit=2"),
+        "{stdout} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("agent-key@test"), "{stdout}");
+    let event = s.wait_event("statement", "the refused agent request", |e| {
+        e["origin"] == "forward"
+    });
+    assert_eq!(event["text"], "forward agent request");
+    assert_eq!(event["decision"], "denied");
+    assert_eq!(event["rule"], "policy.forwarding");
+}
+
+#[test]
+fn agent_forwarding_allowed_by_rule_relays_and_records_each_use() {
+    let rules = r#"rules:
+  - { name: everything, protocols: [ssh], action: allow }
+  - { name: agent, statements: [agent_forward], identities: [alice], action: allow }
+"#;
+    let s = Setup::start(Sshd::start(), rules, |t, _| t);
+    let agent = Agent::start(&s._dir);
+    let out = agent.ssh_a(&s, &["ssh-add -l"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The target lists the key held by the client's agent.
+    assert!(stdout.contains("agent-key@test (ED25519)"), "{stdout}");
+    let request = s.wait_event("statement", "the agent request", |e| {
+        e["text"] == "forward agent request"
+    });
+    assert_eq!(request["decision"], "allowed");
+    assert_eq!(request["rule"], "agent");
+    let used = s.wait_event("statement", "the agent's use", |e| {
+        e["text"] == "forward agent"
+    });
+    assert_eq!(used["decision"], "allowed");
+    let params = used["params"].as_str().expect("bytes of the agent channel");
+    assert!(
+        !params.contains("bytes_to_target=0") && !params.contains("bytes_to_client=0"),
+        "{params}"
     );
 }
 
