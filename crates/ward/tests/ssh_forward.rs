@@ -648,3 +648,56 @@ fn user_certificates_signed_by_a_listed_ca_log_in() {
     sign(&ca, &unprincipled, "dave", "root", "+1h");
     refused(&unprincipled, "certificate_principal");
 }
+
+#[test]
+fn a_certificate_session_ends_when_the_certificate_does() {
+    let sshd = Sshd::start();
+    let dir = fresh_dir("ssh-cert-expiry");
+    let ca = KeyPair::generate(&dir.join("ca"), "ward-test-ca");
+    let ward = Ward::start(
+        WardOptions::new()
+            .ssh(SshOptions::new().target(SshTargetSpec::for_sshd(TARGET, &sshd)))
+            .identity_yaml(&format!(
+                "ssh_cas:\n  - {{ key: {}, groups: [ops] }}",
+                serde_json::to_string(&ca.public).unwrap()
+            )),
+    );
+    let alice = KeyPair::generate(&dir.join("alice"), "alice@laptop");
+    // Valid from a minute ago until 5 seconds from now (ssh-keygen's relative times).
+    sign(&ca, &alice, "alice", "alice", "-1m:+5s");
+    let cert = dir.join("alice-cert.pub");
+    let mut cmd = sshd::ssh_command_with(
+        ward.ssh_port(),
+        TARGET,
+        &alice.private,
+        &["-o", &format!("CertificateFile={}", cert.display())],
+        &["echo started; sleep 60; echo finished"],
+    );
+    cmd.stdin(std::process::Stdio::null());
+    let out = harness::run_with_timeout(&mut cmd, std::time::Duration::from_secs(50));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "started\n",
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("ward: session ended: certificate expired at "),
+        "{stderr}"
+    );
+    let end = wait_until(
+        || {
+            sshd::stored_events(&ward, "session_end")
+                .into_iter()
+                .find(|e| e["reason"] != serde_json::Value::Null)
+        },
+        "the session end",
+    );
+    assert!(
+        end["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("certificate expired at ")),
+        "{end}"
+    );
+}
