@@ -1,7 +1,8 @@
 //! SSH features beyond shell/exec/scp, through a real `ward serve` and a real OpenSSH sshd:
 //! targets ward logs in to with a password, local and remote port forwarding and agent
-//! forwarding (each refused by default, allowed by rule, recorded with its bytes), russh as the client (exec + direct-tcpip), and user
-//! certificates signed by a CA in `identity.ssh_cas`.
+//! forwarding (each refused by default, allowed by rule, recorded with its bytes), russh as
+//! the client (exec, direct-tcpip, terminal resize, signals), and user certificates signed
+//! by a CA in `identity.ssh_cas` (including a session ended by the certificate's expiry).
 //!
 //! Each test starts its own sshd and ward; the client key of identity `alice` (group `ops`)
 //! is listed in `identity.ssh_keys`.
@@ -481,6 +482,113 @@ impl russh::client::Handler for AnyHost {
     }
 }
 
+/// Logs in to ward's SSH port as alice with russh, for target web-1.
+async fn russh_login(port: u16, key_path: &std::path::Path) -> russh::client::Handle<AnyHost> {
+    let key = russh::keys::load_secret_key(key_path, None).expect("load alice's key");
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let mut handle = russh::client::connect(config, ("127.0.0.1", port), AnyHost)
+        .await
+        .expect("connect to ward");
+    let auth = handle
+        .authenticate_publickey(
+            TARGET,
+            russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), None),
+        )
+        .await
+        .expect("authenticate");
+    assert!(auth.success(), "ward refused alice's key: {auth:?}");
+    handle
+}
+
+/// Reads a channel's output until it contains `wanted` (or fails after 20 s).
+async fn read_until(
+    channel: &mut russh::Channel<russh::client::Msg>,
+    seen: &mut Vec<u8>,
+    wanted: &str,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !String::from_utf8_lossy(seen).contains(wanted) {
+        match tokio::time::timeout_at(deadline, channel.wait()).await {
+            Ok(Some(russh::ChannelMsg::Data { data })) => seen.extend_from_slice(&data),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!(
+                "the channel ended before {wanted:?}: {}",
+                String::from_utf8_lossy(seen)
+            ),
+            Err(_) => panic!(
+                "no {wanted:?} within 20 s: {}",
+                String::from_utf8_lossy(seen)
+            ),
+        }
+    }
+}
+
+#[test]
+fn russh_as_the_client_resizes_the_terminal_and_signals_a_command() {
+    let s = Setup::start(Sshd::start(), "", |t, _| t);
+    let port = s.ward.ssh_port();
+    let key_path = s.alice.private.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        use russh::{ChannelMsg, Sig};
+        let handle = russh_login(port, &key_path).await;
+        // A shell with an 80x24 terminal, resized to 100x40: the host's tty follows.
+        let mut shell = handle.channel_open_session().await.expect("session");
+        shell
+            .request_pty(true, "xterm", 80, 24, 0, 0, &[])
+            .await
+            .expect("pty");
+        shell.request_shell(true).await.expect("shell");
+        let mut seen = Vec::new();
+        shell.data(&b"stty size\n"[..]).await.expect("type");
+        read_until(&mut shell, &mut seen, "24 80").await;
+        shell.window_change(100, 40, 0, 0).await.expect("resize");
+        shell.data(&b"stty size\n"[..]).await.expect("type");
+        read_until(&mut shell, &mut seen, "40 100").await;
+        shell.data(&b"exit 0\n"[..]).await.expect("type");
+        drop(shell);
+
+        // A signal reaches the command: `sleep 30` killed by TERM reports exit-signal TERM.
+        let mut exec = handle.channel_open_session().await.expect("session");
+        exec.exec(true, "sleep 30").await.expect("exec");
+        // The reply to exec means the command runs.
+        loop {
+            match exec.wait().await {
+                Some(ChannelMsg::Success) => break,
+                Some(ChannelMsg::Failure) | None => panic!("the exec was refused"),
+                Some(_) => {}
+            }
+        }
+        exec.signal(Sig::TERM).await.expect("signal");
+        let mut signal = None;
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while let Some(msg) = exec.wait().await {
+                if let ChannelMsg::ExitSignal { signal_name, .. } = msg {
+                    signal = Some(signal_name);
+                }
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "sleep 30 outlived the TERM signal");
+        assert!(matches!(signal, Some(Sig::TERM)), "{signal:?}");
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    });
+    let event = s.wait_event("statement", "the signalled exec", |e| {
+        e["text"] == "sleep 30"
+    });
+    assert!(
+        event["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("signal") && e.contains("TERM")),
+        "{event}"
+    );
+}
+
 #[test]
 fn russh_as_the_client_execs_and_forwards() {
     let rules = r#"rules:
@@ -497,20 +605,7 @@ fn russh_as_the_client_execs_and_forwards() {
     runtime.block_on(async move {
         use russh::ChannelMsg;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let key = russh::keys::load_secret_key(&key_path, None).expect("load alice's key");
-        let config = std::sync::Arc::new(russh::client::Config::default());
-        let mut handle = russh::client::connect(config, ("127.0.0.1", port), AnyHost)
-            .await
-            .expect("connect to ward");
-        let auth = handle
-            .authenticate_publickey(
-                TARGET,
-                russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), None),
-            )
-            .await
-            .expect("authenticate");
-        assert!(auth.success(), "ward refused alice's key: {auth:?}");
-
+        let handle = russh_login(port, &key_path).await;
         let mut channel = handle
             .channel_open_session()
             .await
